@@ -1,0 +1,310 @@
+//! The doctors: UDP servers that answer an insurance plan with its cost
+//! (PROTOCOL.md, "Quote at the doctor").
+//!
+//! This module owns one doctor's receive loop, its answers in the dialect of
+//! each datagram, its defences (garbage is answered `error ...` or dropped,
+//! never with a cost; an answer is never much larger than its request, so a
+//! doctor cannot be used to amplify traffic to a forged source), and the
+//! `doctor` subcommand that runs every doctor of the data in one process.
+//! A doctor keeps no per-patient state, so a repeated request is harmless.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+
+use crate::center::loopback_if_unspecified;
+use crate::console::Console;
+use crate::data::{FeeTable, Fixtures, Source};
+use crate::protocol::{self, ProtocolError, decode_datagram, shorten};
+use crate::shutdown::Shutdown;
+
+/// The longest plan a doctor reads; a longer datagram is `error message too
+/// long`.
+pub const MESSAGE_LIMIT: usize = 512;
+
+/// An answer is sent only if it is at most this many times the request.
+pub const AMPLIFICATION_LIMIT: usize = 4;
+
+/// Counts kept while serving, returned by [`Doctor::serve`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub quotes: u64,
+    pub errors: u64,
+    pub dropped: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} quotes, {} errors, {} dropped",
+            self.quotes, self.errors, self.dropped
+        )
+    }
+}
+
+/// One doctor: a name, a fee table and a console.
+pub struct Doctor {
+    name: String,
+    fees: FeeTable,
+    console: Console,
+    quotes: AtomicU64,
+    errors: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl Doctor {
+    pub fn new(name: &str, fees: FeeTable, console: Console) -> Doctor {
+        Doctor {
+            name: name.to_owned(),
+            fees,
+            console,
+            quotes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The counts so far.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            quotes: self.quotes.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Answers datagrams on `socket` until `shutdown` is triggered.
+    ///
+    /// # Errors
+    ///
+    /// Only when the socket's address cannot be read; receive and send
+    /// errors are survived.
+    pub fn serve(&self, socket: &UdpSocket, shutdown: &Shutdown) -> io::Result<Summary> {
+        let wake = loopback_if_unspecified(socket.local_addr()?);
+        shutdown.on_trigger(move || {
+            // recv_from() has no timeout: an empty datagram wakes it.
+            let unspecified: SocketAddr = if wake.is_ipv4() {
+                ([0, 0, 0, 0], 0).into()
+            } else {
+                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+            };
+            if let Ok(waker) = UdpSocket::bind(unspecified) {
+                let _ = waker.send_to(&[], wake);
+            }
+        });
+        // The largest datagram UDP carries, so nothing is silently cut.
+        let mut buf = vec![0u8; 65536];
+        let mut reply = Vec::with_capacity(64);
+        while !shutdown.is_triggered() {
+            let (len, from) = match socket.recv_from(&mut buf) {
+                Ok(received) => received,
+                // ICMP errors from earlier answers surface here on Linux;
+                // they concern that peer, not this doctor.
+                Err(_) => continue,
+            };
+            if shutdown.is_triggered() {
+                break;
+            }
+            reply.clear();
+            if self.answer(&buf[..len], from, &mut reply) {
+                if reply.len() > len.saturating_mul(AMPLIFICATION_LIMIT) {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.console.diagnostic(format_args!(
+                        "{}: {from}: answer of {} bytes to a {len}-byte request dropped (amplification limit)",
+                        self.name,
+                        reply.len()
+                    ));
+                    continue;
+                }
+                let _ = socket.send_to(&reply, from);
+            }
+        }
+        Ok(self.summary())
+    }
+
+    /// Puts the answer to one datagram in `reply`; false to drop it.
+    fn answer(&self, datagram: &[u8], from: SocketAddr, reply: &mut Vec<u8>) -> bool {
+        if datagram.is_empty() {
+            // Wake-ups and empty probes carry nothing to answer.
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let (plan, dialect) = match decode_datagram(datagram, MESSAGE_LIMIT) {
+            Ok(decoded) => decoded,
+            Err(e) => {
+                // Bare garbage is answered classically: a C reader stops at NUL.
+                let dialect = if datagram.ends_with(b"\n") {
+                    protocol::Dialect::Line
+                } else {
+                    protocol::Dialect::Classic
+                };
+                return self.refuse(&e, from, dialect, reply);
+            }
+        };
+        let plan = plan.trim();
+        let mut transcript = self.console.transcript();
+        transcript.line(format_args!(
+            "Phase 3: Doctor {} receives the request from the patient with port number {} and the insurance plan {}.",
+            self.name,
+            from.port(),
+            shorten(plan)
+        ));
+        match self.fees.cost(plan) {
+            Some(cost) => {
+                self.quotes.fetch_add(1, Ordering::Relaxed);
+                protocol::encode_into(dialect, &cost.to_string(), reply);
+                transcript.line(format_args!(
+                    "Phase 3: Doctor {} has sent estimated price {cost}$ to patient with port number {}.",
+                    self.name,
+                    from.port()
+                ));
+                true
+            }
+            None => {
+                drop(transcript);
+                let e = format!("unknown plan {}", shorten(plan));
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                self.console
+                    .diagnostic(format_args!("{}: {from}: error {e}", self.name));
+                protocol::encode_into(dialect, &format!("error {e}"), reply);
+                true
+            }
+        }
+    }
+
+    fn refuse(
+        &self,
+        e: &ProtocolError,
+        from: SocketAddr,
+        dialect: protocol::Dialect,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.console
+            .diagnostic(format_args!("{}: {from}: error {e}", self.name));
+        protocol::encode_into(dialect, &format!("error {e}"), reply);
+        true
+    }
+}
+
+/// Binds one doctor's UDP socket.
+///
+/// # Errors
+///
+/// The address does not resolve or cannot be bound.
+pub fn bind(name: &str, addr: &str) -> anyhow::Result<UdpSocket> {
+    let resolved = crate::resolve(addr)?;
+    UdpSocket::bind(resolved).with_context(|| format!("binding doctor {name} on {addr}"))
+}
+
+/// Run the doctors: each doctor named in the availabilities answers
+/// insurance plans with its cost over UDP, on its own socket and thread.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory holding availabilities.txt and DOCTOR.txt [default: the
+    /// built-in copies of fixtures/].
+    #[arg(long, value_name = "DIR")]
+    pub fixtures: Option<PathBuf>,
+    /// Run only this doctor (repeat for several) [default: all].
+    #[arg(long, value_name = "NAME")]
+    pub only: Vec<String>,
+    /// Where one doctor listens, e.g. `doc1=127.0.0.1:0` (port 0 picks a
+    /// free port). Repeat for several [default: HOST and the port the
+    /// availabilities give: doc1 41720, doc2 42720].
+    #[arg(long, value_name = "NAME=ADDR")]
+    pub listen: Vec<String>,
+    /// Address doctors without --listen bind to.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Print no phase messages (each doctor's bound address is still
+    /// printed).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The `doctor` subcommand.
+///
+/// # Errors
+///
+/// Bad data files, an unknown doctor in a flag, or an address that cannot
+/// be bound.
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let fixtures = Fixtures::load(&Source::from_option(args.fixtures.as_deref()))?;
+    let mut listen = std::collections::BTreeMap::new();
+    for spec in &args.listen {
+        let (name, addr) = spec
+            .split_once('=')
+            .with_context(|| format!("--listen '{spec}' is not NAME=ADDR"))?;
+        anyhow::ensure!(
+            fixtures.doctor(name).is_some(),
+            "--listen names doctor '{name}', which the availabilities do not name"
+        );
+        listen.insert(name.to_owned(), addr.to_owned());
+    }
+    for name in &args.only {
+        anyhow::ensure!(
+            fixtures.doctor(name).is_some(),
+            "--only names doctor '{name}', which the availabilities do not name"
+        );
+    }
+    let console = Console::standard(args.quiet);
+    let mut bound = Vec::new();
+    for doctor in &fixtures.doctors {
+        if !args.only.is_empty() && !args.only.contains(&doctor.name) {
+            continue;
+        }
+        let addr = listen
+            .get(&doctor.name)
+            .cloned()
+            .unwrap_or_else(|| host_port(&args.host, doctor.port));
+        let socket = bind(&doctor.name, &addr)?;
+        let local = socket.local_addr()?;
+        Console::standard(false).phases(&format!(
+            "Phase 3: Doctor {} has a static UDP port {} and IP address {}.\n",
+            doctor.name,
+            local.port(),
+            local.ip()
+        ));
+        bound.push((
+            Doctor::new(&doctor.name, doctor.fees.clone(), console.clone()),
+            socket,
+        ));
+    }
+    let shutdown = Shutdown::new();
+    shutdown.stop_on_signals()?;
+    let summaries = std::thread::scope(|scope| {
+        let handles: Vec<_> = bound
+            .iter()
+            .map(|(doctor, socket)| {
+                let shutdown = &shutdown;
+                scope.spawn(move || (doctor.name(), doctor.serve(socket, shutdown)))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().ok())
+            .collect::<Vec<_>>()
+    });
+    for (name, summary) in summaries {
+        let summary = summary.with_context(|| format!("doctor {name}"))?;
+        Console::standard(false).phases(&format!("doctor {name} stopped: {summary}\n"));
+    }
+    Ok(())
+}
+
+/// `HOST:PORT`, bracketing an IPv6 literal.
+pub fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}

@@ -1,0 +1,65 @@
+//! medsim: the classic online medical appointment system (a health center
+//! over TCP, two doctors over UDP, patients that book a slot and get a
+//! quote), built to be correct under concurrency and calm under bad input.
+//!
+//! The wire contract is `PROTOCOL.md` in the shared folder. The modules:
+//! [`protocol`] (messages and framing, no I/O), [`data`] (the classic data
+//! files), [`slots`] (the slot table), [`center`], [`doctor`] and
+//! [`patient`] (the three parties and their subcommands), [`sim`] (all of
+//! them in one process), and the plumbing they share: [`pool`],
+//! [`shutdown`], [`console`], [`rng`]. `main.rs` holds only the CLI.
+
+pub mod center;
+pub mod console;
+pub mod data;
+pub mod doctor;
+pub mod patient;
+pub mod pool;
+pub mod protocol;
+pub mod rng;
+pub mod shutdown;
+pub mod sim;
+pub mod slots;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+/// Resolves `HOST:PORT` to its first address.
+///
+/// # Errors
+///
+/// The text is not an address, or the name does not resolve.
+pub fn resolve(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.to_socket_addrs()
+        .with_context(|| format!("'{addr}' is not a HOST:PORT address"))?
+        .next()
+        .with_context(|| format!("'{addr}' resolves to no address"))
+}
+
+/// A positive, finite number of seconds from a flag.
+///
+/// # Errors
+///
+/// Zero, negative, or not finite.
+pub fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
+    anyhow::ensure!(
+        value.is_finite() && value > 0.0,
+        "{flag} must be a positive number of seconds, not {value}"
+    );
+    Duration::try_from_secs_f64(value).with_context(|| format!("{flag} {value} is out of range"))
+}
+
+/// Parses `line` or `classic` for `--dialect`.
+///
+/// # Errors
+///
+/// Any other word.
+pub fn parse_dialect(text: &str) -> Result<protocol::Dialect, String> {
+    match text {
+        "line" => Ok(protocol::Dialect::Line),
+        "classic" => Ok(protocol::Dialect::Classic),
+        other => Err(format!("'{other}' is not a dialect: use line or classic")),
+    }
+}

@@ -1,0 +1,45 @@
+//! The `medsim` command line: clap types and dispatch only. Each
+//! subcommand's flags and `run` live in its module.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use medsim::{center, doctor, patient, sim};
+
+/// The classic online medical appointment system: a health center over
+/// TCP, doctors over UDP, and patients that book a slot and get a quote.
+#[derive(Debug, Parser)]
+#[command(name = "medsim", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Center(center::Args),
+    Doctor(doctor::Args),
+    Patient(patient::Args),
+    Simulate(sim::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("medsim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::Center(args) => center::run(args).map(|()| 0),
+        Command::Doctor(args) => doctor::run(args).map(|()| 0),
+        Command::Patient(args) => patient::run(args),
+        Command::Simulate(args) => sim::run(args),
+    }
+}

@@ -1,0 +1,291 @@
+//! The center's slot table: which slots exist, which are free and who holds
+//! each reserved one.
+//!
+//! [`SlotBook`] is a cloneable handle around one `parking_lot::Mutex`;
+//! callers never see the lock. A reservation is one method under one guard
+//! (check, then set), so however many sessions race for a slot exactly one
+//! wins. The free list is rendered once per change and shared, so listing
+//! costs a clone of an `Arc`, not a walk over the table. Sockets, framing
+//! and the journal on disk belong to other modules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use crate::data::Slot;
+use crate::protocol::{CLASSIC_ANSWER_MAX, render_listings};
+
+/// The default of `--list-cap`: how many free slots one `available` answer
+/// lists at most (the lowest indexes).
+pub const DEFAULT_LIST_CAP: usize = 50;
+
+/// What became of a reservation request. Losing a race is an outcome, not
+/// an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// The slot is now the caller's; tell the patient this doctor and port.
+    Booked { doctor: Arc<str>, port: u16 },
+    /// Someone reserved it first.
+    Taken,
+    /// No slot has that index.
+    NoSuchSlot,
+}
+
+/// The free slots as the center sends them, rendered for both dialects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FreeList {
+    /// Up to the list cap, for line sessions.
+    pub line: String,
+    /// The lowest free slots that fit one classic answer.
+    pub classic: String,
+    /// How many slots `line` lists.
+    pub listed: usize,
+}
+
+impl FreeList {
+    /// True when no slot is free: the center answers `notavailable`.
+    pub fn is_empty(&self) -> bool {
+        self.listed == 0
+    }
+}
+
+/// A cloneable handle on the one slot table of a center.
+#[derive(Clone)]
+pub struct SlotBook {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    list_cap: usize,
+}
+
+struct State {
+    slots: BTreeMap<u64, Entry>,
+    free: BTreeSet<u64>,
+    /// The rendering of `free`, dropped whenever `free` changes.
+    rendered: Option<Arc<FreeList>>,
+}
+
+struct Entry {
+    day: Box<str>,
+    time: Box<str>,
+    doctor: Arc<str>,
+    port: u16,
+    holder: Option<Box<str>>,
+}
+
+impl SlotBook {
+    /// A table of `slots`, all free, listing at most `list_cap` at a time.
+    pub fn new(slots: &[Slot], list_cap: usize) -> SlotBook {
+        // Doctors' names are shared, not copied per slot or per booking.
+        let mut names: BTreeMap<&str, Arc<str>> = BTreeMap::new();
+        let entries = slots
+            .iter()
+            .map(|slot| {
+                let doctor = names
+                    .entry(&slot.doctor)
+                    .or_insert_with(|| Arc::from(slot.doctor.as_str()))
+                    .clone();
+                let entry = Entry {
+                    day: slot.day.as_str().into(),
+                    time: slot.time.as_str().into(),
+                    doctor,
+                    port: slot.port,
+                    holder: None,
+                };
+                (slot.index, entry)
+            })
+            .collect();
+        SlotBook {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    slots: entries,
+                    free: slots.iter().map(|s| s.index).collect(),
+                    rendered: None,
+                }),
+                list_cap: list_cap.max(1),
+            }),
+        }
+    }
+
+    /// The free slots to send for `available`.
+    pub fn free_list(&self) -> Arc<FreeList> {
+        let mut state = self.shared.state.lock();
+        if let Some(rendered) = &state.rendered {
+            return Arc::clone(rendered);
+        }
+        let rendered = Arc::new(state.render(self.shared.list_cap));
+        state.rendered = Some(Arc::clone(&rendered));
+        rendered
+    }
+
+    /// Reserves slot `index` to `holder` if it is free: one check-and-set.
+    pub fn reserve(&self, index: u64, holder: &str) -> Reservation {
+        let mut state = self.shared.state.lock();
+        let Some(entry) = state.slots.get_mut(&index) else {
+            return Reservation::NoSuchSlot;
+        };
+        if entry.holder.is_some() {
+            return Reservation::Taken;
+        }
+        entry.holder = Some(holder.into());
+        let booked = Reservation::Booked {
+            doctor: Arc::clone(&entry.doctor),
+            port: entry.port,
+        };
+        state.free.remove(&index);
+        state.rendered = None;
+        booked
+    }
+
+    /// Frees slot `index` if `holder` holds it, for a reservation whose
+    /// answer never reached the patient. Returns whether it was freed.
+    pub fn cancel(&self, index: u64, holder: &str) -> bool {
+        let mut state = self.shared.state.lock();
+        let Some(entry) = state.slots.get_mut(&index) else {
+            return false;
+        };
+        if entry.holder.as_deref() != Some(holder) {
+            return false;
+        }
+        entry.holder = None;
+        state.free.insert(index);
+        state.rendered = None;
+        true
+    }
+
+    /// Every reserved slot and its holder, in index order.
+    pub fn holders(&self) -> Vec<(u64, String)> {
+        let state = self.shared.state.lock();
+        state
+            .slots
+            .iter()
+            .filter_map(|(index, e)| e.holder.as_ref().map(|h| (*index, h.to_string())))
+            .collect()
+    }
+
+    /// How many slots are free.
+    pub fn free_count(&self) -> usize {
+        self.shared.state.lock().free.len()
+    }
+}
+
+impl State {
+    fn render(&self, cap: usize) -> FreeList {
+        let lowest = || {
+            self.free.iter().take(cap).filter_map(|index| {
+                let e = self.slots.get(index)?;
+                Some((*index, &*e.day, &*e.time))
+            })
+        };
+        let line = render_listings(lowest(), usize::MAX);
+        let classic = render_listings(lowest(), CLASSIC_ANSWER_MAX - 1);
+        FreeList {
+            line,
+            classic,
+            listed: self.free.len().min(cap),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_slots() -> Vec<Slot> {
+        crate::data::Fixtures::load(&crate::data::Source::built_in())
+            .unwrap()
+            .slots
+    }
+
+    #[test]
+    fn lists_free_slots_in_index_order() {
+        let book = SlotBook::new(&fixture_slots(), DEFAULT_LIST_CAP);
+        let list = book.free_list();
+        assert_eq!(
+            list.line,
+            "1 Tue 01pm 2 Mon 03pm 3 Thu 02pm 4 Wed 10am 5 Sat 12pm 6 Fri 04pm"
+        );
+        assert_eq!(list.classic, list.line, "the six classic slots fit");
+        assert_eq!(list.listed, 6);
+    }
+
+    #[test]
+    fn a_reserved_slot_leaves_the_list_and_cannot_be_reserved_again() {
+        let book = SlotBook::new(&fixture_slots(), DEFAULT_LIST_CAP);
+        assert_eq!(
+            book.reserve(2, "patient1"),
+            Reservation::Booked {
+                doctor: "doc2".into(),
+                port: 42720
+            }
+        );
+        assert_eq!(book.reserve(2, "patient2"), Reservation::Taken);
+        assert_eq!(book.reserve(7, "patient2"), Reservation::NoSuchSlot);
+        assert!(!book.free_list().line.contains("Mon"));
+        assert_eq!(book.holders(), [(2, "patient1".to_owned())]);
+        assert_eq!(book.free_count(), 5);
+    }
+
+    #[test]
+    fn cancel_frees_only_the_holders_slot() {
+        let book = SlotBook::new(&fixture_slots(), DEFAULT_LIST_CAP);
+        book.reserve(1, "patient1");
+        assert!(!book.cancel(1, "patient2"));
+        assert!(book.cancel(1, "patient1"));
+        assert!(!book.cancel(1, "patient1"));
+        assert_eq!(book.free_list().listed, 6);
+    }
+
+    #[test]
+    fn the_list_is_capped_and_classic_fits_one_answer() {
+        let slots: Vec<Slot> = (1..=500)
+            .map(|index| Slot {
+                index,
+                day: "Mon".into(),
+                time: "10am".into(),
+                doctor: "doc1".into(),
+                port: 41720,
+            })
+            .collect();
+        let book = SlotBook::new(&slots, 50);
+        let list = book.free_list();
+        assert_eq!(list.listed, 50);
+        assert_eq!(list.line.split(' ').count(), 150);
+        assert!(list.classic.len() < CLASSIC_ANSWER_MAX);
+        assert!(list.line.starts_with(&list.classic));
+    }
+
+    #[test]
+    fn an_empty_table_lists_nothing() {
+        let book = SlotBook::new(&[], DEFAULT_LIST_CAP);
+        assert!(book.free_list().is_empty());
+    }
+
+    #[test]
+    fn racing_threads_book_each_slot_exactly_once() {
+        for _round in 0..20 {
+            let book = SlotBook::new(&fixture_slots(), DEFAULT_LIST_CAP);
+            let barrier = Arc::new(std::sync::Barrier::new(16));
+            let winners: Vec<bool> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..16)
+                    .map(|n| {
+                        let book = book.clone();
+                        let barrier = Arc::clone(&barrier);
+                        scope.spawn(move || {
+                            barrier.wait();
+                            matches!(
+                                book.reserve(3, &format!("p{n}")),
+                                Reservation::Booked { .. }
+                            )
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert_eq!(winners.iter().filter(|w| **w).count(), 1);
+        }
+    }
+}

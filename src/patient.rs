@@ -282,11 +282,11 @@ impl CenterLink {
     fn receive(&mut self) -> Result<String, Outcome> {
         let mut chunk = [0u8; 4096];
         loop {
-            if self.dialect == Dialect::Line {
-                if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
-                    let line: Vec<u8> = self.pending.drain(..=end).collect();
-                    return Ok(String::from_utf8_lossy(&line).trim_end().to_owned());
-                }
+            if self.dialect == Dialect::Line
+                && let Some(end) = self.pending.iter().position(|&b| b == b'\n')
+            {
+                let line: Vec<u8> = self.pending.drain(..=end).collect();
+                return Ok(String::from_utf8_lossy(&line).trim_end().to_owned());
             }
             let n = match self.stream.read(&mut chunk) {
                 Ok(n) => n,

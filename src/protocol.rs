@@ -365,7 +365,7 @@ pub fn parse_slots_answer(text: &str) -> Result<SlotsAnswer, ProtocolError> {
         .split(|c: char| c.is_whitespace() || c == '\0')
         .filter(|t| !t.is_empty() && *t != ".")
         .collect();
-    if tokens.is_empty() || tokens.len() % 3 != 0 {
+    if tokens.is_empty() || !tokens.len().is_multiple_of(3) {
         return Err(unexpected("a list of 'INDEX DAY TIME' slots", text));
     }
     let mut listings = Vec::with_capacity(tokens.len() / 3);
@@ -465,10 +465,10 @@ pub fn encode_classic_request(text: &str, pad_to: Option<usize>) -> Vec<u8> {
     let mut out = Vec::with_capacity(pad_to.unwrap_or(0).max(text.len() + 1));
     out.extend_from_slice(text.as_bytes());
     out.push(0);
-    if let Some(size) = pad_to {
-        if out.len() < size {
-            out.resize(size, 0);
-        }
+    if let Some(size) = pad_to
+        && out.len() < size
+    {
+        out.resize(size, 0);
     }
     out
 }

@@ -1,0 +1,417 @@
+//! The built `medsim` binary, as a person or a script runs it.
+
+mod support;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+
+use support::{Running, address_in, bin, output};
+
+/// Doctors on ephemeral ports, then a center whose data points at them:
+/// the four-terminal demo of the README, minus the patients.
+struct Demo {
+    _dir: tempfile::TempDir,
+    fixtures: String,
+    center: SocketAddr,
+    doctors: Running,
+    center_process: Running,
+}
+
+fn write_fixtures(dir: &Path, doc1: u16, doc2: u16) {
+    let files = [
+        (
+            "users.txt",
+            "patient1 password111\npatient2 password222\n".to_owned(),
+        ),
+        (
+            "availabilities.txt",
+            format!(
+                "1 Tue 01pm doc1 {doc1}\n2 Mon 03pm doc2 {doc2}\n3 Thu 02pm doc1 {doc1}\n4 Wed 10am doc1 {doc1}\n5 Sat 12pm doc2 {doc2}\n6 Fri 04pm doc2 {doc2}\n"
+            ),
+        ),
+        (
+            "doc1.txt",
+            "insurance1 30\ninsurance2 20\ninsurance3 50\n".to_owned(),
+        ),
+        (
+            "doc2.txt",
+            "insurance1 40\ninsurance2 60\ninsurance3 10\n".to_owned(),
+        ),
+        ("patient1.txt", "patient1 password111\n".to_owned()),
+        ("patient2.txt", "patient2 password222\n".to_owned()),
+        ("patient1insurance.txt", "insurance1\n".to_owned()),
+        ("patient2insurance.txt", "insurance2\n".to_owned()),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+impl Demo {
+    fn start() -> Demo {
+        let mut doctors = Running::spawn(&[
+            "doctor",
+            "--listen",
+            "doc1=127.0.0.1:0",
+            "--listen",
+            "doc2=127.0.0.1:0",
+        ]);
+        let doc1 = doctors.line();
+        let doc2 = doctors.line();
+        assert!(
+            doc1.starts_with("Phase 3: Doctor doc1 has a static UDP port "),
+            "{doc1}"
+        );
+        assert!(
+            doc2.starts_with("Phase 3: Doctor doc2 has a static UDP port "),
+            "{doc2}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        write_fixtures(
+            dir.path(),
+            address_in(&doc1).port(),
+            address_in(&doc2).port(),
+        );
+        let fixtures = dir.path().to_str().unwrap().to_owned();
+        let mut center_process =
+            Running::spawn(&["center", "--listen", "127.0.0.1:0", "--fixtures", &fixtures]);
+        let first = center_process.line();
+        assert!(
+            first.starts_with("Phase 1: The Health Center Server has port number "),
+            "{first}"
+        );
+        Demo {
+            center: address_in(&first),
+            _dir: dir,
+            fixtures,
+            doctors,
+            center_process,
+        }
+    }
+
+    fn patient(&self, extra: &[&str], stdin: &str) -> (i32, String, String) {
+        let center = self.center.to_string();
+        let mut child = bin()
+            .args(["patient", "--center", &center, "--fixtures", &self.fixtures])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+#[test]
+fn interactive_patient_is_asked_again_after_an_invalid_choice() {
+    let demo = Demo::start();
+    let (code, stdout, stderr) = demo.patient(&["--name", "patient1"], "9\n1\n");
+    assert_eq!(code, 0, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        stdout
+            .matches("Please enter the preferred appointment index and press enter:")
+            .count(),
+        2,
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout
+            .matches("'9' is not one of the listed indexes")
+            .count(),
+        1
+    );
+    assert!(
+        stdout
+            .contains("Phase 2: The requested appointment is available and reserved to Patient 1.")
+    );
+    assert!(
+        stdout.contains(
+            "Phase 3: Patient 1 receives 30$ estimation cost from doctor with port number"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("and name doc1."));
+}
+
+#[test]
+fn the_classic_four_terminal_demo_books_both_patients() {
+    let mut demo = Demo::start();
+    let (code1, out1, _) = demo.patient(&["--name", "patient1"], "1\n");
+    let (code2, out2, _) = demo.patient(&["--name", "patient2"], "2\n");
+    assert_eq!((code1, code2), (0, 0), "{out1}\n{out2}");
+    assert!(out1.contains("receives 30$ estimation cost"));
+    assert!(out2.contains("receives 60$ estimation cost"));
+    // The center tells its side, one line per event.
+    let mut center_lines = Vec::new();
+    while center_lines.len() < 12 {
+        center_lines.push(demo.center_process.line());
+    }
+    let center_text = center_lines.join("\n");
+    assert!(center_text.contains("received request from a patient with username patient1."));
+    assert!(
+        center_text
+            .contains("confirms the following appointment 2 to patient with username patient2.")
+    );
+    let mut doctor_lines = Vec::new();
+    while doctor_lines.len() < 4 {
+        doctor_lines.push(demo.doctors.line());
+    }
+    assert!(
+        doctor_lines
+            .iter()
+            .any(|l| l.contains("Doctor doc1 has sent estimated price 30$"))
+    );
+    assert!(
+        doctor_lines
+            .iter()
+            .any(|l| l.contains("Doctor doc2 has sent estimated price 60$"))
+    );
+}
+
+#[test]
+fn scripted_patient_and_its_exit_statuses() {
+    let demo = Demo::start();
+    let (code, stdout, _) = demo.patient(&["--name", "patient2", "--select", "2", "--quiet"], "");
+    assert_eq!((code, stdout.as_str()), (0, "60\n"));
+    // The same slot again: taken.
+    let (code, _, stderr) = demo.patient(&["--name", "patient1", "--select", "2", "--quiet"], "");
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("the chosen appointment was taken"),
+        "{stderr}"
+    );
+    // A slot that does not exist: the center's error, a protocol status.
+    let (code, _, stderr) = demo.patient(&["--name", "patient1", "--select", "77"], "");
+    assert_eq!(code, 6, "{stderr}");
+    assert!(
+        stderr.contains("the center says: no slot has index 77"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wrong_password_exits_with_the_authentication_status() {
+    let demo = Demo::start();
+    let (code, stdout, stderr) = demo.patient(
+        &[
+            "--user",
+            "patient1",
+            "--password",
+            "wrong",
+            "--insurance",
+            "insurance1",
+        ],
+        "",
+    );
+    assert_eq!(code, 3, "{stdout}\n{stderr}");
+    assert!(stdout.contains("Phase 1: Patient 1 authentication result: failure."));
+    assert!(stderr.contains("authentication failed"));
+}
+
+#[test]
+fn closing_the_prompt_cancels_without_booking() {
+    let demo = Demo::start();
+    let (code, stdout, _) = demo.patient(&["--name", "patient1"], "abc\n");
+    assert_eq!(code, 7, "{stdout}");
+    let (code, stdout, _) = demo.patient(&["--name", "patient2", "--select", "1", "--quiet"], "");
+    // insurance2 at doc1 costs 20.
+    assert_eq!((code, stdout.as_str()), (0, "20\n"), "slot 1 is still free");
+}
+
+#[test]
+fn unreachable_center_is_a_connection_error() {
+    // Bind then drop: the port is very likely closed now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (code, _, stderr) = output(bin().args([
+        "patient",
+        "--center",
+        &format!("127.0.0.1:{port}"),
+        "--select",
+        "1",
+    ]));
+    assert_eq!(code, 6, "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the center at 127.0.0.1:"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn simulate_two_patients_as_json() {
+    let (code, stdout, stderr) =
+        output(bin().args(["simulate", "--patients", "2", "--json", "--seed", "7"]));
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["bookings"], 2);
+    assert_eq!(report["outcomes"]["quoted"], 2);
+    let invariants = report["invariants"].as_array().unwrap();
+    assert_eq!(invariants.len(), 4);
+    assert!(invariants.iter().all(|i| i["ok"] == true), "{stdout}");
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows[0]["user"], "patient1");
+    assert_eq!(rows[1]["user"], "patient2");
+}
+
+#[test]
+fn simulate_three_hundred_patients_for_the_same_slot_books_one() {
+    let (code, stdout, stderr) = output(bin().args([
+        "simulate",
+        "--patients",
+        "300",
+        "--choice",
+        "same",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["bookings"], 1);
+    assert_eq!(report["outcomes"]["quoted"], 1);
+    assert_eq!(report["outcomes"]["taken"], 299);
+    assert!(report.get("rows").is_none(), "no table past 20 patients");
+}
+
+#[test]
+fn simulate_prints_a_readable_summary() {
+    // One at a time, so "first" never races: slots 1 to 4 in order.
+    let (code, stdout, _) = output(bin().args([
+        "simulate",
+        "--patients",
+        "4",
+        "--choice",
+        "first",
+        "--seed",
+        "3",
+        "--concurrency",
+        "1",
+    ]));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.starts_with(
+            "medsim simulate: 4 patients, 6 slots, choice first, seed 3, concurrency 1"
+        )
+    );
+    assert!(
+        stdout.contains("\nuser "),
+        "a table for small runs: {stdout}"
+    );
+    assert!(stdout.contains("outcomes:    quoted 4"), "{stdout}");
+    assert!(
+        stdout.contains("patient3         3 doc1      50$ quoted"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("  ok   no slot reserved twice"));
+    assert!(!stdout.contains("FAIL"));
+}
+
+#[test]
+fn center_refuses_malformed_data_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixtures(dir.path(), 41720, 42720);
+    std::fs::write(
+        dir.path().join("availabilities.txt"),
+        "1 Tue 01pm doc1 41720\n2 Mon 03pm doc2\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = output(bin().args([
+        "center",
+        "--listen",
+        "127.0.0.1:0",
+        "--fixtures",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(
+            "availabilities.txt line 2: expected 5 fields (INDEX DAY TIME DOCTOR PORT), found 4"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn inconsistent_data_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixtures(dir.path(), 41720, 42720);
+    let fixtures = dir.path().to_str().unwrap();
+    std::fs::write(
+        dir.path().join("availabilities.txt"),
+        "1 Tue 01pm doc1 41720\n2 Mon 03pm doc3 43720\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = output(bin().args(["doctor", "--fixtures", fixtures]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("availabilities.txt line 2: doctor 'doc3' has no fee table"),
+        "{stderr}"
+    );
+    std::fs::write(
+        dir.path().join("availabilities.txt"),
+        "1 Tue 01pm doc1 41720\n1 Mon 03pm doc2 42720\n",
+    )
+    .unwrap();
+    let (code, _, stderr) =
+        output(bin().args(["center", "--listen", "127.0.0.1:0", "--fixtures", fixtures]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains("line 2: index 1 appears twice (first on line 1)"),
+        "{stderr}"
+    );
+    std::fs::remove_file(dir.path().join("users.txt")).unwrap();
+    let (code, _, stderr) =
+        output(bin().args(["center", "--listen", "127.0.0.1:0", "--fixtures", fixtures]));
+    assert_ne!(code, 0);
+    assert!(stderr.contains("users.txt: file not found"), "{stderr}");
+}
+
+#[test]
+fn a_port_in_use_is_a_start_up_error_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, stderr) = output(bin().args(["center", "--listen", &addr]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(&format!("binding the center on {addr}")),
+        "{stderr}"
+    );
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = udp.local_addr().unwrap().to_string();
+    let (code, _, stderr) = output(bin().args([
+        "doctor",
+        "--only",
+        "doc1",
+        "--listen",
+        &format!("doc1={addr}"),
+    ]));
+    assert_ne!(code, 0);
+    assert!(
+        stderr.contains(&format!("binding doctor doc1 on {addr}")),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["center", "doctor", "patient", "simulate"] {
+        let (code, stdout, _) = output(bin().args([sub, "--help"]));
+        assert_eq!(code, 0);
+        assert!(stdout.contains("Usage: medsim "), "{sub}: {stdout}");
+    }
+}

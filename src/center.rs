@@ -19,6 +19,7 @@ use anyhow::Context as _;
 
 use crate::console::{Console, Transcript};
 use crate::data::{Fixtures, Source, Users};
+use crate::ledger::Ledger;
 use crate::pool::Pool;
 use crate::protocol::{self, Decoder, Dialect, MIN_MESSAGE_LIMIT, ProtocolError, Request, words};
 use crate::shutdown::Shutdown;
@@ -98,7 +99,10 @@ pub struct Center {
     limits: Limits,
     console: Console,
     show_passwords: bool,
+    ledger: Option<Ledger>,
     counters: Counters,
+    /// Sessions open now; bounded by `limits.max_sessions`.
+    live: Arc<AtomicUsize>,
 }
 
 impl Center {
@@ -109,7 +113,9 @@ impl Center {
             limits,
             console,
             show_passwords: false,
+            ledger: None,
             counters: Counters::default(),
+            live: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -119,9 +125,21 @@ impl Center {
         self
     }
 
+    /// Records every reservation in `ledger` before confirming it. The book
+    /// should already hold what the ledger replayed.
+    pub fn with_ledger(mut self, ledger: Ledger) -> Center {
+        self.ledger = Some(ledger);
+        self
+    }
+
     /// The slot table this center reserves from.
     pub fn book(&self) -> &SlotBook {
         &self.book
+    }
+
+    /// Sessions open right now.
+    pub fn open_sessions(&self) -> usize {
+        self.live.load(Ordering::Acquire)
     }
 
     /// The counts so far.
@@ -154,7 +172,7 @@ impl Center {
             let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
         });
         let pool = Pool::new("medsim-session", WORKER_KEEP_ALIVE);
-        let live = Arc::new(AtomicUsize::new(0));
+        let live = &self.live;
         let mut accept_log = RateLimitedLog::default();
         let mut busy_log = RateLimitedLog::default();
         while !shutdown.is_triggered() {
@@ -172,7 +190,7 @@ impl Center {
                 self.refuse_busy(&stream, peer, &mut busy_log);
                 continue;
             }
-            let seat = Seat::take(&live);
+            let seat = Seat::take(live);
             let center = Arc::clone(self);
             let session_shutdown = shutdown.clone();
             let started = pool.execute(move || {
@@ -185,10 +203,20 @@ impl Center {
                 ));
             }
         }
+        // New connections are refused from now on, not queued unserved.
+        drop(listener);
         if !pool.finish(Instant::now() + self.limits.drain_timeout) {
             self.console.diagnostic(format_args!(
                 "center: sessions still open after the {:?} drain timeout were abandoned",
                 self.limits.drain_timeout
+            ));
+        }
+        if let Some(ledger) = &self.ledger
+            && let Err(e) = ledger.sync()
+        {
+            self.console.diagnostic(format_args!(
+                "center: flushing the ledger {}: {e}",
+                ledger.path().display()
             ));
         }
         Ok(self.summary())
@@ -449,6 +477,14 @@ impl Session<'_> {
         ));
         match self.center.book.reserve(index, user) {
             Reservation::Booked { doctor, port } => {
+                if let Some(ledger) = &self.center.ledger
+                    && let Err(e) = ledger.record_booking(index, user)
+                {
+                    // Not durable, so not confirmed: the slot stays free.
+                    self.center.book.cancel(index, user);
+                    self.log(format_args!("recording slot {index} in the ledger: {e}"));
+                    return self.refuse("the reservation could not be recorded; try again");
+                }
                 if self.answer(&format!("{doctor} {port}")) {
                     self.center
                         .counters
@@ -458,11 +494,7 @@ impl Session<'_> {
                         "Phase 2: The Health Center Server confirms the following appointment {index} to patient with username {user}."
                     ));
                 } else {
-                    // The patient never learned of it: the slot stays free.
-                    self.center.book.cancel(index, user);
-                    self.log(format_args!(
-                        "the answer for slot {index} could not be sent; reservation cancelled"
-                    ));
+                    self.undo(index, user);
                 }
             }
             Reservation::Taken => {
@@ -473,6 +505,23 @@ impl Session<'_> {
             }
             Reservation::NoSuchSlot => self.refuse(&format!("no slot has index {index}")),
         }
+    }
+
+    /// The patient never learned of its reservation: free the slot. The
+    /// cancel is journalled first, so the journal never shows a slot given
+    /// to a second patient before the first one's cancel.
+    fn undo(&mut self, index: u64, user: &str) {
+        if let Some(ledger) = &self.center.ledger
+            && let Err(e) = ledger.record_cancel(index, user)
+        {
+            return self.log(format_args!(
+                "the answer for slot {index} could not be sent, and its cancel could not be recorded ({e}); the slot stays reserved"
+            ));
+        }
+        self.center.book.cancel(index, user);
+        self.log(format_args!(
+            "the answer for slot {index} could not be sent; reservation cancelled"
+        ));
     }
 
     fn dialect(&self) -> Dialect {
@@ -643,6 +692,11 @@ pub struct Args {
     /// Sessions served at once; past it a new connection gets `error busy`.
     #[arg(long, default_value_t = Limits::default().max_sessions, value_name = "N")]
     pub max_sessions: usize,
+    /// Journal every reservation to FILE (fsync before confirming) and
+    /// replay it at start, so a restarted center never gives a slot twice.
+    /// Without it, reservations live as long as the process.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
     /// Seconds sessions in flight may run on after SIGINT or SIGTERM.
     #[arg(long, default_value_t = Limits::default().drain_timeout.as_secs_f64(), value_name = "SECS")]
     pub drain_timeout: f64,
@@ -668,23 +722,36 @@ impl Args {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let fixtures = Fixtures::load(&Source::from_option(args.fixtures.as_deref()))?;
     let limits = args.limits()?;
+    let console = Console::standard(args.quiet);
+    let book = SlotBook::new(&fixtures.slots, args.list_cap);
+    let mut center = Center::new(fixtures.users, book.clone(), limits, console.clone())
+        .show_passwords(args.show_passwords);
+    // The ledger is replayed before the ready line: nothing is served
+    // before every recorded reservation is back in the table.
+    if let Some(path) = &args.ledger {
+        let (ledger, replay) = Ledger::open(path, &fixtures.slots)?;
+        for warning in &replay.warnings {
+            console.diagnostic(format_args!("center: warning: {warning}"));
+        }
+        book.restore(&replay.holders);
+        console.diagnostic(format_args!(
+            "center: ledger {}: {} reservations restored",
+            path.display(),
+            replay.holders.len()
+        ));
+        center = center.with_ledger(ledger);
+    }
     let listener = bind(&args.listen)?;
     let local = listener.local_addr()?;
-    let console = Console::standard(args.quiet);
+    let shutdown = Shutdown::new();
+    shutdown.stop_on_signals()?;
     // The address line is printed even with --quiet: scripts wait for it.
     Console::standard(false).phases(&format!(
         "Phase 1: The Health Center Server has port number {} and IP address {}.\n",
         local.port(),
         local.ip()
     ));
-    let shutdown = Shutdown::new();
-    shutdown.stop_on_signals()?;
-    let book = SlotBook::new(&fixtures.slots, args.list_cap);
-    let center = Arc::new(
-        Center::new(fixtures.users, book, limits, console.clone())
-            .show_passwords(args.show_passwords),
-    );
-    let summary = center.serve(listener, &shutdown)?;
+    let summary = Arc::new(center).serve(listener, &shutdown)?;
     Console::standard(false).phases(&format!("center stopped: {summary}\n"));
     Ok(())
 }

@@ -4,7 +4,7 @@
 //!
 //! The wire contract is `PROTOCOL.md` in the shared folder. The modules:
 //! [`protocol`] (messages and framing, no I/O), [`data`] (the classic data
-//! files), [`slots`] (the slot table), [`center`], [`doctor`] and
+//! files), [`slots`] (the slot table), [`ledger`] (its journal on disk), [`center`], [`doctor`] and
 //! [`patient`] (the three parties and their subcommands), [`sim`] (all of
 //! them in one process), and the plumbing they share: [`pool`],
 //! [`shutdown`], [`console`], [`rng`]. `main.rs` holds only the CLI.
@@ -13,6 +13,7 @@ pub mod center;
 pub mod console;
 pub mod data;
 pub mod doctor;
+pub mod ledger;
 pub mod patient;
 pub mod pool;
 pub mod protocol;

@@ -140,6 +140,19 @@ impl SlotBook {
         booked
     }
 
+    /// Marks slots reserved as a journal recorded them, before serving.
+    /// Indexes not in the table are ignored (the journal checks them).
+    pub fn restore(&self, holders: &[(u64, String)]) {
+        let mut state = self.shared.state.lock();
+        for (index, holder) in holders {
+            if let Some(entry) = state.slots.get_mut(index) {
+                entry.holder = Some(holder.as_str().into());
+                state.free.remove(index);
+            }
+        }
+        state.rendered = None;
+    }
+
     /// Frees slot `index` if `holder` holds it, for a reservation whose
     /// answer never reached the patient. Returns whether it was freed.
     pub fn cancel(&self, index: u64, holder: &str) -> bool {
@@ -256,6 +269,18 @@ mod tests {
         assert_eq!(list.line.split(' ').count(), 150);
         assert!(list.classic.len() < CLASSIC_ANSWER_MAX);
         assert!(list.line.starts_with(&list.classic));
+    }
+
+    #[test]
+    fn restored_reservations_are_neither_listed_nor_given_again() {
+        let book = SlotBook::new(&fixture_slots(), DEFAULT_LIST_CAP);
+        book.free_list();
+        book.restore(&[(1, "patient1".to_owned()), (6, "patient2".to_owned())]);
+        assert_eq!(
+            book.free_list().line,
+            "2 Mon 03pm 3 Thu 02pm 4 Wed 10am 5 Sat 12pm"
+        );
+        assert_eq!(book.reserve(6, "patient3"), Reservation::Taken);
     }
 
     #[test]

@@ -234,8 +234,23 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(args: &[&str]) -> Running {
-        let mut child = bin()
-            .args(args)
+        let mut cmd = bin();
+        cmd.args(args);
+        Running::start(cmd, format!("medsim {}", args.join(" ")))
+    }
+
+    /// Runs `script` with `sh -c`, the binary's path in `$MEDSIM` (for
+    /// scripts that set limits with `ulimit` before `exec`).
+    pub fn spawn_shell(script: &str) -> Running {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(script)
+            .env("MEDSIM", env!("CARGO_BIN_EXE_medsim"));
+        Running::start(cmd, script.to_owned())
+    }
+
+    fn start(mut cmd: Command, description: String) -> Running {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -245,7 +260,7 @@ impl Running {
             stdout: BufReader::new(child.stdout.take().unwrap()),
             stderr: child.stderr.take(),
             child,
-            description: format!("medsim {}", args.join(" ")),
+            description,
         }
     }
 
@@ -269,19 +284,27 @@ impl Running {
         text
     }
 
-    /// Sends SIGTERM and returns the exit status and the rest of stdout.
-    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+    /// Sends `signal` (e.g. `TERM`) and returns the exit status, the rest
+    /// of stdout and all of stderr.
+    pub fn signal(mut self, signal: &str) -> (std::process::ExitStatus, String, String) {
         let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        let sent = Command::new("kill")
+            .args([format!("-{signal}"), pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
         let mut rest = String::new();
         self.stdout.read_to_string(&mut rest).unwrap();
-        (self.child.wait().unwrap(), rest)
+        let mut stderr = String::new();
+        if let Some(mut e) = self.stderr.take() {
+            e.read_to_string(&mut stderr).unwrap();
+        }
+        (self.child.wait().unwrap(), rest, stderr)
+    }
+
+    /// Sends SIGTERM; see [`Running::signal`].
+    pub fn terminate(self) -> (std::process::ExitStatus, String, String) {
+        self.signal("TERM")
     }
 }
 

@@ -205,7 +205,10 @@ impl Center {
         }
         // New connections are refused from now on, not queued unserved.
         drop(listener);
-        if !pool.finish(Instant::now() + self.limits.drain_timeout) {
+        // Sessions stop waiting at the drain deadline; give their last
+        // answers a moment to go out before abandoning them.
+        let stopped = shutdown.triggered_at().unwrap_or_else(Instant::now);
+        if !pool.finish(stopped + self.limits.drain_timeout + SHUTDOWN_POLL) {
             self.console.diagnostic(format_args!(
                 "center: sessions still open after the {:?} drain timeout were abandoned",
                 self.limits.drain_timeout
@@ -339,6 +342,8 @@ enum Incoming {
     Message(String),
     Closed,
     TimedOut,
+    /// The drain after shutdown ran out before the next message.
+    ShuttingDown,
     Bad(ProtocolError),
     Failed(io::Error),
 }
@@ -390,6 +395,7 @@ impl Session<'_> {
                     );
                     return self.refuse(&reason);
                 }
+                Incoming::ShuttingDown => return self.refuse("the center is shutting down"),
                 Incoming::Bad(e) => return self.refuse(&e.to_string()),
                 Incoming::Failed(e) => {
                     return self.log(format_args!("connection failed: {e}"));
@@ -567,8 +573,10 @@ impl Session<'_> {
                 Err(e) => return Incoming::Bad(e),
             }
             let now = Instant::now();
-            if self.shutdown.is_triggered() && self.drain_deadline.is_none() {
-                self.drain_deadline = Some(now + self.center.limits.drain_timeout);
+            if self.drain_deadline.is_none()
+                && let Some(stopped) = self.shutdown.triggered_at()
+            {
+                self.drain_deadline = Some(stopped + self.center.limits.drain_timeout);
             }
             let deadline = self
                 .drain_deadline
@@ -582,7 +590,10 @@ impl Session<'_> {
                 continue;
             }
             if now >= deadline {
-                return Incoming::TimedOut;
+                return match self.drain_deadline {
+                    Some(drain) if drain < self.deadline => Incoming::ShuttingDown,
+                    _ => Incoming::TimedOut,
+                };
             }
             let mut wait = (deadline - now).min(SHUTDOWN_POLL);
             if self.decoder.awaits_grace() {

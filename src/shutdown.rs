@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
@@ -22,6 +23,7 @@ pub struct Shutdown {
 #[derive(Default)]
 struct Inner {
     triggered: AtomicBool,
+    triggered_at: Mutex<Option<Instant>>,
     wakers: Mutex<Vec<Waker>>,
 }
 
@@ -32,6 +34,10 @@ impl Shutdown {
 
     /// Asks everything to stop and runs every registered waker once.
     pub fn trigger(&self) {
+        self.inner
+            .triggered_at
+            .lock()
+            .get_or_insert_with(Instant::now);
         self.inner.triggered.store(true, Ordering::SeqCst);
         let wakers = std::mem::take(&mut *self.inner.wakers.lock());
         for wake in wakers {
@@ -41,6 +47,12 @@ impl Shutdown {
 
     pub fn is_triggered(&self) -> bool {
         self.inner.triggered.load(Ordering::SeqCst)
+    }
+
+    /// When the signal was first given: every drain deadline counts from
+    /// here, so sessions and the server that waits for them agree.
+    pub fn triggered_at(&self) -> Option<Instant> {
+        *self.inner.triggered_at.lock()
     }
 
     /// Registers `wake` to run on [`Shutdown::trigger`]; runs it now if the

@@ -284,15 +284,18 @@ impl Running {
         text
     }
 
-    /// Sends `signal` (e.g. `TERM`) and returns the exit status, the rest
-    /// of stdout and all of stderr.
-    pub fn signal(mut self, signal: &str) -> (std::process::ExitStatus, String, String) {
-        let pid = self.child.id().to_string();
+    /// Sends `signal` (e.g. `TERM`, `INT`) to the process.
+    pub fn send_signal(&self, signal: &str) {
         let sent = Command::new("kill")
-            .args([format!("-{signal}"), pid])
+            .args([format!("-{signal}"), self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(sent.success());
+    }
+
+    /// Waits for the process to end; returns its status, the rest of
+    /// stdout and all of stderr.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String, String) {
         let mut rest = String::new();
         self.stdout.read_to_string(&mut rest).unwrap();
         let mut stderr = String::new();
@@ -300,6 +303,18 @@ impl Running {
             e.read_to_string(&mut stderr).unwrap();
         }
         (self.child.wait().unwrap(), rest, stderr)
+    }
+
+    /// Sends `signal` and waits; see [`Running::finish`].
+    pub fn signal(self, signal: &str) -> (std::process::ExitStatus, String, String) {
+        self.send_signal(signal);
+        self.finish()
+    }
+
+    /// SIGKILL, as a crash: no chance to flush anything.
+    pub fn kill_9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 
     /// Sends SIGTERM; see [`Running::signal`].

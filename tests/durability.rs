@@ -1,0 +1,315 @@
+//! The real binary under crashes and signals: the ledger across kill -9,
+//! and shutdown on SIGTERM and SIGINT.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use medsim::data::{Fixtures, Source};
+use medsim::ledger::Ledger;
+use medsim::rng::SplitMix64;
+use support::{Raw, Running, address_in};
+
+const USERS: usize = 5000;
+const SLOTS: u64 = 400;
+
+fn write_fixtures(dir: &Path) {
+    let users: String = (0..USERS).map(|k| format!("u{k} pw{k}\n")).collect();
+    let slots: String = (1..=SLOTS)
+        .map(|i| {
+            let (doctor, port) = if i % 2 == 1 {
+                ("doc1", 41720)
+            } else {
+                ("doc2", 42720)
+            };
+            format!("{i} Mon 10am {doctor} {port}\n")
+        })
+        .collect();
+    std::fs::write(dir.join("users.txt"), users).unwrap();
+    std::fs::write(dir.join("availabilities.txt"), slots).unwrap();
+    std::fs::write(dir.join("doc1.txt"), "insurance1 30\n").unwrap();
+    std::fs::write(dir.join("doc2.txt"), "insurance1 40\n").unwrap();
+}
+
+fn start_center(fixtures: &Path, ledger: &Path) -> (Running, SocketAddr) {
+    let mut center = Running::spawn(&[
+        "center",
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--fixtures",
+        fixtures.to_str().unwrap(),
+        "--ledger",
+        ledger.to_str().unwrap(),
+        "--list-cap",
+        "1000",
+    ]);
+    let addr = address_in(&center.line());
+    (center, addr)
+}
+
+/// One booking attempt as user `k`; `Ok(Some(slot))` when the center
+/// answered `DOCTOR PORT`, `Err` once the center is gone.
+fn try_booking(addr: SocketAddr, k: usize, rng: &mut SplitMix64) -> std::io::Result<Option<u64>> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut writer = stream;
+    let mut ask = |text: String| -> std::io::Result<String> {
+        writer.write_all(text.as_bytes())?;
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(line.trim_end().to_owned())
+    };
+    if ask(format!("authenticate u{k} pw{k}\n"))? != "success" {
+        return Ok(None);
+    }
+    let list = ask("available\n".into())?;
+    let indexes: Vec<u64> = list
+        .split(' ')
+        .step_by(3)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    if indexes.is_empty() {
+        return Ok(None);
+    }
+    let pick = indexes[rng.below(indexes.len() as u64) as usize];
+    let answer = ask(format!("selection {pick}\n"))?;
+    Ok(answer.starts_with("doc").then_some(pick))
+}
+
+/// Lists the free slots as a fresh user.
+fn listed(addr: SocketAddr, k: usize) -> Vec<u64> {
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.ask(&format!("authenticate u{k} pw{k}")), "success");
+    c.ask("available")
+        .split(' ')
+        .step_by(3)
+        .filter_map(|w| w.parse().ok())
+        .collect()
+}
+
+#[test]
+fn reservations_survive_kill_9_and_no_slot_is_ever_given_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixtures(dir.path());
+    let ledger = dir.path().join("ledger");
+    let next_user = AtomicUsize::new(0);
+    // Every slot some patient was told `DOCTOR PORT` for, and to whom.
+    let mut given: HashMap<u64, usize> = HashMap::new();
+
+    for round in 0..4 {
+        let (center, addr) = start_center(dir.path(), &ledger);
+        let free = listed(addr, next_user.fetch_add(1, Ordering::SeqCst));
+        for slot in given.keys() {
+            assert!(
+                !free.contains(slot),
+                "round {round}: slot {slot} listed again"
+            );
+        }
+        let (booked_tx, booked_rx) = crossbeam_channel::unbounded();
+        let bookings = std::thread::scope(|scope| {
+            for worker in 0..6 {
+                let (booked_tx, next_user) = (booked_tx.clone(), &next_user);
+                scope.spawn(move || {
+                    let mut rng = SplitMix64::for_item(round, worker, 0);
+                    loop {
+                        let k = next_user.fetch_add(1, Ordering::SeqCst);
+                        if k >= USERS {
+                            return;
+                        }
+                        match try_booking(addr, k, &mut rng) {
+                            Ok(Some(slot)) => booked_tx.send((slot, k)).unwrap(),
+                            Ok(None) => {}
+                            Err(_) => return, // the center is gone
+                        }
+                    }
+                });
+            }
+            drop(booked_tx);
+            // Crash the center under load, a few bookings into the round.
+            let mut bookings = Vec::new();
+            while bookings.len() < 15 {
+                bookings.push(
+                    booked_rx
+                        .recv_timeout(Duration::from_secs(20))
+                        .expect("bookings flow"),
+                );
+            }
+            center.kill_9();
+            bookings.extend(booked_rx.iter());
+            bookings
+        });
+        for (slot, user) in bookings {
+            if let Some(first) = given.insert(slot, user) {
+                panic!("slot {slot} given to u{first} and again to u{user} (round {round})");
+            }
+        }
+    }
+
+    let slots = Fixtures::load(&Source::dir(dir.path())).unwrap().slots;
+    let (_, replay) = Ledger::open(&ledger, &slots).unwrap();
+    let recorded: HashMap<u64, String> = replay.holders.into_iter().collect();
+    for (slot, user) in &given {
+        assert_eq!(
+            recorded.get(slot),
+            Some(&format!("u{user}")),
+            "slot {slot} was confirmed to u{user} but the ledger says otherwise"
+        );
+    }
+    assert!(given.len() >= 60, "four rounds of at least 15 bookings");
+
+    // One more restart: nothing given is listed, or given again.
+    let (center, addr) = start_center(dir.path(), &ledger);
+    let free = listed(addr, next_user.fetch_add(1, Ordering::SeqCst));
+    assert_eq!(free.len() as u64, SLOTS - recorded.len() as u64);
+    let (slot, _) = given.iter().next().unwrap();
+    let k = next_user.fetch_add(1, Ordering::SeqCst);
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.ask(&format!("authenticate u{k} pw{k}")), "success");
+    c.ask("available");
+    assert_eq!(c.ask(&format!("selection {slot}")), "notavailable");
+    let (status, _, stderr) = center.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} reservations restored", recorded.len())),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_torn_ledger_line_is_ignored_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixtures(dir.path());
+    let ledger = dir.path().join("ledger");
+    std::fs::write(&ledger, "book 1 u0\nbook 2 u").unwrap();
+    let (center, addr) = start_center(dir.path(), &ledger);
+    let free = listed(addr, 10);
+    assert_eq!(free[..2], [2, 3]);
+    let (status, _, stderr) = center.terminate();
+    assert!(status.success());
+    assert!(
+        stderr.contains("line 2: torn last line (8 bytes, never acknowledged) ignored"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_corrupt_ledger_stops_the_center_at_start_with_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixtures(dir.path());
+    let ledger = dir.path().join("ledger");
+    std::fs::write(&ledger, "book 1 u0\nbook 1 u1\n").unwrap();
+    let (code, stdout, stderr) = support::output(support::bin().args([
+        "center",
+        "--listen",
+        "127.0.0.1:0",
+        "--fixtures",
+        dir.path().to_str().unwrap(),
+        "--ledger",
+        ledger.to_str().unwrap(),
+    ]));
+    assert_ne!(code, 0);
+    assert!(stdout.is_empty(), "no ready line: {stdout}");
+    assert!(
+        stderr.contains("ledger line 2: slot 1 booked by u1 while u0 holds it"),
+        "{stderr}"
+    );
+}
+
+/// Waits (bounded) until connections to `addr` are refused.
+fn wait_until_refused(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting after the signal"
+        );
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn sigterm_lets_the_session_in_flight_finish_then_exits_zero() {
+    let mut center = Running::spawn(&["center", "--listen", "127.0.0.1:0", "--quiet"]);
+    let addr = address_in(&center.line());
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.ask("authenticate patient1 password111"), "success");
+    center.send_signal("TERM");
+    wait_until_refused(addr);
+    // Stopped accepting, yet the session in flight completes.
+    assert!(c.ask("available").starts_with("1 Tue 01pm"));
+    assert!(c.ask("selection 1").starts_with("doc1 "));
+    let (status, stdout, stderr) = center.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.starts_with("center stopped: "), "{stdout}");
+    assert!(
+        stdout.contains(" sessions, 1 bookings, 0 errors, 0 refused busy"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn after_shutdown_an_idle_session_is_cut_at_the_drain_timeout() {
+    let mut center = Running::spawn(&[
+        "center",
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--drain-timeout",
+        "0.5",
+    ]);
+    let addr = address_in(&center.line());
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.ask("authenticate patient1 password111"), "success");
+    let started = Instant::now();
+    center.send_signal("INT");
+    assert_eq!(
+        c.line().as_deref(),
+        Some("error the center is shutting down")
+    );
+    let (status, stdout, _) = center.finish();
+    assert!(status.success());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(stdout.contains("1 errors"), "{stdout}");
+}
+
+#[test]
+fn doctors_stop_on_sigint_and_sigterm_with_a_summary() {
+    for signal in ["INT", "TERM"] {
+        let mut doctors = Running::spawn(&[
+            "doctor",
+            "--listen",
+            "doc1=127.0.0.1:0",
+            "--listen",
+            "doc2=127.0.0.1:0",
+        ]);
+        let doc1 = address_in(&doctors.line());
+        let _doc2 = address_in(&doctors.line());
+        assert_eq!(
+            support::udp_ask(doc1, b"insurance1\n", Duration::from_secs(5)).unwrap(),
+            b"30\n"
+        );
+        let (status, stdout, stderr) = doctors.signal(signal);
+        assert!(status.success(), "{signal}: {stderr}");
+        assert!(
+            stdout.contains("doctor doc1 stopped: 1 quotes, 0 errors"),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains("doctor doc2 stopped: 0 quotes, 0 errors"),
+            "{stdout}"
+        );
+    }
+}

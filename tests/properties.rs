@@ -15,7 +15,8 @@ fn word() -> impl Strategy<Value = String> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (word(), word()).prop_map(|(username, password)| Request::Authenticate { username, password }),
+        (word(), word())
+            .prop_map(|(username, password)| Request::Authenticate { username, password }),
         Just(Request::Available),
         (1u64..).prop_map(Request::Selection),
     ]

@@ -60,6 +60,16 @@ impl Console {
         }
     }
 
+    /// Phase messages and diagnostics both on stderr, for runs whose
+    /// stdout carries a document (`simulate --json --pace`).
+    pub fn phases_on_stderr() -> Console {
+        let stderr: Sink = Arc::new(Mutex::new(std::io::stderr()));
+        Console {
+            phases: Some(Arc::clone(&stderr)),
+            diagnostics: Some(stderr),
+        }
+    }
+
     /// A console that prints nothing at all.
     pub fn silent() -> Console {
         Console {

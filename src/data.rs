@@ -209,6 +209,33 @@ impl Users {
         self.passwords.is_empty()
     }
 
+    /// Reads a `users.txt`-format file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read, or a record is malformed or repeated.
+    pub fn load(path: &Path) -> Result<Users, DataError> {
+        let label = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| DataError {
+            file: label.clone(),
+            line: None,
+            reason: e.to_string(),
+        })?;
+        parse_users(&File { label, text })
+    }
+
+    /// Every (username, password), shorter names first, then in name
+    /// order, so `patient2` comes before `patient10`.
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        let mut pairs: Vec<(&str, &str)> = self
+            .passwords
+            .iter()
+            .map(|(u, p)| (u.as_str(), p.as_str()))
+            .collect();
+        pairs.sort_by_key(|(u, _)| (u.len(), *u));
+        pairs
+    }
+
     /// The password of `username`, for clients that log in as known users.
     pub fn password(&self, username: &str) -> Option<&str> {
         self.passwords.get(username).map(String::as_str)

@@ -10,6 +10,7 @@
 //! [`shutdown`], [`console`], [`rng`]. `main.rs` holds only the CLI.
 
 pub mod center;
+pub mod check;
 pub mod console;
 pub mod data;
 pub mod doctor;
@@ -21,6 +22,7 @@ pub mod rng;
 pub mod shutdown;
 pub mod sim;
 pub mod slots;
+pub mod trace;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;

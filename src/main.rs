@@ -3,9 +3,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
-use medsim::{center, doctor, patient, sim};
+use medsim::{center, check, doctor, patient, sim};
 
 /// The classic online medical appointment system: a health center over
 /// TCP, doctors over UDP, and patients that book a slot and get a quote.
@@ -22,6 +22,17 @@ enum Command {
     Doctor(doctor::Args),
     Patient(patient::Args),
     Simulate(sim::Args),
+    Check(check::Args),
+    Completions(CompletionsArgs),
+}
+
+/// Print shell completions for medsim, e.g. `medsim completions bash >
+/// /etc/bash_completion.d/medsim`.
+#[derive(Debug, clap::Args)]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    shell: clap_complete::Shell,
 }
 
 fn main() -> ExitCode {
@@ -41,5 +52,15 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Doctor(args) => doctor::run(args).map(|()| 0),
         Command::Patient(args) => patient::run(args),
         Command::Simulate(args) => sim::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Completions(args) => {
+            clap_complete::generate(
+                args.shell,
+                &mut Cli::command(),
+                "medsim",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
     }
 }

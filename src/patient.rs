@@ -21,6 +21,7 @@ use crate::protocol::{
     self, AuthAnswer, Dialect, Listing, QuoteAnswer, Request, SelectionAnswer, SlotsAnswer,
 };
 use crate::rng::SplitMix64;
+use crate::trace::{self, Trace, Transport};
 
 /// How a visit ended. Each kind has its own exit status.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -154,6 +155,10 @@ pub struct Settings {
     /// Show the password in phase messages.
     pub show_password: bool,
     pub loss: Option<Loss>,
+    /// Records every message sent and received, under `label`.
+    pub trace: Option<Trace>,
+    /// Waits this long before each message sent, so an audience can follow.
+    pub pace: Option<Duration>,
 }
 
 impl Settings {
@@ -169,6 +174,8 @@ impl Settings {
             label: "Patient".into(),
             show_password: false,
             loss: None,
+            trace: None,
+            pace: None,
         }
     }
 }
@@ -256,30 +263,109 @@ impl<R: BufRead, W: Write> Chooser for Prompt<R, W> {
     }
 }
 
+/// Why a wait for the center's answer ended without one.
+#[derive(Debug)]
+pub(crate) enum NoAnswer {
+    /// The center closed the connection.
+    Closed,
+    /// Nothing came within the answer timeout.
+    TimedOut,
+    /// More than [`ANSWER_LIMIT`] bytes without a line end.
+    TooLong,
+    Failed(io::Error),
+}
+
+impl From<NoAnswer> for Outcome {
+    fn from(why: NoAnswer) -> Outcome {
+        match why {
+            NoAnswer::Closed => {
+                Outcome::Connection("the center closed the connection without answering".into())
+            }
+            NoAnswer::TimedOut => Outcome::Connection("the center did not answer in time".into()),
+            NoAnswer::TooLong => Outcome::Protocol("the center's answer is too long".into()),
+            NoAnswer::Failed(e) => Outcome::Connection(format!("reading from the center: {e}")),
+        }
+    }
+}
+
 /// The connection to the center, framed in one dialect.
-struct CenterLink {
+pub(crate) struct CenterLink {
     stream: TcpStream,
     dialect: Dialect,
     classic_buffer: Option<usize>,
     /// Received bytes not yet returned (line dialect).
     pending: Vec<u8>,
+    /// The record to write to, and this patient's name in it.
+    trace: Option<(Trace, String)>,
+    pace: Option<Duration>,
 }
 
 /// The most a client reads for one answer before calling it malformed.
 const ANSWER_LIMIT: usize = 1 << 20;
 
 impl CenterLink {
-    fn send(&mut self, request: &Request) -> io::Result<()> {
-        let text = request.to_string();
+    /// Connects within `timeout`; every later read and write waits at most
+    /// `timeout` too.
+    pub(crate) fn connect(
+        center: SocketAddr,
+        dialect: Dialect,
+        classic_buffer: Option<usize>,
+        timeout: Duration,
+    ) -> io::Result<CenterLink> {
+        let stream = TcpStream::connect_timeout(&center, timeout)?;
+        let _ = stream.set_nodelay(true);
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        Ok(CenterLink {
+            stream,
+            dialect,
+            classic_buffer,
+            pending: Vec::new(),
+            trace: None,
+            pace: None,
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    /// Sends a request framed in the link's dialect.
+    pub(crate) fn send(&mut self, request: &Request) -> io::Result<()> {
+        self.send_text(&request.to_string())
+    }
+
+    /// Sends any text framed in the link's dialect, well-formed or not.
+    pub(crate) fn send_text(&mut self, text: &str) -> io::Result<()> {
+        if let Some(pace) = self.pace {
+            std::thread::sleep(pace);
+        }
         let bytes = match self.dialect {
-            Dialect::Line => protocol::encode(Dialect::Line, &text),
-            Dialect::Classic => protocol::encode_classic_request(&text, self.classic_buffer),
+            Dialect::Line => protocol::encode(Dialect::Line, text),
+            Dialect::Classic => protocol::encode_classic_request(text, self.classic_buffer),
         };
+        if let Some((trace, me)) = &self.trace {
+            trace.record(me, trace::CENTER, text, Transport::Tcp);
+        }
         self.stream.write_all(&bytes)
+    }
+
+    /// Sends bytes exactly as given, with no framing.
+    pub(crate) fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
     }
 
     /// One answer: a line, or one classic segment cut at its first NUL.
     fn receive(&mut self) -> Result<String, Outcome> {
+        let answer = self.answer()?;
+        if let Some((trace, me)) = &self.trace {
+            trace.record(trace::CENTER, me, &answer, Transport::Tcp);
+        }
+        Ok(answer)
+    }
+
+    /// One answer, or why none came.
+    pub(crate) fn answer(&mut self) -> Result<String, NoAnswer> {
         let mut chunk = [0u8; 4096];
         loop {
             if self.dialect == Dialect::Line
@@ -297,11 +383,9 @@ impl CenterLink {
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) =>
                 {
-                    return Err(Outcome::Connection(
-                        "the center did not answer in time".into(),
-                    ));
+                    return Err(NoAnswer::TimedOut);
                 }
-                Err(e) => return Err(Outcome::Connection(format!("reading from the center: {e}"))),
+                Err(e) => return Err(NoAnswer::Failed(e)),
             };
             if n == 0 {
                 // An answer cut short by the close is still an answer.
@@ -310,9 +394,7 @@ impl CenterLink {
                     self.pending.clear();
                     return Ok(text.trim_end_matches('\0').to_owned());
                 }
-                return Err(Outcome::Connection(
-                    "the center closed the connection without answering".into(),
-                ));
+                return Err(NoAnswer::Closed);
             }
             match self.dialect {
                 Dialect::Classic => {
@@ -323,7 +405,7 @@ impl CenterLink {
                 Dialect::Line => {
                     self.pending.extend_from_slice(&chunk[..n]);
                     if self.pending.len() > ANSWER_LIMIT {
-                        return Err(Outcome::Protocol("the center's answer is too long".into()));
+                        return Err(NoAnswer::TooLong);
                     }
                 }
             }
@@ -351,34 +433,28 @@ pub fn visit(
         Ok(addr) => addr,
         Err(e) => return visit.ended(Outcome::Connection(format!("{e:#}"))),
     };
-    let stream = match TcpStream::connect_timeout(&center_addr, settings.answer_timeout) {
-        Ok(stream) => stream,
+    let mut link = match CenterLink::connect(
+        center_addr,
+        settings.dialect,
+        settings.classic_buffer,
+        settings.answer_timeout,
+    ) {
+        Ok(link) => link,
         Err(e) => {
             return visit.ended(Outcome::Connection(format!(
                 "cannot reach the center at {center_addr}: {e}"
             )));
         }
     };
-    let _ = stream.set_nodelay(true);
-    if let Err(e) = stream
-        .set_read_timeout(Some(settings.answer_timeout))
-        .and_then(|()| stream.set_write_timeout(Some(settings.answer_timeout)))
-    {
-        return visit.ended(Outcome::Connection(e.to_string()));
-    }
-    if let Ok(local) = stream.local_addr() {
+    link.trace = settings.trace.clone().map(|t| (t, label.clone()));
+    link.pace = settings.pace;
+    if let Ok(local) = link.local_addr() {
         say(format_args!(
             "Phase 1: {label} has TCP port number {} and IP address {}.",
             local.port(),
             local.ip()
         ));
     }
-    let mut link = CenterLink {
-        stream,
-        dialect: settings.dialect,
-        classic_buffer: settings.classic_buffer,
-        pending: Vec::new(),
-    };
     let outcome = (|| -> Result<(), Outcome> {
         let auth = Request::Authenticate {
             username: patient.username.clone(),
@@ -536,13 +612,36 @@ fn quote(
             protocol::encode_classic_request(&patient.plan, settings.classic_buffer)
         }
     };
+    let doctor_name = visit
+        .doctor
+        .clone()
+        .unwrap_or_else(|| format!("doctor:{}", doctor.port()));
+    let trace = settings.trace.clone();
+    let record = |from: &str, to: &str, text: &str, transport: Transport| {
+        if let Some(trace) = &trace {
+            trace.record(from, to, text, transport);
+        }
+    };
     let mut buf = [0u8; 2048];
     let attempts = settings.quote_attempts.max(1);
     for attempt in 0..attempts {
         if attempt > 0 {
             visit.retries += 1;
         }
+        if let Some(pace) = settings.pace {
+            std::thread::sleep(pace);
+        }
         let lost_on_the_way = settings.loss.as_mut().is_some_and(Loss::drops);
+        record(
+            &label,
+            &doctor_name,
+            &patient.plan,
+            if lost_on_the_way {
+                Transport::UdpLost
+            } else {
+                Transport::Udp
+            },
+        );
         if !lost_on_the_way {
             // A send error (e.g. ICMP refused from an earlier try) is a
             // lost datagram too: the bounded retries cover it.
@@ -573,13 +672,16 @@ fn quote(
                 }
                 Err(_) => break,
             };
-            if settings.loss.as_mut().is_some_and(Loss::drops) {
-                continue;
-            }
+            let lost_on_the_way_back = settings.loss.as_mut().is_some_and(Loss::drops);
             let text = match protocol::decode_datagram(&buf[..n], buf.len()) {
                 Ok((text, _)) => text,
                 Err(_) => continue,
             };
+            if lost_on_the_way_back {
+                record(&doctor_name, &label, text, Transport::UdpLost);
+                continue;
+            }
+            record(&doctor_name, &label, text, Transport::Udp);
             return match protocol::parse_quote_answer(text) {
                 Ok(QuoteAnswer::Cost(cost)) => {
                     visit.cost = Some(cost);

@@ -1,12 +1,15 @@
 //! `simulate`: the center, every doctor and N patients as threads of one
-//! process, over real loopback sockets on ephemeral ports.
+//! process, over real loopback sockets on ephemeral ports; or, with
+//! `--center`, N patients against a system running elsewhere (any
+//! implementation of PROTOCOL.md).
 //!
 //! This module owns the wiring (binding port 0 so it runs beside anything
 //! holding the default ports), the generated patients and slots, the patient
-//! threads, the progress bar, and the report: per-patient rows, counts,
-//! latency percentiles, and the invariants it checks on itself (no slot
-//! given twice, every quote matching the doctor's table, every patient
-//! reaching an outcome). The parties themselves are their modules'.
+//! threads, the progress bar, the classroom extras (`--pace`, `--diagram`),
+//! and the report: per-patient rows, counts, latency percentiles, and the
+//! invariants it checks on itself (no slot given twice, every quote matching
+//! the doctor's table, every patient reaching an outcome). The parties
+//! themselves are their modules'.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal as _;
@@ -23,10 +26,11 @@ use crate::console::Console;
 use crate::data::{Fixtures, Patient, Slot, Source, Users};
 use crate::doctor::{self, Doctor};
 use crate::patient::{self, Chooser, Loss, Outcome, Settings, Visit};
-use crate::protocol::Dialect;
+use crate::protocol::{Dialect, Listing};
 use crate::rng::SplitMix64;
 use crate::shutdown::Shutdown;
 use crate::slots::{DEFAULT_LIST_CAP, SlotBook};
+use crate::trace::Trace;
 
 /// How simulated patients pick a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -43,6 +47,10 @@ pub enum Choice {
 
 /// At most this many patients get a row each in the report.
 pub const TABLE_LIMIT: usize = 20;
+
+/// At most this many patients may be drawn in one `--diagram`: past it a
+/// sequence diagram is too long to read or to render.
+pub const DIAGRAM_LIMIT: usize = 20;
 
 /// Salts that give choices and losses independent streams.
 const CHOICE_SALT: u64 = 1;
@@ -90,6 +98,30 @@ pub struct Args {
     /// Framing the patients speak.
     #[arg(long, default_value = "line", value_parser = crate::parse_dialect)]
     pub dialect: Dialect,
+    /// Classic dialect only: pad every message to this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub classic_buffer: Option<usize>,
+    /// Run the patients against the center at ADDR (any implementation of
+    /// the protocol) and start no servers. Credentials come from --users or
+    /// the data's users.txt, reused in turn when patients outnumber them.
+    #[arg(long, value_name = "ADDR")]
+    pub center: Option<String>,
+    /// With --center: the host the center's `DOCTOR PORT` answers refer to
+    /// [default: the center's host].
+    #[arg(long, value_name = "HOST", requires = "center")]
+    pub doctor_host: Option<String>,
+    /// With --center: the users to log in as, one `USERNAME PASSWORD` a line
+    /// [default: the data's users.txt].
+    #[arg(long, value_name = "FILE", requires = "center")]
+    pub users: Option<PathBuf>,
+    /// Write a Mermaid sequence diagram of every message exchanged (TCP and
+    /// UDP, passwords masked) to FILE. For runs of at most 20 patients.
+    #[arg(long, value_name = "FILE")]
+    pub diagram: Option<PathBuf>,
+    /// Wait MS milliseconds before every message a patient sends, and print
+    /// every party's phase messages, so a live audience can follow.
+    #[arg(long, value_name = "MS")]
+    pub pace: Option<u64>,
 }
 
 impl Default for Args {
@@ -107,6 +139,12 @@ impl Default for Args {
             quote_attempts: 20,
             list_cap: DEFAULT_LIST_CAP,
             dialect: Dialect::Line,
+            classic_buffer: None,
+            center: None,
+            doctor_host: None,
+            users: None,
+            diagram: None,
+            pace: None,
         }
     }
 }
@@ -114,6 +152,8 @@ impl Default for Args {
 /// One patient's line in the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct PatientRow {
+    /// How the patient is named in phase messages and diagrams.
+    pub label: String,
     pub user: String,
     pub plan: String,
     #[serde(flatten)]
@@ -141,7 +181,9 @@ pub struct Invariant {
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub patients: usize,
-    pub slots: usize,
+    /// The slots of the table, when the center ran in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slots: Option<usize>,
     pub choice: Choice,
     pub seed: u64,
     pub concurrency: usize,
@@ -152,7 +194,12 @@ pub struct Report {
     pub bookings: usize,
     pub quote_retries: u64,
     pub latency: Latency,
-    pub center: center::Summary,
+    /// The center's own counts, when it ran in this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub center: Option<center::Summary>,
+    /// The address of the center visited, when it ran elsewhere.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_center: Option<String>,
     pub invariants: Vec<Invariant>,
     /// Every patient's row, for runs of at most [`TABLE_LIMIT`] patients.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -169,23 +216,8 @@ impl Report {
 /// The patients of a run: the data's users (with their plan files where
 /// they exist), then generated ones, `patientK` with `passwordKKK`.
 fn patients(fixtures: &Fixtures, source: &Source, count: usize) -> Vec<Patient> {
-    let plans: Vec<String> = {
-        let mut all: Vec<String> = fixtures
-            .doctors
-            .iter()
-            .flat_map(|d| d.fees.plans().map(str::to_owned))
-            .collect();
-        all.sort();
-        all.dedup();
-        all
-    };
-    let plan_for = |k: usize| -> String {
-        if plans.is_empty() {
-            "insurance1".to_owned()
-        } else {
-            plans[(k - 1) % plans.len()].clone()
-        }
-    };
+    let plans = plans(fixtures);
+    let plan_for = |k: usize| plans[(k - 1) % plans.len()].clone();
     (1..=count)
         .map(|k| {
             let name = format!("patient{k}");
@@ -232,12 +264,18 @@ fn generated_slots(count: u64, doctors: &[(String, u16)]) -> Vec<Slot> {
 ///
 /// # Errors
 ///
-/// Bad data files or flags, or a socket that cannot be bound on loopback.
+/// Bad data files or flags, a socket that cannot be bound on loopback, or
+/// a diagram that cannot be written.
 pub fn simulate(args: &Args) -> anyhow::Result<Report> {
     anyhow::ensure!(
         (0.0..1.0).contains(&args.udp_loss),
         "--udp-loss must be from 0 up to (not including) 1, not {}",
         args.udp_loss
+    );
+    anyhow::ensure!(
+        args.diagram.is_none() || args.patients <= DIAGRAM_LIMIT,
+        "--diagram draws at most {DIAGRAM_LIMIT} patients, not {}",
+        args.patients
     );
     let source = Source::from_option(args.fixtures.as_deref());
     let fixtures = Fixtures::load(&source)?;
@@ -251,209 +289,403 @@ pub fn simulate(args: &Args) -> anyhow::Result<Report> {
             .map_or(0, |d| d.as_nanos() as u64)
     });
     let concurrency = args.concurrency.unwrap_or(args.patients.min(64)).max(1);
-
-    // Every server on an ephemeral loopback port: never the defaults.
-    let listener = center::bind("127.0.0.1:0")?;
-    let center_addr = listener.local_addr()?;
-    let mut doctor_sockets: Vec<(Doctor, UdpSocket)> = Vec::new();
-    let mut doctor_ports = Vec::new();
-    for d in &fixtures.doctors {
-        let socket = doctor::bind(&d.name, "127.0.0.1:0")?;
-        doctor_ports.push((d.name.clone(), socket.local_addr()?.port()));
-        doctor_sockets.push((
-            Doctor::new(&d.name, d.fees.clone(), Console::silent()),
-            socket,
-        ));
-    }
-    let port_of: HashMap<&str, u16> = doctor_ports.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-    let slots = match args.slots {
-        Some(count) => generated_slots(count, &doctor_ports),
-        None => fixtures
-            .slots
-            .iter()
-            .map(|s| Slot {
-                port: port_of.get(s.doctor.as_str()).copied().unwrap_or(s.port),
-                ..s.clone()
-            })
-            .collect(),
+    // Paced runs are for an audience: every party says what it does.
+    let console = match (args.pace, args.json) {
+        (None, _) => Console::silent(),
+        (Some(_), false) => Console::standard(false),
+        (Some(_), true) => Console::phases_on_stderr(),
     };
-    let patients = patients(&fixtures, &source, args.patients);
-    let users = Users::from_pairs(
-        patients
-            .iter()
-            .map(|p| (p.username.clone(), p.password.clone())),
-    );
-    let book = SlotBook::new(&slots, args.list_cap);
-    let limits = Limits {
-        max_sessions: Limits::default().max_sessions.max(concurrency * 2),
-        ..Limits::default()
-    };
-    let center = Arc::new(Center::new(users, book.clone(), limits, Console::silent()));
-    let same_target = slots.iter().map(|s| s.index).min().unwrap_or(1);
-
-    let progress = if !args.json && std::io::stderr().is_terminal() {
-        indicatif::ProgressBar::new(patients.len() as u64).with_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} patients {elapsed}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        )
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
-
-    let shutdown = Shutdown::new();
-    let started = Instant::now();
-    let (rows, wall) = std::thread::scope(|scope| -> anyhow::Result<_> {
-        let center_thread = scope.spawn(|| center.serve(listener, &shutdown));
-        let doctor_threads: Vec<_> = doctor_sockets
-            .iter()
-            .map(|(doctor, socket)| scope.spawn(|| doctor.serve(socket, &shutdown)))
-            .collect();
-
-        let (work_tx, work_rx) = crossbeam_channel::unbounded::<usize>();
-        let (row_tx, row_rx) = crossbeam_channel::unbounded::<(usize, PatientRow)>();
-        for k in 0..patients.len() {
-            // Unbounded and its receivers alive: cannot fail.
-            let _ = work_tx.send(k);
-        }
-        drop(work_tx);
-        for _ in 0..concurrency {
-            let (work_rx, row_tx) = (work_rx.clone(), row_tx.clone());
-            let patients = &patients;
-            scope.spawn(move || {
-                while let Ok(k) = work_rx.recv() {
-                    let row = run_patient(args, seed, k, &patients[k], center_addr, same_target);
-                    if row_tx.send((k, row)).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(row_tx);
-        let mut rows: Vec<Option<PatientRow>> = vec![None; patients.len()];
-        for (k, row) in row_rx {
-            rows[k] = Some(row);
-            progress.inc(1);
-        }
-        let wall = started.elapsed();
-        progress.finish_and_clear();
-        shutdown.trigger();
-        center_thread
-            .join()
-            .map_err(|_| anyhow::anyhow!("the center thread panicked"))?
-            .context("serving the center")?;
-        for handle in doctor_threads {
-            handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("a doctor thread panicked"))?
-                .context("serving a doctor")?;
-        }
-        Ok((rows, wall))
-    })?;
-
-    Ok(build_report(
+    let crowd = Crowd {
         args,
         seed,
         concurrency,
-        &fixtures,
-        &slots,
-        &patients,
-        rows,
-        wall,
-        &book,
-        center.summary(),
-    ))
-}
-
-fn run_patient(
-    args: &Args,
-    seed: u64,
-    k: usize,
-    patient: &Patient,
-    center: std::net::SocketAddr,
-    same_target: u64,
-) -> PatientRow {
-    let mut chooser: Box<dyn Chooser> = match args.choice {
-        Choice::First => Box::new(patient::First),
-        Choice::Random => Box::new(patient::Random(SplitMix64::for_item(
-            seed,
-            CHOICE_SALT,
-            k as u64,
-        ))),
-        Choice::Same => Box::new(patient::Fixed(same_target)),
+        trace: args.diagram.is_some().then(Trace::new),
+        console,
     };
-    let mut settings = Settings {
-        dialect: args.dialect,
-        quote_timeout: Duration::from_millis(args.quote_timeout_ms.max(1)),
-        quote_attempts: args.quote_attempts.max(1),
-        label: patient.username.clone(),
-        loss: (args.udp_loss > 0.0).then(|| Loss {
-            rate: args.udp_loss,
-            rng: SplitMix64::for_item(seed, LOSS_SALT, k as u64),
-        }),
-        ..Settings::new(center.to_string())
+    let report = match &args.center {
+        Some(center) => crowd.visit_elsewhere(&fixtures, &source, center)?,
+        None => crowd.visit_in_process(&fixtures, &source)?,
     };
-    let started = Instant::now();
-    let visit = patient::visit(&mut settings, patient, chooser.as_mut(), &Console::silent());
-    PatientRow {
-        user: patient.username.clone(),
-        plan: patient.plan.clone(),
-        visit,
-        latency_ms: started.elapsed().as_secs_f64() * 1e3,
+    if let (Some(path), Some(trace)) = (&args.diagram, &crowd.trace) {
+        let labels: Vec<String> = report
+            .rows
+            .iter()
+            .flatten()
+            .map(|r| r.label.clone())
+            .collect();
+        let doctors: Vec<String> = fixtures.doctors.iter().map(|d| d.name.clone()).collect();
+        std::fs::write(path, trace.mermaid(&labels, &doctors))
+            .with_context(|| format!("writing the diagram to {}", path.display()))?;
     }
+    Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_report(
-    args: &Args,
+/// A patient of a run and how it is named in messages and diagrams.
+struct Visitor {
+    patient: Patient,
+    label: String,
+}
+
+/// What every patient thread of a run shares.
+struct Crowd<'a> {
+    args: &'a Args,
     seed: u64,
     concurrency: usize,
-    fixtures: &Fixtures,
-    slots: &[Slot],
-    patients: &[Patient],
-    rows: Vec<Option<PatientRow>>,
-    wall: Duration,
-    book: &SlotBook,
-    center: center::Summary,
-) -> Report {
-    let missing = rows.iter().filter(|r| r.is_none()).count();
-    let rows: Vec<PatientRow> = rows.into_iter().flatten().collect();
-    let mut outcomes = BTreeMap::new();
-    for row in &rows {
-        *outcomes.entry(row.visit.outcome.label()).or_insert(0) += 1;
-    }
-    let mut latencies: Vec<f64> = rows.iter().map(|r| r.latency_ms).collect();
-    latencies.sort_by(f64::total_cmp);
-    let percentile = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
+    trace: Option<Trace>,
+    console: Console,
+}
+
+impl Crowd<'_> {
+    /// The center and every doctor on ephemeral loopback ports, then the
+    /// patients; the center's own table is checked afterwards too.
+    fn visit_in_process(&self, fixtures: &Fixtures, source: &Source) -> anyhow::Result<Report> {
+        let args = self.args;
+        // Every server on an ephemeral loopback port: never the defaults.
+        let listener = center::bind("127.0.0.1:0")?;
+        let center_addr = listener.local_addr()?;
+        let mut doctor_sockets: Vec<(Doctor, UdpSocket)> = Vec::new();
+        let mut doctor_ports = Vec::new();
+        for d in &fixtures.doctors {
+            let socket = doctor::bind(&d.name, "127.0.0.1:0")?;
+            doctor_ports.push((d.name.clone(), socket.local_addr()?.port()));
+            doctor_sockets.push((
+                Doctor::new(&d.name, d.fees.clone(), self.console.clone()),
+                socket,
+            ));
         }
-        let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
-        latencies[rank - 1]
-    };
-    let latency = Latency {
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
-        max_ms: latencies.last().copied().unwrap_or(0.0),
-    };
-    let invariants = check_invariants(fixtures, slots, &rows, missing, book);
-    let bookings = rows.iter().filter(|r| r.visit.slot.is_some()).count();
-    Report {
-        patients: patients.len(),
-        slots: slots.len(),
-        choice: args.choice,
-        seed,
-        concurrency,
-        udp_loss: args.udp_loss,
-        wall_seconds: wall.as_secs_f64(),
-        patients_per_second: rows.len() as f64 / wall.as_secs_f64().max(1e-9),
-        outcomes,
-        bookings,
-        quote_retries: rows.iter().map(|r| u64::from(r.visit.retries)).sum(),
-        latency,
-        center,
-        invariants,
-        rows: (patients.len() <= TABLE_LIMIT).then_some(rows),
+        let port_of: HashMap<&str, u16> =
+            doctor_ports.iter().map(|(n, p)| (n.as_str(), *p)).collect();
+        let slots = match args.slots {
+            Some(count) => generated_slots(count, &doctor_ports),
+            None => fixtures
+                .slots
+                .iter()
+                .map(|s| Slot {
+                    port: port_of.get(s.doctor.as_str()).copied().unwrap_or(s.port),
+                    ..s.clone()
+                })
+                .collect(),
+        };
+        let visitors: Vec<Visitor> = patients(fixtures, source, args.patients)
+            .into_iter()
+            .map(|patient| Visitor {
+                label: patient.username.clone(),
+                patient,
+            })
+            .collect();
+        let users = Users::from_pairs(
+            visitors
+                .iter()
+                .map(|v| (v.patient.username.clone(), v.patient.password.clone())),
+        );
+        let book = SlotBook::new(&slots, args.list_cap);
+        let limits = Limits {
+            max_sessions: Limits::default().max_sessions.max(self.concurrency * 2),
+            ..Limits::default()
+        };
+        let center = Arc::new(Center::new(
+            users,
+            book.clone(),
+            limits,
+            self.console.clone(),
+        ));
+        let same_target = slots.iter().map(|s| s.index).min().unwrap_or(1);
+        let shutdown = Shutdown::new();
+        let (rows, wall) = std::thread::scope(|scope| -> anyhow::Result<_> {
+            let center_thread = scope.spawn(|| center.serve(listener, &shutdown));
+            let doctor_threads: Vec<_> = doctor_sockets
+                .iter()
+                .map(|(doctor, socket)| scope.spawn(|| doctor.serve(socket, &shutdown)))
+                .collect();
+            let visited = self.visit(&visitors, &center_addr.to_string(), None, same_target);
+            shutdown.trigger();
+            center_thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("the center thread panicked"))?
+                .context("serving the center")?;
+            for handle in doctor_threads {
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a doctor thread panicked"))?
+                    .context("serving a doctor")?;
+            }
+            Ok(visited)
+        })?;
+        Ok(self.report(
+            fixtures,
+            &slots,
+            rows,
+            wall,
+            Some(&book),
+            Target::InProcess(center.summary()),
+        ))
     }
+
+    /// The patients against a center running elsewhere, logging in as the
+    /// users given, reused in turn.
+    fn visit_elsewhere(
+        &self,
+        fixtures: &Fixtures,
+        source: &Source,
+        center: &str,
+    ) -> anyhow::Result<Report> {
+        let args = self.args;
+        let users = match &args.users {
+            Some(path) => Users::load(path)?,
+            None => fixtures.users.clone(),
+        };
+        let visitors = visitors_for(&users, fixtures, source, args.patients)?;
+        let same_target = match args.choice {
+            Choice::Same => self.lowest_listed(&visitors[0].patient, center)?,
+            Choice::First | Choice::Random => 0,
+        };
+        let (rows, wall) = self.visit(&visitors, center, args.doctor_host.as_deref(), same_target);
+        Ok(self.report(
+            fixtures,
+            &fixtures.slots,
+            rows,
+            wall,
+            None,
+            Target::Elsewhere(center.to_owned()),
+        ))
+    }
+
+    /// The lowest index a center lists now, found by a visit that lists
+    /// and leaves without choosing: the slot `--choice same` races for.
+    fn lowest_listed(&self, patient: &Patient, center: &str) -> anyhow::Result<u64> {
+        struct Lowest(Option<u64>);
+        impl Chooser for Lowest {
+            fn choose(&mut self, listings: &[Listing]) -> std::io::Result<Option<u64>> {
+                self.0 = listings.iter().map(|l| l.index).min();
+                Ok(None)
+            }
+        }
+        let mut settings = self.settings(center, None, patient.username.clone());
+        settings.trace = None;
+        settings.pace = None;
+        let mut lowest = Lowest(None);
+        let visit = patient::visit(&mut settings, patient, &mut lowest, &Console::silent());
+        lowest.0.with_context(|| {
+            format!(
+                "--choice same needs a free slot to race for; listing at {center} as {}: {}",
+                patient.username, visit.outcome
+            )
+        })
+    }
+
+    fn settings(&self, center: &str, doctor_host: Option<&str>, label: String) -> Settings {
+        let args = self.args;
+        Settings {
+            doctor_host: doctor_host.map(str::to_owned),
+            dialect: args.dialect,
+            classic_buffer: args.classic_buffer,
+            quote_timeout: Duration::from_millis(args.quote_timeout_ms.max(1)),
+            quote_attempts: args.quote_attempts.max(1),
+            label,
+            trace: self.trace.clone(),
+            pace: args.pace.map(Duration::from_millis),
+            ..Settings::new(center)
+        }
+    }
+
+    /// Every visitor visits, `concurrency` at a time; rows come back in
+    /// the visitors' order, `None` for a patient thread that never reported.
+    fn visit(
+        &self,
+        visitors: &[Visitor],
+        center: &str,
+        doctor_host: Option<&str>,
+        same_target: u64,
+    ) -> (Vec<Option<PatientRow>>, Duration) {
+        let progress = if !self.args.json && std::io::stderr().is_terminal() {
+            indicatif::ProgressBar::new(visitors.len() as u64).with_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} patients {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let started = Instant::now();
+        let mut rows: Vec<Option<PatientRow>> = vec![None; visitors.len()];
+        std::thread::scope(|scope| {
+            let (work_tx, work_rx) = crossbeam_channel::unbounded::<usize>();
+            let (row_tx, row_rx) = crossbeam_channel::unbounded::<(usize, PatientRow)>();
+            for k in 0..visitors.len() {
+                // Unbounded and its receivers alive: cannot fail.
+                let _ = work_tx.send(k);
+            }
+            drop(work_tx);
+            for _ in 0..self.concurrency {
+                let (work_rx, row_tx) = (work_rx.clone(), row_tx.clone());
+                scope.spawn(move || {
+                    while let Ok(k) = work_rx.recv() {
+                        let row =
+                            self.run_patient(k, &visitors[k], center, doctor_host, same_target);
+                        if row_tx.send((k, row)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(row_tx);
+            for (k, row) in row_rx {
+                rows[k] = Some(row);
+                progress.inc(1);
+            }
+        });
+        progress.finish_and_clear();
+        (rows, started.elapsed())
+    }
+
+    fn run_patient(
+        &self,
+        k: usize,
+        visitor: &Visitor,
+        center: &str,
+        doctor_host: Option<&str>,
+        same_target: u64,
+    ) -> PatientRow {
+        let seed = self.seed;
+        let mut chooser: Box<dyn Chooser> = match self.args.choice {
+            Choice::First => Box::new(patient::First),
+            Choice::Random => Box::new(patient::Random(SplitMix64::for_item(
+                seed,
+                CHOICE_SALT,
+                k as u64,
+            ))),
+            Choice::Same => Box::new(patient::Fixed(same_target)),
+        };
+        let mut settings = self.settings(center, doctor_host, visitor.label.clone());
+        settings.loss = (self.args.udp_loss > 0.0).then(|| Loss {
+            rate: self.args.udp_loss,
+            rng: SplitMix64::for_item(seed, LOSS_SALT, k as u64),
+        });
+        let started = Instant::now();
+        let patient = &visitor.patient;
+        let visit = patient::visit(&mut settings, patient, chooser.as_mut(), &self.console);
+        PatientRow {
+            label: visitor.label.clone(),
+            user: patient.username.clone(),
+            plan: patient.plan.clone(),
+            visit,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        }
+    }
+
+    fn report(
+        &self,
+        fixtures: &Fixtures,
+        slots: &[Slot],
+        rows: Vec<Option<PatientRow>>,
+        wall: Duration,
+        book: Option<&SlotBook>,
+        target: Target,
+    ) -> Report {
+        let patients = rows.len();
+        let missing = rows.iter().filter(|r| r.is_none()).count();
+        let rows: Vec<PatientRow> = rows.into_iter().flatten().collect();
+        let mut outcomes = BTreeMap::new();
+        for row in &rows {
+            *outcomes.entry(row.visit.outcome.label()).or_insert(0) += 1;
+        }
+        let mut latencies: Vec<f64> = rows.iter().map(|r| r.latency_ms).collect();
+        latencies.sort_by(f64::total_cmp);
+        let percentile = |p: f64| -> f64 {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+            latencies[rank - 1]
+        };
+        let latency = Latency {
+            p50_ms: percentile(0.50),
+            p99_ms: percentile(0.99),
+            max_ms: latencies.last().copied().unwrap_or(0.0),
+        };
+        let invariants = check_invariants(fixtures, slots, &rows, missing, book);
+        let bookings = rows.iter().filter(|r| r.visit.slot.is_some()).count();
+        let (center, external_center) = match target {
+            Target::InProcess(summary) => (Some(summary), None),
+            Target::Elsewhere(addr) => (None, Some(addr)),
+        };
+        Report {
+            patients,
+            slots: book.is_some().then_some(slots.len()),
+            choice: self.args.choice,
+            seed: self.seed,
+            concurrency: self.concurrency,
+            udp_loss: self.args.udp_loss,
+            wall_seconds: wall.as_secs_f64(),
+            patients_per_second: rows.len() as f64 / wall.as_secs_f64().max(1e-9),
+            outcomes,
+            bookings,
+            quote_retries: rows.iter().map(|r| u64::from(r.visit.retries)).sum(),
+            latency,
+            center,
+            external_center,
+            invariants,
+            rows: (patients <= TABLE_LIMIT).then_some(rows),
+        }
+    }
+}
+
+/// Where the center of a run was.
+enum Target {
+    /// In this process, with its counts.
+    InProcess(center::Summary),
+    /// Elsewhere, at this address.
+    Elsewhere(String),
+}
+
+/// `count` visitors logging in as `users` in turn (in name order), each
+/// with the plan of its `NAMEinsurance.txt` when the data has one, the
+/// data's plans in turn otherwise. A user who visits more than once is
+/// labelled `USER.K`, K counting its visits from 1.
+fn visitors_for(
+    users: &Users,
+    fixtures: &Fixtures,
+    source: &Source,
+    count: usize,
+) -> anyhow::Result<Vec<Visitor>> {
+    let credentials = users.pairs();
+    anyhow::ensure!(!credentials.is_empty(), "no users to log in as");
+    let plans = plans(fixtures);
+    Ok((0..count)
+        .map(|k| {
+            let (username, password) = credentials[k % credentials.len()];
+            let plan = Patient::load(source, username)
+                .map(|p| p.plan)
+                .unwrap_or_else(|_| plans[k % plans.len()].clone());
+            let label = if count > credentials.len() {
+                format!("{username}.{}", k / credentials.len() + 1)
+            } else {
+                username.to_owned()
+            };
+            Visitor {
+                patient: Patient {
+                    username: username.to_owned(),
+                    password: password.to_owned(),
+                    plan,
+                },
+                label,
+            }
+        })
+        .collect())
+}
+
+/// Every plan some doctor quotes, in order; `insurance1` when none does.
+fn plans(fixtures: &Fixtures) -> Vec<String> {
+    let mut all: Vec<String> = fixtures
+        .doctors
+        .iter()
+        .flat_map(|d| d.fees.plans().map(str::to_owned))
+        .collect();
+    all.sort();
+    all.dedup();
+    if all.is_empty() {
+        all.push("insurance1".to_owned());
+    }
+    all
 }
 
 fn check_invariants(
@@ -461,16 +693,16 @@ fn check_invariants(
     slots: &[Slot],
     rows: &[PatientRow],
     missing: usize,
-    book: &SlotBook,
+    book: Option<&SlotBook>,
 ) -> Vec<Invariant> {
     let mut invariants = Vec::new();
 
     // No slot given twice: by the patients' own accounts, and as the
-    // center's table records it.
+    // center's table records it when the center ran here.
     let mut given: HashMap<u64, Vec<&str>> = HashMap::new();
     for row in rows {
         if let Some(slot) = row.visit.slot {
-            given.entry(slot).or_default().push(&row.user);
+            given.entry(slot).or_default().push(&row.label);
         }
     }
     let mut twice: Vec<String> = given
@@ -479,23 +711,42 @@ fn check_invariants(
         .map(|(slot, users)| format!("slot {slot} to {}", users.join(", ")))
         .collect();
     twice.sort();
-    let holders = book.holders();
-    let mismatched: Vec<String> = holders
-        .iter()
-        .filter(|(slot, holder)| {
-            given
-                .get(slot)
-                .is_none_or(|users| users != &[holder.as_str()])
-        })
-        .map(|(slot, holder)| format!("the center holds slot {slot} for {holder}"))
-        .collect();
+    let (mismatched, recorded_here) = match book {
+        Some(book) => {
+            let holders = book.holders();
+            let mut mismatched: Vec<String> = holders
+                .iter()
+                .filter(|(slot, holder)| {
+                    given
+                        .get(slot)
+                        .is_none_or(|users| users != &[holder.as_str()])
+                })
+                .map(|(slot, holder)| format!("the center holds slot {slot} for {holder}"))
+                .collect();
+            if holders.len() != given.len() {
+                mismatched.push(format!(
+                    "the center holds {} slots, the patients report {}",
+                    holders.len(),
+                    given.len()
+                ));
+            }
+            (mismatched, true)
+        }
+        None => (Vec::new(), false),
+    };
+    let ok = twice.is_empty() && mismatched.is_empty();
     invariants.push(Invariant {
         name: "no slot reserved twice",
-        ok: twice.is_empty() && mismatched.is_empty() && holders.len() == given.len(),
-        detail: if twice.is_empty() && mismatched.is_empty() {
+        ok,
+        detail: if ok {
             format!(
-                "{} slots booked, each once, as the center records",
-                given.len()
+                "{} slots booked, each once, {}",
+                given.len(),
+                if recorded_here {
+                    "as the center records"
+                } else {
+                    "as the patients report"
+                }
             )
         } else {
             twice
@@ -506,32 +757,52 @@ fn check_invariants(
         },
     });
 
-    // Every quote is the doctor's fee for the patient's plan.
+    // Every quote is the doctor's fee for the patient's plan. The doctor is
+    // the one the center named, or (for a port alone) the slot's in the data.
     let slot_doctor: HashMap<u64, &str> =
         slots.iter().map(|s| (s.index, s.doctor.as_str())).collect();
-    let wrong: Vec<String> = rows
-        .iter()
-        .filter_map(|row| {
-            let cost = row.visit.cost?;
-            let expected = row
-                .visit
-                .slot
-                .and_then(|s| slot_doctor.get(&s))
-                .and_then(|d| fixtures.doctor(d))
-                .and_then(|d| d.fees.cost(&row.plan));
-            (expected != Some(cost))
-                .then(|| format!("{} was quoted {cost}, expected {expected:?}", row.user))
-        })
-        .collect();
-    let quoted = rows.iter().filter(|r| r.visit.cost.is_some()).count();
+    let mut wrong = Vec::new();
+    let mut unknown_doctors = std::collections::BTreeSet::new();
+    let mut checked = 0;
+    for row in rows {
+        let Some(cost) = row.visit.cost else {
+            continue;
+        };
+        let doctor = row
+            .visit
+            .doctor
+            .as_deref()
+            .or_else(|| row.visit.slot.and_then(|s| slot_doctor.get(&s).copied()));
+        let Some(table) = doctor.and_then(|d| fixtures.doctor(d)) else {
+            unknown_doctors.insert(doctor.unwrap_or("unnamed").to_owned());
+            continue;
+        };
+        checked += 1;
+        let expected = table.fees.cost(&row.plan);
+        if expected != Some(cost) {
+            wrong.push(format!(
+                "{} was quoted {cost} by {}, expected {}",
+                row.label,
+                table.name,
+                expected.map_or("no cost (unknown plan)".to_owned(), |c| c.to_string())
+            ));
+        }
+    }
+    let mut detail = if wrong.is_empty() {
+        format!("{checked} quotes checked")
+    } else {
+        wrong.join("; ")
+    };
+    if !unknown_doctors.is_empty() {
+        detail.push_str(&format!(
+            "; not checked: no fee table in the data for {}",
+            unknown_doctors.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
     invariants.push(Invariant {
         name: "every quote matches the doctor's table",
         ok: wrong.is_empty(),
-        detail: if wrong.is_empty() {
-            format!("{quoted} quotes checked")
-        } else {
-            wrong.join("; ")
-        },
+        detail,
     });
 
     // Every patient reached an outcome, and every booked one its quote.
@@ -570,11 +841,15 @@ fn check_invariants(
 pub fn render(report: &Report) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let place = match (&report.external_center, report.slots) {
+        (Some(center), _) => format!("against the center at {center}"),
+        (None, Some(slots)) => format!("{slots} slots"),
+        (None, None) => String::new(),
+    };
     let _ = writeln!(
         out,
-        "medsim simulate: {} patients, {} slots, choice {}, seed {}, concurrency {}{}",
+        "medsim simulate: {} patients, {place}, choice {}, seed {}, concurrency {}{}",
         report.patients,
-        report.slots,
         serde_json::to_value(report.choice)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -599,7 +874,7 @@ pub fn render(report: &Report) -> String {
             let _ = writeln!(
                 out,
                 "{:<12} {:>5} {:<7} {:>5} {:<16} {:>7.1} ms",
-                row.user,
+                row.label,
                 v.slot.map_or(dash.to_owned(), |s| s.to_string()),
                 v.doctor.as_deref().unwrap_or(dash),
                 v.cost.map_or(dash.to_owned(), |c| format!("{c}$")),

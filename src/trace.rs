@@ -75,7 +75,7 @@ impl Trace {
             }
         }
         let mut out = String::from("sequenceDiagram\n");
-        out.push_str("    %% TCP ->> , UDP --) , UDP lost --x\n");
+        out.push_str("    %% solid arrows: TCP; dotted: UDP; ending in x: a datagram lost\n");
         for party in &participants {
             let _ = writeln!(out, "    participant {}", participant_id(party));
         }
@@ -158,7 +158,7 @@ mod tests {
         assert_eq!(
             diagram,
             "sequenceDiagram\n\
-             \x20   %% TCP ->> , UDP --) , UDP lost --x\n\
+             \x20   %% solid arrows: TCP; dotted: UDP; ending in x: a datagram lost\n\
              \x20   participant patient1\n\
              \x20   participant center\n\
              \x20   participant doc1\n\

@@ -152,8 +152,7 @@ impl Conversation {
     fn receive(&mut self) -> Result<String, String> {
         match self.link.answer() {
             Ok(answer) => {
-                self.log
-                    .push(format!("got '{}'", protocol::shorten(&answer)));
+                self.log.push(format!("got '{}'", quote(&answer)));
                 Ok(answer)
             }
             Err(why) => {
@@ -226,11 +225,12 @@ fn describe(why: &NoAnswer) -> String {
 
 /// Text as evidence shows it: passwords masked, long text shortened.
 fn shown(text: &str) -> String {
-    let mut words = text.split(' ');
-    match (words.next(), words.next(), words.next(), words.next()) {
-        (Some("authenticate"), Some(user), Some(_), None) => format!("authenticate {user} ***"),
-        _ => protocol::shorten(text),
-    }
+    quote(&crate::trace::mask_password(text))
+}
+
+/// Peer text as evidence quotes it: one line, long enough to read.
+fn quote(text: &str) -> String {
+    protocol::shorten_to(text, 48)
 }
 
 /// PROTOCOL.md's list exactly: `INDEX DAY TIME` triples separated by single
@@ -246,7 +246,7 @@ fn strict_listing(answer: &str) -> Result<Vec<u64>, String> {
     let mut indexes = Vec::with_capacity(words.len() / 3);
     for triple in words.chunks_exact(3) {
         let index = protocol::parse_index(triple[0])
-            .map_err(|_| format!("'{}' is not a slot index", protocol::shorten(triple[0])))?;
+            .map_err(|_| format!("'{}' is not a slot index", quote(triple[0])))?;
         if indexes.last().is_some_and(|&last| last >= index) {
             return Err(format!("index {index} is out of order"));
         }
@@ -714,7 +714,7 @@ fn doctors(run: &mut Run, booked: Option<&(u64, String, u16)>) {
                 _ => Err(format!(
                     "sent '{}', got '{}', expected a whole number",
                     config.plan,
-                    protocol::shorten(&answer)
+                    quote(&answer)
                 )),
             },
             Ok(None) => Err(format!(
@@ -730,10 +730,7 @@ fn doctors(run: &mut Run, booked: Option<&(u64, String, u16)>) {
                 Ok(protocol::QuoteAnswer::Cost(_)) => {
                     Err(format!("sent '{UNKNOWN_PLAN}', got a cost: '{answer}'"))
                 }
-                _ => Ok(format!(
-                    "sent '{UNKNOWN_PLAN}', got '{}'",
-                    protocol::shorten(&answer)
-                )),
+                _ => Ok(format!("sent '{UNKNOWN_PLAN}', got '{}'", quote(&answer))),
             },
             Ok(None) => Ok(format!("sent '{UNKNOWN_PLAN}', no answer (dropped)")),
             Err(e) => Err(format!("asking {}: {e}", target.addr)),

@@ -4,10 +4,13 @@
 //!
 //! The wire contract is `PROTOCOL.md` in the shared folder. The modules:
 //! [`protocol`] (messages and framing, no I/O), [`data`] (the classic data
-//! files), [`slots`] (the slot table), [`ledger`] (its journal on disk), [`center`], [`doctor`] and
-//! [`patient`] (the three parties and their subcommands), [`sim`] (all of
-//! them in one process), and the plumbing they share: [`pool`],
-//! [`shutdown`], [`console`], [`rng`]. `main.rs` holds only the CLI.
+//! files), [`slots`] (the slot table), [`ledger`] (its journal on disk),
+//! [`center`], [`doctor`] and [`patient`] (the three parties and their
+//! subcommands), [`sim`] (all of them in one process, or a crowd of
+//! patients against a system elsewhere), [`check`] (conformance cases
+//! against any implementation), [`trace`] (sequence diagrams), and the
+//! plumbing they share: [`pool`], [`shutdown`], [`console`], [`rng`].
+//! `main.rs` holds only the CLI.
 
 pub mod center;
 pub mod check;

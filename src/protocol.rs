@@ -111,13 +111,22 @@ impl fmt::Display for ProtocolError {
 /// Quotes at most [`QUOTE_LIMIT`] bytes of peer input, cut on a character
 /// boundary, with control characters escaped so a log line stays one line.
 pub fn shorten(text: &str) -> String {
+    shorten_to(text, QUOTE_LIMIT)
+}
+
+/// As [`shorten`], at most `limit` bytes.
+pub fn shorten_to(text: &str, limit: usize) -> String {
     let mut out = String::new();
     for (at, c) in text.char_indices() {
-        if at >= QUOTE_LIMIT {
+        if at >= limit {
             out.push('…');
             break;
         }
-        out.extend(c.escape_debug());
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
     }
     out
 }
@@ -767,6 +776,8 @@ mod tests {
     #[test]
     fn shorten_cuts_long_input_and_escapes_controls() {
         assert_eq!(shorten("a\nb"), "a\\nb");
+        assert_eq!(shorten("it's \"so\""), "it's \"so\"");
+        assert_eq!(shorten_to("abcdef", 3), "abc…");
         let long = "x".repeat(100);
         assert_eq!(shorten(&long), format!("{}…", "x".repeat(32)));
         let wide = "é".repeat(40);

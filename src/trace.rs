@@ -97,8 +97,9 @@ impl Trace {
     }
 }
 
-/// `authenticate USER PASSWORD` with the password replaced by `***`.
-fn mask_password(text: &str) -> String {
+/// `authenticate USER PASSWORD` with the password replaced by `***`; any
+/// other text as it is.
+pub fn mask_password(text: &str) -> String {
     let mut words = text.split([' ', '\t']).filter(|w| !w.is_empty());
     match (words.next(), words.next(), words.next(), words.next()) {
         (Some("authenticate"), Some(user), Some(_), None) => format!("authenticate {user} ***"),

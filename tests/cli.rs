@@ -409,7 +409,14 @@ fn a_port_in_use_is_a_start_up_error_naming_the_address() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["center", "doctor", "patient", "simulate"] {
+    for sub in [
+        "center",
+        "doctor",
+        "patient",
+        "simulate",
+        "check",
+        "completions",
+    ] {
         let (code, stdout, _) = output(bin().args([sub, "--help"]));
         assert_eq!(code, 0);
         assert!(stdout.contains("Usage: medsim "), "{sub}: {stdout}");

@@ -8,10 +8,12 @@
 //! [`center`], [`doctor`] and [`patient`] (the three parties and their
 //! subcommands), [`sim`] (all of them in one process, or a crowd of
 //! patients against a system elsewhere), [`check`] (conformance cases
-//! against any implementation), [`trace`] (sequence diagrams), and the
+//! against any implementation), [`trace`] (sequence diagrams), [`bench`]
+//! (the benchmark against minimal servers), and the
 //! plumbing they share: [`pool`], [`shutdown`], [`console`], [`rng`].
 //! `main.rs` holds only the CLI.
 
+pub mod bench;
 pub mod center;
 pub mod check;
 pub mod console;

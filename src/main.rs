@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use medsim::{center, check, doctor, patient, sim};
+use medsim::{bench, center, check, doctor, patient, sim};
 
 /// The classic online medical appointment system: a health center over
 /// TCP, doctors over UDP, and patients that book a slot and get a quote.
@@ -23,6 +23,7 @@ enum Command {
     Patient(patient::Args),
     Simulate(sim::Args),
     Check(check::Args),
+    Bench(bench::Args),
     Completions(CompletionsArgs),
 }
 
@@ -53,6 +54,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Patient(args) => patient::run(args),
         Command::Simulate(args) => sim::run(args),
         Command::Check(args) => check::run(args),
+        Command::Bench(args) => bench::run(args),
         Command::Completions(args) => {
             clap_complete::generate(
                 args.shell,

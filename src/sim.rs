@@ -190,6 +190,9 @@ pub struct Report {
     pub udp_loss: f64,
     pub wall_seconds: f64,
     pub patients_per_second: f64,
+    /// This process's peak resident memory (Linux's VmHWM), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
     pub outcomes: BTreeMap<&'static str, usize>,
     pub bookings: usize,
     pub quote_retries: u64,
@@ -617,6 +620,7 @@ impl Crowd<'_> {
             udp_loss: self.args.udp_loss,
             wall_seconds: wall.as_secs_f64(),
             patients_per_second: rows.len() as f64 / wall.as_secs_f64().max(1e-9),
+            peak_rss_kib: peak_rss_kib(),
             outcomes,
             bookings,
             quote_retries: rows.iter().map(|r| u64::from(r.visit.retries)).sum(),
@@ -627,6 +631,19 @@ impl Crowd<'_> {
             rows: (patients <= TABLE_LIMIT).then_some(rows),
         }
     }
+}
+
+/// This process's peak resident set, from `/proc/self/status`; `None`
+/// where there is no such file.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Where the center of a run was.

@@ -63,9 +63,28 @@ pub struct Args {
     /// N --choice random`, comma-separated; empty skips them.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 100_000], value_name = "N,..")]
     pub scale: Vec<usize>,
+    /// The cases to run, comma-separated: list, booking, quote, scale,
+    /// sustained.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Case::List, Case::Booking, Case::Quote, Case::Scale, Case::Sustained], value_name = "CASE,..")]
+    pub cases: Vec<Case>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench.json", value_name = "FILE")]
     pub out: PathBuf,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Case {
+    /// The center's list path, against its floor.
+    List,
+    /// The center's booking path, against its floor.
+    Booking,
+    /// The doctor's quotes, against a UDP floor.
+    Quote,
+    /// simulate at each `--scale` N.
+    Scale,
+    /// The sustained run against one center process.
+    Sustained,
 }
 
 /// Throughput and latency of one run.
@@ -176,7 +195,8 @@ fn drive(
                     while !stop(done.fetch_add(1, Ordering::Relaxed)) {
                         let begun = Instant::now();
                         if session(&mut rng, &mut client) {
-                            latencies.push(begun.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                            latencies
+                                .push(begun.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                         } else {
                             errors += 1;
                         }
@@ -432,8 +452,10 @@ impl Medsim {
         let slots = bench_slots(slot_count, doctor_addr.port());
         let book = SlotBook::new(&slots, DEFAULT_LIST_CAP);
         if booked {
-            let holders: Vec<(u64, String)> =
-                slots.iter().map(|s| (s.index, "someone".to_owned())).collect();
+            let holders: Vec<(u64, String)> = slots
+                .iter()
+                .map(|s| (s.index, "someone".to_owned()))
+                .collect();
             book.restore(&holders);
         }
         let users = Users::from_pairs([(USER.to_owned(), PASSWORD.to_owned())]);
@@ -497,7 +519,10 @@ fn list_answer(slots: &[Slot]) -> Vec<u8> {
         .iter()
         .take(DEFAULT_LIST_CAP)
         .map(|s| (s.index, s.day.as_str(), s.time.as_str()));
-    protocol::encode(Dialect::Line, &protocol::render_listings(listings, usize::MAX))
+    protocol::encode(
+        Dialect::Line,
+        &protocol::render_listings(listings, usize::MAX),
+    )
 }
 
 fn median(values: &mut [f64]) -> f64 {
@@ -553,7 +578,15 @@ fn for_duration(seconds: f64) -> impl Fn(u64) -> bool + Sync {
 fn center_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<Pair>> {
     let threads = args.concurrency.iter().copied().max().unwrap_or(1) + 4;
     let mut pairs = Vec::new();
-    for path in [Exchange::List, Exchange::Booking] {
+    let paths = [
+        (Case::List, Exchange::List),
+        (Case::Booking, Exchange::Booking),
+    ];
+    for path in paths
+        .into_iter()
+        .filter(|(case, _)| args.cases.contains(case))
+        .map(|(_, path)| path)
+    {
         for &concurrency in &args.concurrency {
             let case = path.name();
             let result = pair(
@@ -768,7 +801,9 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 fn address_of(line: &str) -> Option<SocketAddr> {
     let words: Vec<&str> = line.trim().trim_end_matches('.').split(' ').collect();
     let port = words.iter().position(|w| *w == "number")? + 1;
-    format!("{}:{}", words.last()?, words.get(port)?).parse().ok()
+    format!("{}:{}", words.last()?, words.get(port)?)
+        .parse()
+        .ok()
 }
 
 /// What this machine is, for the report.
@@ -816,19 +851,29 @@ pub fn render(report: &Report) -> String {
         "{}; {} s a run, median of {} runs; ratio = medsim / floor, paired per run",
         report.machine, report.seconds_per_run, report.repeats
     );
-    let _ = writeln!(out, "\ncenter sessions (list: login + available on a full center; booking: login, list, select, quote)");
+    let _ = writeln!(
+        out,
+        "\ncenter sessions (list: login + available on a full center; booking: login, list, select, quote)"
+    );
     let _ = writeln!(out, "{PAIR_HEADER}");
     for p in &report.center {
         let _ = writeln!(out, "{}", pair_line(p));
     }
-    let _ = writeln!(out, "\ndoctor quotes over UDP (floor: a fixed answer from one thread)");
+    let _ = writeln!(
+        out,
+        "\ndoctor quotes over UDP (floor: a fixed answer from one thread)"
+    );
     let _ = writeln!(out, "{PAIR_HEADER}");
     for p in &report.quotes {
         let _ = writeln!(out, "{}", pair_line(p));
     }
     if !report.scale.is_empty() {
         let _ = writeln!(out, "\nsimulate --patients N --slots N --choice random");
-        let _ = writeln!(out, "{:>9} {:>9} {:>12} {:>13} invariants", "N", "wall s", "us/patient", "peak RSS MiB");
+        let _ = writeln!(
+            out,
+            "{:>9} {:>9} {:>12} {:>13} invariants",
+            "N", "wall s", "us/patient", "peak RSS MiB"
+        );
         for s in &report.scale {
             let _ = writeln!(
                 out,
@@ -879,14 +924,22 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         )
     };
     let center = center_cases(args, &mut progress)?;
-    let quotes = quote_cases(args, &mut progress)?;
+    let quotes = if args.cases.contains(&Case::Quote) {
+        quote_cases(args, &mut progress)?
+    } else {
+        Vec::new()
+    };
     let mut scale = Vec::new();
-    for &n in &args.scale {
-        eprintln!("simulate --patients {n}...");
-        scale.push(scale_run(n)?);
+    if args.cases.contains(&Case::Scale) {
+        for &n in &args.scale {
+            eprintln!("simulate --patients {n}...");
+            scale.push(scale_run(n)?);
+        }
     }
-    let sustained = if args.sustained > 0 {
-        Some(sustained_run(args.sustained, &mut |line| eprintln!("{line}"))?)
+    let sustained = if args.sustained > 0 && args.cases.contains(&Case::Sustained) {
+        Some(sustained_run(args.sustained, &mut |line| {
+            eprintln!("{line}")
+        })?)
     } else {
         None
     };

@@ -11,7 +11,7 @@
 //! the doctor's table, every patient reaching an outcome). The parties
 //! themselves are their modules'.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::IsTerminal as _;
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -216,51 +216,134 @@ impl Report {
     }
 }
 
-/// The patients of a run: the data's users (with their plan files where
-/// they exist), then generated ones, `patientK` with `passwordKKK`.
-fn patients(fixtures: &Fixtures, source: &Source, count: usize) -> Vec<Patient> {
-    let plans = plans(fixtures);
-    let plan_for = |k: usize| plans[(k - 1) % plans.len()].clone();
-    (1..=count)
-        .map(|k| {
-            let name = format!("patient{k}");
-            if let Some(password) = fixtures.users.password(&name) {
-                let plan = Patient::load(source, &name).map_or_else(|_| plan_for(k), |p| p.plan);
-                Patient {
-                    username: name,
-                    password: password.to_owned(),
-                    plan,
-                }
-            } else {
-                Patient {
-                    password: format!("password{}", k.to_string().repeat(3)),
-                    username: name,
-                    plan: plan_for(k),
-                }
+/// Who visits. The k-th visitor is made when its turn comes, so a run of a
+/// hundred thousand patients keeps no list of them.
+struct Roster {
+    /// Logins in turn; `None` for in-process runs, whose patients are the
+    /// data's users by name (`patientK`), then generated ones.
+    logins: Option<Vec<(String, String)>>,
+    /// The data's users, for in-process runs.
+    data_users: Users,
+    /// Plans of the data's `NAMEinsurance.txt` files.
+    data_plans: HashMap<String, String>,
+    /// Every plan some doctor quotes, taken in turn by the others.
+    plans: Vec<String>,
+    count: usize,
+}
+
+impl Roster {
+    /// The data's users, then `patientK` with `passwordKKK`.
+    fn in_process(fixtures: &Fixtures, source: &Source, count: usize) -> Roster {
+        Roster {
+            logins: None,
+            data_users: fixtures.users.clone(),
+            data_plans: data_plans(fixtures.users.pairs().into_iter().map(|(u, _)| u), source),
+            plans: plans(fixtures),
+            count,
+        }
+    }
+
+    /// `users` in turn (shorter names first, then in name order).
+    fn cycling(
+        users: &Users,
+        fixtures: &Fixtures,
+        source: &Source,
+        count: usize,
+    ) -> anyhow::Result<Roster> {
+        let logins: Vec<(String, String)> = users
+            .pairs()
+            .into_iter()
+            .map(|(u, p)| (u.to_owned(), p.to_owned()))
+            .collect();
+        anyhow::ensure!(!logins.is_empty(), "no users to log in as");
+        Ok(Roster {
+            data_plans: data_plans(logins.iter().map(|(u, _)| u.as_str()), source),
+            logins: Some(logins),
+            data_users: Users::default(),
+            plans: plans(fixtures),
+            count,
+        })
+    }
+
+    /// Visitor `k` (from 0): its credentials, its plan (its own plan file
+    /// when the data has one, the plans in turn otherwise) and its label. A
+    /// login used more than once is labelled `USER.K`, K counting its visits.
+    fn visitor(&self, k: usize) -> Visitor {
+        let plan_in_turn = || self.plans[k % self.plans.len()].clone();
+        let (username, password, label) = match &self.logins {
+            Some(logins) => {
+                let (username, password) = &logins[k % logins.len()];
+                let label = if self.count > logins.len() {
+                    format!("{username}.{}", k / logins.len() + 1)
+                } else {
+                    username.clone()
+                };
+                (username.clone(), password.clone(), label)
             }
+            None => {
+                let username = format!("patient{}", k + 1);
+                let password = match self.data_users.password(&username) {
+                    Some(password) => password.to_owned(),
+                    None => format!("password{}", (k + 1).to_string().repeat(3)),
+                };
+                (username.clone(), password, username)
+            }
+        };
+        let plan = self
+            .data_plans
+            .get(&username)
+            .cloned()
+            .unwrap_or_else(plan_in_turn);
+        Visitor {
+            patient: Patient {
+                username,
+                password,
+                plan,
+            },
+            label,
+        }
+    }
+
+    /// Every visitor's credentials, for a center of this process.
+    fn users(&self) -> Users {
+        Users::from_pairs((0..self.count).map(|k| {
+            let patient = self.visitor(k).patient;
+            (patient.username, patient.password)
+        }))
+    }
+}
+
+/// The plans of the `NAMEinsurance.txt` files the data has for `names`.
+fn data_plans<'a>(
+    names: impl Iterator<Item = &'a str>,
+    source: &Source,
+) -> HashMap<String, String> {
+    names
+        .filter_map(|name| {
+            Patient::load(source, name)
+                .ok()
+                .map(|p| (name.to_owned(), p.plan))
         })
         .collect()
 }
 
 /// `count` slots, days and times in turn, doctors in turn.
-fn generated_slots(count: u64, doctors: &[(String, u16)]) -> Vec<Slot> {
+fn generated_slots(count: u64, doctors: &[(String, u16)]) -> impl Iterator<Item = Slot> + '_ {
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     const TIMES: [&str; 8] = [
         "09am", "10am", "11am", "12pm", "01pm", "02pm", "03pm", "04pm",
     ];
-    (1..=count)
-        .map(|index| {
-            let i = (index - 1) as usize;
-            let (doctor, port) = &doctors[i % doctors.len()];
-            Slot {
-                index,
-                day: DAYS[i % DAYS.len()].to_owned(),
-                time: TIMES[(i / DAYS.len()) % TIMES.len()].to_owned(),
-                doctor: doctor.clone(),
-                port: *port,
-            }
-        })
-        .collect()
+    (1..=count).map(|index| {
+        let i = (index - 1) as usize;
+        let (doctor, port) = &doctors[i % doctors.len()];
+        Slot {
+            index,
+            day: DAYS[i % DAYS.len()].to_owned(),
+            time: TIMES[(i / DAYS.len()) % TIMES.len()].to_owned(),
+            doctor: doctor.clone(),
+            port: *port,
+        }
+    })
 }
 
 /// Runs a simulation and builds its report.
@@ -358,49 +441,51 @@ impl Crowd<'_> {
         }
         let port_of: HashMap<&str, u16> =
             doctor_ports.iter().map(|(n, p)| (n.as_str(), *p)).collect();
-        let slots = match args.slots {
-            Some(count) => generated_slots(count, &doctor_ports),
-            None => fixtures
-                .slots
-                .iter()
-                .map(|s| Slot {
-                    port: port_of.get(s.doctor.as_str()).copied().unwrap_or(s.port),
-                    ..s.clone()
-                })
-                .collect(),
+        let (book, slot_count, same_target) = match args.slots {
+            // Straight into the table: a large generated list is never held.
+            Some(count) => (
+                SlotBook::from_slots(generated_slots(count, &doctor_ports), args.list_cap),
+                count as usize,
+                1,
+            ),
+            None => {
+                let slots: Vec<Slot> = fixtures
+                    .slots
+                    .iter()
+                    .map(|s| Slot {
+                        port: port_of.get(s.doctor.as_str()).copied().unwrap_or(s.port),
+                        ..s.clone()
+                    })
+                    .collect();
+                let lowest = slots.iter().map(|s| s.index).min().unwrap_or(1);
+                (SlotBook::new(&slots, args.list_cap), slots.len(), lowest)
+            }
         };
-        let visitors: Vec<Visitor> = patients(fixtures, source, args.patients)
-            .into_iter()
-            .map(|patient| Visitor {
-                label: patient.username.clone(),
-                patient,
-            })
-            .collect();
-        let users = Users::from_pairs(
-            visitors
-                .iter()
-                .map(|v| (v.patient.username.clone(), v.patient.password.clone())),
-        );
-        let book = SlotBook::new(&slots, args.list_cap);
+        let roster = Roster::in_process(fixtures, source, args.patients);
         let limits = Limits {
             max_sessions: Limits::default().max_sessions.max(self.concurrency * 2),
             ..Limits::default()
         };
         let center = Arc::new(Center::new(
-            users,
+            roster.users(),
             book.clone(),
             limits,
             self.console.clone(),
         ));
-        let same_target = slots.iter().map(|s| s.index).min().unwrap_or(1);
         let shutdown = Shutdown::new();
-        let (rows, wall) = std::thread::scope(|scope| -> anyhow::Result<_> {
+        let (tally, wall) = std::thread::scope(|scope| -> anyhow::Result<_> {
             let center_thread = scope.spawn(|| center.serve(listener, &shutdown));
             let doctor_threads: Vec<_> = doctor_sockets
                 .iter()
                 .map(|(doctor, socket)| scope.spawn(|| doctor.serve(socket, &shutdown)))
                 .collect();
-            let visited = self.visit(&visitors, &center_addr.to_string(), None, same_target);
+            let visited = self.visit(
+                fixtures,
+                &roster,
+                &center_addr.to_string(),
+                None,
+                same_target,
+            );
             shutdown.trigger();
             center_thread
                 .join()
@@ -415,12 +500,14 @@ impl Crowd<'_> {
             Ok(visited)
         })?;
         Ok(self.report(
-            fixtures,
-            &slots,
-            rows,
+            &roster,
+            tally,
             wall,
             Some(&book),
-            Target::InProcess(center.summary()),
+            Target::InProcess {
+                summary: center.summary(),
+                slots: slot_count,
+            },
         ))
     }
 
@@ -437,16 +524,21 @@ impl Crowd<'_> {
             Some(path) => Users::load(path)?,
             None => fixtures.users.clone(),
         };
-        let visitors = visitors_for(&users, fixtures, source, args.patients)?;
+        let roster = Roster::cycling(&users, fixtures, source, args.patients)?;
         let same_target = match args.choice {
-            Choice::Same => self.lowest_listed(&visitors[0].patient, center)?,
+            Choice::Same => self.lowest_listed(&roster.visitor(0).patient, center)?,
             Choice::First | Choice::Random => 0,
         };
-        let (rows, wall) = self.visit(&visitors, center, args.doctor_host.as_deref(), same_target);
-        Ok(self.report(
+        let (tally, wall) = self.visit(
             fixtures,
-            &fixtures.slots,
-            rows,
+            &roster,
+            center,
+            args.doctor_host.as_deref(),
+            same_target,
+        );
+        Ok(self.report(
+            &roster,
+            tally,
             wall,
             None,
             Target::Elsewhere(center.to_owned()),
@@ -491,39 +583,45 @@ impl Crowd<'_> {
         }
     }
 
-    /// Every visitor visits, `concurrency` at a time; rows come back in
-    /// the visitors' order, `None` for a patient thread that never reported.
-    fn visit(
+    /// Every visitor of `roster` visits, `concurrency` at a time; each visit
+    /// is tallied as it ends.
+    fn visit<'f>(
         &self,
-        visitors: &[Visitor],
+        fixtures: &'f Fixtures,
+        roster: &Roster,
         center: &str,
         doctor_host: Option<&str>,
         same_target: u64,
-    ) -> (Vec<Option<PatientRow>>, Duration) {
+    ) -> (Tally<'f>, Duration) {
         let progress = if !self.args.json && std::io::stderr().is_terminal() {
-            indicatif::ProgressBar::new(visitors.len() as u64).with_style(
+            indicatif::ProgressBar::new(roster.count as u64).with_style(
                 indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} patients {elapsed}")
                     .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             )
         } else {
             indicatif::ProgressBar::hidden()
         };
+        let mut tally = Tally::new(fixtures, roster.count);
         let started = Instant::now();
-        let mut rows: Vec<Option<PatientRow>> = vec![None; visitors.len()];
+        // Patients are numbered, not listed: each thread takes the next.
+        let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
-            let (work_tx, work_rx) = crossbeam_channel::unbounded::<usize>();
-            let (row_tx, row_rx) = crossbeam_channel::unbounded::<(usize, PatientRow)>();
-            for k in 0..visitors.len() {
-                // Unbounded and its receivers alive: cannot fail.
-                let _ = work_tx.send(k);
-            }
-            drop(work_tx);
+            let (row_tx, row_rx) = crossbeam_channel::bounded::<(usize, PatientRow)>(1024);
             for _ in 0..self.concurrency {
-                let (work_rx, row_tx) = (work_rx.clone(), row_tx.clone());
+                let (next, row_tx) = (&next, row_tx.clone());
                 scope.spawn(move || {
-                    while let Ok(k) = work_rx.recv() {
-                        let row =
-                            self.run_patient(k, &visitors[k], center, doctor_host, same_target);
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if k >= roster.count {
+                            return;
+                        }
+                        let row = self.run_patient(
+                            k,
+                            &roster.visitor(k),
+                            center,
+                            doctor_host,
+                            same_target,
+                        );
                         if row_tx.send((k, row)).is_err() {
                             return;
                         }
@@ -532,12 +630,12 @@ impl Crowd<'_> {
             }
             drop(row_tx);
             for (k, row) in row_rx {
-                rows[k] = Some(row);
+                tally.add(k, row);
                 progress.inc(1);
             }
         });
         progress.finish_and_clear();
-        (rows, started.elapsed())
+        (tally, started.elapsed())
     }
 
     fn run_patient(
@@ -577,21 +675,14 @@ impl Crowd<'_> {
 
     fn report(
         &self,
-        fixtures: &Fixtures,
-        slots: &[Slot],
-        rows: Vec<Option<PatientRow>>,
+        roster: &Roster,
+        tally: Tally,
         wall: Duration,
         book: Option<&SlotBook>,
         target: Target,
     ) -> Report {
-        let patients = rows.len();
-        let missing = rows.iter().filter(|r| r.is_none()).count();
-        let rows: Vec<PatientRow> = rows.into_iter().flatten().collect();
-        let mut outcomes = BTreeMap::new();
-        for row in &rows {
-            *outcomes.entry(row.visit.outcome.label()).or_insert(0) += 1;
-        }
-        let mut latencies: Vec<f64> = rows.iter().map(|r| r.latency_ms).collect();
+        let patients = roster.count;
+        let mut latencies = tally.latencies.clone();
         latencies.sort_by(f64::total_cmp);
         let percentile = |p: f64| -> f64 {
             if latencies.is_empty() {
@@ -605,30 +696,29 @@ impl Crowd<'_> {
             p99_ms: percentile(0.99),
             max_ms: latencies.last().copied().unwrap_or(0.0),
         };
-        let invariants = check_invariants(fixtures, slots, &rows, missing, book);
-        let bookings = rows.iter().filter(|r| r.visit.slot.is_some()).count();
-        let (center, external_center) = match target {
-            Target::InProcess(summary) => (Some(summary), None),
-            Target::Elsewhere(addr) => (None, Some(addr)),
+        let invariants = tally.invariants(roster, book);
+        let (center, slots, external_center) = match target {
+            Target::InProcess { summary, slots } => (Some(summary), Some(slots), None),
+            Target::Elsewhere(addr) => (None, None, Some(addr)),
         };
         Report {
             patients,
-            slots: book.is_some().then_some(slots.len()),
+            slots,
             choice: self.args.choice,
             seed: self.seed,
             concurrency: self.concurrency,
             udp_loss: self.args.udp_loss,
             wall_seconds: wall.as_secs_f64(),
-            patients_per_second: rows.len() as f64 / wall.as_secs_f64().max(1e-9),
+            patients_per_second: tally.reached as f64 / wall.as_secs_f64().max(1e-9),
             peak_rss_kib: peak_rss_kib(),
-            outcomes,
-            bookings,
-            quote_retries: rows.iter().map(|r| u64::from(r.visit.retries)).sum(),
+            outcomes: tally.outcomes,
+            bookings: tally.given.len(),
+            quote_retries: tally.retries,
             latency,
             center,
             external_center,
             invariants,
-            rows: (patients <= TABLE_LIMIT).then_some(rows),
+            rows: tally.rows.map(|rows| rows.into_iter().flatten().collect()),
         }
     }
 }
@@ -648,46 +738,13 @@ fn peak_rss_kib() -> Option<u64> {
 
 /// Where the center of a run was.
 enum Target {
-    /// In this process, with its counts.
-    InProcess(center::Summary),
+    /// In this process, with its counts and its number of slots.
+    InProcess {
+        summary: center::Summary,
+        slots: usize,
+    },
     /// Elsewhere, at this address.
     Elsewhere(String),
-}
-
-/// `count` visitors logging in as `users` in turn (in name order), each
-/// with the plan of its `NAMEinsurance.txt` when the data has one, the
-/// data's plans in turn otherwise. A user who visits more than once is
-/// labelled `USER.K`, K counting its visits from 1.
-fn visitors_for(
-    users: &Users,
-    fixtures: &Fixtures,
-    source: &Source,
-    count: usize,
-) -> anyhow::Result<Vec<Visitor>> {
-    let credentials = users.pairs();
-    anyhow::ensure!(!credentials.is_empty(), "no users to log in as");
-    let plans = plans(fixtures);
-    Ok((0..count)
-        .map(|k| {
-            let (username, password) = credentials[k % credentials.len()];
-            let plan = Patient::load(source, username)
-                .map(|p| p.plan)
-                .unwrap_or_else(|_| plans[k % plans.len()].clone());
-            let label = if count > credentials.len() {
-                format!("{username}.{}", k / credentials.len() + 1)
-            } else {
-                username.to_owned()
-            };
-            Visitor {
-                patient: Patient {
-                    username: username.to_owned(),
-                    password: password.to_owned(),
-                    plan,
-                },
-                label,
-            }
-        })
-        .collect())
 }
 
 /// Every plan some doctor quotes, in order; `insurance1` when none does.
@@ -705,99 +762,134 @@ fn plans(fixtures: &Fixtures) -> Vec<String> {
     all
 }
 
-fn check_invariants(
-    fixtures: &Fixtures,
-    slots: &[Slot],
-    rows: &[PatientRow],
-    missing: usize,
-    book: Option<&SlotBook>,
-) -> Vec<Invariant> {
-    let mut invariants = Vec::new();
+/// What the report keeps of each visit as it ends: counts, latencies and
+/// what the invariants need. Whole rows are kept only for the table (at most
+/// [`TABLE_LIMIT`] patients), so memory per patient stays a few bytes.
+struct Tally<'a> {
+    fixtures: &'a Fixtures,
+    /// The data's slots' doctors, for answers that name only a port.
+    slot_doctor: HashMap<u64, &'a str>,
+    reached: usize,
+    outcomes: BTreeMap<&'static str, usize>,
+    latencies: Vec<f64>,
+    retries: u64,
+    /// (slot, visitor) for every reservation a patient reported.
+    given: Vec<(u64, usize)>,
+    quotes_checked: usize,
+    wrong_quotes: Vec<String>,
+    unknown_doctors: BTreeSet<String>,
+    /// The first few visits that failed, and how many did.
+    failed: Vec<String>,
+    failed_count: usize,
+    rows: Option<Vec<Option<PatientRow>>>,
+}
 
-    // No slot given twice: by the patients' own accounts, and as the
-    // center's table records it when the center ran here.
-    let mut given: HashMap<u64, Vec<&str>> = HashMap::new();
-    for row in rows {
-        if let Some(slot) = row.visit.slot {
-            given.entry(slot).or_default().push(&row.label);
+/// Where the center's table (`holders`, in index order) and the patients'
+/// accounts (`given`, sorted) disagree: one walk over both.
+fn held_as_reported(
+    holders: &[(u64, String)],
+    given: &[(u64, usize)],
+    roster: &Roster,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut runs = given.chunk_by(|a, b| a.0 == b.0).peekable();
+    for (slot, holder) in holders {
+        while let Some(run) = runs.next_if(|run| run[0].0 < *slot) {
+            problems.push(format!(
+                "patients report slot {} but the center holds it for no one",
+                run[0].0
+            ));
+        }
+        match runs.next_if(|run| run[0].0 == *slot) {
+            Some([(_, k)]) if roster.visitor(*k).patient.username == *holder => {}
+            _ => problems.push(format!("the center holds slot {slot} for {holder}")),
         }
     }
-    let mut twice: Vec<String> = given
-        .iter()
-        .filter(|(_, users)| users.len() > 1)
-        .map(|(slot, users)| format!("slot {slot} to {}", users.join(", ")))
-        .collect();
-    twice.sort();
-    let (mismatched, recorded_here) = match book {
-        Some(book) => {
-            let holders = book.holders();
-            let mut mismatched: Vec<String> = holders
-                .iter()
-                .filter(|(slot, holder)| {
-                    given
-                        .get(slot)
-                        .is_none_or(|users| users != &[holder.as_str()])
-                })
-                .map(|(slot, holder)| format!("the center holds slot {slot} for {holder}"))
-                .collect();
-            if holders.len() != given.len() {
-                mismatched.push(format!(
-                    "the center holds {} slots, the patients report {}",
-                    holders.len(),
-                    given.len()
-                ));
-            }
-            (mismatched, true)
-        }
-        None => (Vec::new(), false),
-    };
-    let ok = twice.is_empty() && mismatched.is_empty();
-    invariants.push(Invariant {
-        name: "no slot reserved twice",
-        ok,
-        detail: if ok {
-            format!(
-                "{} slots booked, each once, {}",
-                given.len(),
-                if recorded_here {
-                    "as the center records"
-                } else {
-                    "as the patients report"
-                }
-            )
-        } else {
-            twice
-                .into_iter()
-                .chain(mismatched)
-                .collect::<Vec<_>>()
-                .join("; ")
-        },
-    });
+    for run in runs {
+        problems.push(format!(
+            "patients report slot {} but the center holds it for no one",
+            run[0].0
+        ));
+    }
+    problems
+}
 
-    // Every quote is the doctor's fee for the patient's plan. The doctor is
-    // the one the center named, or (for a port alone) the slot's in the data.
-    let slot_doctor: HashMap<u64, &str> =
-        slots.iter().map(|s| (s.index, s.doctor.as_str())).collect();
-    let mut wrong = Vec::new();
-    let mut unknown_doctors = std::collections::BTreeSet::new();
-    let mut checked = 0;
-    for row in rows {
-        let Some(cost) = row.visit.cost else {
-            continue;
-        };
-        let doctor = row
-            .visit
+/// At most this many failures or wrong quotes are quoted in a report.
+const QUOTED_PROBLEMS: usize = 5;
+
+impl<'a> Tally<'a> {
+    fn new(fixtures: &'a Fixtures, patients: usize) -> Tally<'a> {
+        Tally {
+            fixtures,
+            slot_doctor: fixtures
+                .slots
+                .iter()
+                .map(|s| (s.index, s.doctor.as_str()))
+                .collect(),
+            reached: 0,
+            outcomes: BTreeMap::new(),
+            latencies: Vec::with_capacity(patients),
+            retries: 0,
+            given: Vec::new(),
+            quotes_checked: 0,
+            wrong_quotes: Vec::new(),
+            unknown_doctors: BTreeSet::new(),
+            failed: Vec::new(),
+            failed_count: 0,
+            rows: (patients <= TABLE_LIMIT).then(|| vec![None; patients]),
+        }
+    }
+
+    fn add(&mut self, k: usize, row: PatientRow) {
+        let visit = &row.visit;
+        self.reached += 1;
+        *self.outcomes.entry(visit.outcome.label()).or_insert(0) += 1;
+        self.latencies.push(row.latency_ms);
+        self.retries += u64::from(visit.retries);
+        if let Some(slot) = visit.slot {
+            self.given.push((slot, k));
+        }
+        if let Some(cost) = visit.cost {
+            self.check_quote(&row, cost);
+        }
+        if matches!(
+            visit.outcome,
+            Outcome::Protocol(_)
+                | Outcome::Connection(_)
+                | Outcome::DoctorSilent
+                | Outcome::Cancelled
+        ) {
+            self.failed_count += 1;
+            if self.failed.len() < QUOTED_PROBLEMS {
+                self.failed
+                    .push(format!("{}: {}", row.label, visit.outcome));
+            }
+        }
+        if let Some(rows) = &mut self.rows
+            && let Some(place) = rows.get_mut(k)
+        {
+            *place = Some(row);
+        }
+    }
+
+    /// The quote must be the doctor's fee for the patient's plan. The doctor
+    /// is the one the center named, or (for a port alone) the slot's in the
+    /// data.
+    fn check_quote(&mut self, row: &PatientRow, cost: u64) {
+        let visit = &row.visit;
+        let doctor = visit
             .doctor
             .as_deref()
-            .or_else(|| row.visit.slot.and_then(|s| slot_doctor.get(&s).copied()));
-        let Some(table) = doctor.and_then(|d| fixtures.doctor(d)) else {
-            unknown_doctors.insert(doctor.unwrap_or("unnamed").to_owned());
-            continue;
+            .or_else(|| visit.slot.and_then(|s| self.slot_doctor.get(&s).copied()));
+        let Some(table) = doctor.and_then(|d| self.fixtures.doctor(d)) else {
+            self.unknown_doctors
+                .insert(doctor.unwrap_or("unnamed").to_owned());
+            return;
         };
-        checked += 1;
+        self.quotes_checked += 1;
         let expected = table.fees.cost(&row.plan);
-        if expected != Some(cost) {
-            wrong.push(format!(
+        if expected != Some(cost) && self.wrong_quotes.len() < QUOTED_PROBLEMS {
+            self.wrong_quotes.push(format!(
                 "{} was quoted {cost} by {}, expected {}",
                 row.label,
                 table.name,
@@ -805,53 +897,86 @@ fn check_invariants(
             ));
         }
     }
-    let mut detail = if wrong.is_empty() {
-        format!("{checked} quotes checked")
-    } else {
-        wrong.join("; ")
-    };
-    if !unknown_doctors.is_empty() {
-        detail.push_str(&format!(
-            "; not checked: no fee table in the data for {}",
-            unknown_doctors.into_iter().collect::<Vec<_>>().join(", ")
-        ));
-    }
-    invariants.push(Invariant {
-        name: "every quote matches the doctor's table",
-        ok: wrong.is_empty(),
-        detail,
-    });
 
-    // Every patient reached an outcome, and every booked one its quote.
-    invariants.push(Invariant {
-        name: "every patient reached an outcome",
-        ok: missing == 0,
-        detail: format!("{} of {} patients", rows.len(), rows.len() + missing),
-    });
-    let failed: Vec<String> = rows
-        .iter()
-        .filter(|r| {
-            matches!(
-                r.visit.outcome,
-                Outcome::Protocol(_)
-                    | Outcome::Connection(_)
-                    | Outcome::DoctorSilent
-                    | Outcome::Cancelled
-            )
-        })
-        .take(5)
-        .map(|r| format!("{}: {}", r.user, r.visit.outcome))
-        .collect();
-    invariants.push(Invariant {
-        name: "no visit failed (every booked patient was quoted)",
-        ok: failed.is_empty(),
-        detail: if failed.is_empty() {
-            "every visit ended in a quote, a refusal or a lost race".into()
+    fn invariants(&self, roster: &Roster, book: Option<&SlotBook>) -> Vec<Invariant> {
+        let mut invariants = Vec::new();
+
+        // No slot given twice: by the patients' own accounts, and as the
+        // center's table records it when the center ran here.
+        let mut given = self.given.clone();
+        given.sort_unstable();
+        let mut twice = Vec::new();
+        for run in given
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter(|run| run.len() > 1)
+        {
+            let labels: Vec<String> = run.iter().map(|&(_, k)| roster.visitor(k).label).collect();
+            twice.push(format!("slot {} to {}", run[0].0, labels.join(", ")));
+        }
+        let mismatched = book.map_or_else(Vec::new, |book| {
+            held_as_reported(&book.holders(), &given, roster)
+        });
+        let ok = twice.is_empty() && mismatched.is_empty();
+        invariants.push(Invariant {
+            name: "no slot reserved twice",
+            ok,
+            detail: if ok {
+                format!(
+                    "{} slots booked, each once, {}",
+                    given.len(),
+                    if book.is_some() {
+                        "as the center records"
+                    } else {
+                        "as the patients report"
+                    }
+                )
+            } else {
+                twice
+                    .into_iter()
+                    .chain(mismatched)
+                    .take(2 * QUOTED_PROBLEMS)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        });
+
+        let mut detail = if self.wrong_quotes.is_empty() {
+            format!("{} quotes checked", self.quotes_checked)
         } else {
-            failed.join("; ")
-        },
-    });
-    invariants
+            self.wrong_quotes.join("; ")
+        };
+        if !self.unknown_doctors.is_empty() {
+            detail.push_str(&format!(
+                "; not checked: no fee table in the data for {}",
+                self.unknown_doctors
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        invariants.push(Invariant {
+            name: "every quote matches the doctor's table",
+            ok: self.wrong_quotes.is_empty(),
+            detail,
+        });
+
+        invariants.push(Invariant {
+            name: "every patient reached an outcome",
+            ok: self.reached == roster.count,
+            detail: format!("{} of {} patients", self.reached, roster.count),
+        });
+        invariants.push(Invariant {
+            name: "no visit failed (every booked patient was quoted)",
+            ok: self.failed_count == 0,
+            detail: if self.failed_count == 0 {
+                "every visit ended in a quote, a refusal or a lost race".into()
+            } else {
+                format!("{} failed: {}", self.failed_count, self.failed.join("; "))
+            },
+        });
+        invariants
+    }
 }
 
 /// Formats the report for people.
@@ -959,19 +1084,76 @@ mod tests {
     fn generated_patients_follow_the_classic_pattern() {
         let source = Source::built_in();
         let fixtures = Fixtures::load(&source).unwrap();
-        let all = patients(&fixtures, &source, 5);
-        let summary: Vec<(&str, &str, &str)> = all
-            .iter()
-            .map(|p| (p.username.as_str(), p.password.as_str(), p.plan.as_str()))
+        let roster = Roster::in_process(&fixtures, &source, 5);
+        let summary: Vec<(String, String, String, String)> = (0..5)
+            .map(|k| {
+                let v = roster.visitor(k);
+                (
+                    v.label,
+                    v.patient.username,
+                    v.patient.password,
+                    v.patient.plan,
+                )
+            })
+            .collect();
+        let expected = [
+            ("patient1", "password111", "insurance1"),
+            ("patient2", "password222", "insurance2"),
+            ("patient3", "password333", "insurance3"),
+            ("patient4", "password444", "insurance1"),
+            ("patient5", "password555", "insurance2"),
+        ]
+        .map(|(u, p, plan)| (u.to_owned(), u.to_owned(), p.to_owned(), plan.to_owned()));
+        assert_eq!(summary, expected);
+        assert_eq!(roster.users().len(), 5);
+    }
+
+    #[test]
+    fn logins_are_reused_in_turn_and_labelled_by_visit() {
+        let source = Source::built_in();
+        let fixtures = Fixtures::load(&source).unwrap();
+        let users = Users::from_pairs([
+            ("ann".to_owned(), "a".to_owned()),
+            ("patient2".to_owned(), "password222".to_owned()),
+        ]);
+        let roster = Roster::cycling(&users, &fixtures, &source, 3).unwrap();
+        let visitors: Vec<(String, String)> = (0..3)
+            .map(|k| {
+                let v = roster.visitor(k);
+                (v.label, v.patient.plan)
+            })
             .collect();
         assert_eq!(
-            summary,
+            visitors,
             [
-                ("patient1", "password111", "insurance1"),
-                ("patient2", "password222", "insurance2"),
-                ("patient3", "password333", "insurance3"),
-                ("patient4", "password444", "insurance1"),
-                ("patient5", "password555", "insurance2"),
+                ("ann.1".to_owned(), "insurance1".to_owned()),
+                ("patient2.1".to_owned(), "insurance2".to_owned()),
+                ("ann.2".to_owned(), "insurance3".to_owned()),
+            ]
+        );
+        assert!(Roster::cycling(&Users::default(), &fixtures, &source, 3).is_err());
+    }
+
+    #[test]
+    fn the_tables_and_the_accounts_are_compared_slot_by_slot() {
+        let source = Source::built_in();
+        let fixtures = Fixtures::load(&source).unwrap();
+        let roster = Roster::in_process(&fixtures, &source, 3);
+        let holders = [(1, "patient1".to_owned()), (4, "patient3".to_owned())];
+        assert!(held_as_reported(&holders, &[(1, 0), (4, 2)], &roster).is_empty());
+        assert_eq!(
+            held_as_reported(&holders, &[(1, 1), (2, 0), (4, 2), (9, 1)], &roster),
+            [
+                "the center holds slot 1 for patient1",
+                "patients report slot 2 but the center holds it for no one",
+                "patients report slot 9 but the center holds it for no one",
+            ]
+        );
+        assert_eq!(
+            held_as_reported(&holders, &[(4, 2), (4, 1)], &roster),
+            [
+                "the center holds slot 1 for patient1",
+                "the center holds slot 4 for patient3",
             ]
         );
     }
@@ -979,7 +1161,7 @@ mod tests {
     #[test]
     fn generated_slots_take_doctors_in_turn() {
         let doctors = [("doc1".to_owned(), 1000), ("doc2".to_owned(), 2000)];
-        let slots = generated_slots(9, &doctors);
+        let slots: Vec<Slot> = generated_slots(9, &doctors).collect();
         assert_eq!(slots.len(), 9);
         assert_eq!(
             (slots[0].index, slots[0].doctor.as_str(), slots[0].port),

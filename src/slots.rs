@@ -69,8 +69,8 @@ struct State {
 }
 
 struct Entry {
-    day: Box<str>,
-    time: Box<str>,
+    day: Arc<str>,
+    time: Arc<str>,
     doctor: Arc<str>,
     port: u16,
     holder: Option<Box<str>>,
@@ -79,19 +79,32 @@ struct Entry {
 impl SlotBook {
     /// A table of `slots`, all free, listing at most `list_cap` at a time.
     pub fn new(slots: &[Slot], list_cap: usize) -> SlotBook {
-        // Doctors' names are shared, not copied per slot or per booking.
-        let mut names: BTreeMap<&str, Arc<str>> = BTreeMap::new();
+        SlotBook::from_slots(slots.iter().cloned(), list_cap)
+    }
+
+    /// As [`SlotBook::new`], taking the slots one by one, so a generated
+    /// table is never held twice.
+    pub fn from_slots(slots: impl IntoIterator<Item = Slot>, list_cap: usize) -> SlotBook {
+        // Doctors, days and times repeat across slots: each distinct word is
+        // stored once and shared, not copied per slot or per booking.
+        let mut words: BTreeSet<Arc<str>> = BTreeSet::new();
+        let mut intern = |word: &str| -> Arc<str> {
+            if let Some(shared) = words.get(word) {
+                return Arc::clone(shared);
+            }
+            let shared: Arc<str> = Arc::from(word);
+            words.insert(Arc::clone(&shared));
+            shared
+        };
+        let mut free = BTreeSet::new();
         let entries = slots
-            .iter()
+            .into_iter()
             .map(|slot| {
-                let doctor = names
-                    .entry(&slot.doctor)
-                    .or_insert_with(|| Arc::from(slot.doctor.as_str()))
-                    .clone();
+                free.insert(slot.index);
                 let entry = Entry {
-                    day: slot.day.as_str().into(),
-                    time: slot.time.as_str().into(),
-                    doctor,
+                    day: intern(&slot.day),
+                    time: intern(&slot.time),
+                    doctor: intern(&slot.doctor),
                     port: slot.port,
                     holder: None,
                 };
@@ -102,7 +115,7 @@ impl SlotBook {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
                     slots: entries,
-                    free: slots.iter().map(|s| s.index).collect(),
+                    free,
                     rendered: None,
                 }),
                 list_cap: list_cap.max(1),

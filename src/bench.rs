@@ -36,6 +36,9 @@ const PLAN: &str = "insurance1";
 /// How long a benchmark client waits for any answer before calling the
 /// session failed.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a benchmark client waits for a quote before asking again.
+const QUOTE_WAIT: Duration = Duration::from_millis(50);
+const QUOTE_ATTEMPTS: u32 = 40;
 
 /// Measure the center and the doctors against minimal servers in the same
 /// run, and simulate's cost per patient as N grows. Prints a table and
@@ -92,6 +95,8 @@ pub enum Case {
 pub struct Run {
     pub sessions: u64,
     pub errors: u64,
+    /// Quote requests sent again after a lost datagram.
+    pub retries: u64,
     pub per_second: f64,
     pub p50_us: f64,
     pub p99_us: f64,
@@ -183,7 +188,7 @@ fn drive(
 ) -> Run {
     let started = Instant::now();
     let done = AtomicU64::new(0);
-    let results: Vec<(Vec<u32>, u64)> = std::thread::scope(|scope| {
+    let results: Vec<(Vec<u32>, u64, u64)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..concurrency)
             .map(|k| {
                 let done = &done;
@@ -201,7 +206,7 @@ fn drive(
                             errors += 1;
                         }
                     }
-                    (latencies, errors)
+                    (latencies, errors, client.retries)
                 })
             })
             .collect();
@@ -211,8 +216,9 @@ fn drive(
             .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
-    let errors = results.iter().map(|(_, e)| e).sum();
-    let mut latencies: Vec<u32> = results.into_iter().flat_map(|(l, _)| l).collect();
+    let errors = results.iter().map(|(_, e, _)| e).sum();
+    let retries = results.iter().map(|(_, _, r)| r).sum();
+    let mut latencies: Vec<u32> = results.into_iter().flat_map(|(l, _, _)| l).collect();
     latencies.sort_unstable();
     let percentile = |p: f64| -> f64 {
         if latencies.is_empty() {
@@ -224,6 +230,7 @@ fn drive(
     Run {
         sessions: latencies.len() as u64,
         errors,
+        retries,
         per_second: latencies.len() as f64 / elapsed.max(1e-9),
         p50_us: percentile(0.50),
         p99_us: percentile(0.99),
@@ -234,6 +241,8 @@ fn drive(
 struct Client {
     buf: Vec<u8>,
     udp: Option<UdpSocket>,
+    /// Quote requests sent again after a lost datagram.
+    retries: u64,
 }
 
 impl Client {
@@ -241,6 +250,7 @@ impl Client {
         Client {
             buf: Vec::with_capacity(4096),
             udp: None,
+            retries: 0,
         }
     }
 
@@ -283,7 +293,8 @@ impl Client {
         }
         let listed = self.ask(&mut stream, b"available\n")?;
         if path == Exchange::List {
-            return Ok(listed == b"notavailable");
+            let ok = listed == b"notavailable";
+            return Ok(ok && closed_by_server(&mut stream));
         }
         let Ok(protocol::SlotsAnswer::Slots(listings)) =
             protocol::parse_slots_answer(&String::from_utf8_lossy(listed))
@@ -293,30 +304,62 @@ impl Client {
         let choice = listings[rng.below(listings.len() as u64) as usize].index;
         let answer = self.ask(&mut stream, format!("selection {choice}\n").as_bytes())?;
         let port = match protocol::parse_selection_answer(&String::from_utf8_lossy(answer)) {
-            Ok(protocol::SelectionAnswer::Assigned { port, .. }) => port,
+            Ok(protocol::SelectionAnswer::Assigned { port, .. }) => Some(port),
             // Lost the race for that slot: a whole session all the same.
-            Ok(protocol::SelectionAnswer::NotAvailable) => return Ok(true),
+            Ok(protocol::SelectionAnswer::NotAvailable) => None,
             _ => return Ok(false),
         };
-        drop(stream);
-        self.quote(SocketAddr::new(addr.ip(), port))
+        if !closed_by_server(&mut stream) {
+            return Ok(false);
+        }
+        match port {
+            Some(port) => self.quote(SocketAddr::new(addr.ip(), port)),
+            None => Ok(true),
+        }
     }
 
-    /// One quote: the plan out, a whole number back.
+    /// One quote: the plan out, a whole number back. A lost datagram is
+    /// sent again after [`QUOTE_WAIT`], as a patient would.
     fn quote(&mut self, doctor: SocketAddr) -> io::Result<bool> {
         let socket = match &self.udp {
             Some(socket) => socket,
             None => {
                 let socket = UdpSocket::bind("127.0.0.1:0")?;
-                socket.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+                socket.set_read_timeout(Some(QUOTE_WAIT))?;
                 self.udp.insert(socket)
             }
         };
-        socket.send_to(format!("{PLAN}\n").as_bytes(), doctor)?;
+        let request = format!("{PLAN}\n");
         let mut answer = [0u8; 64];
-        let (n, _) = socket.recv_from(&mut answer)?;
-        Ok(answer[..n].first().is_some_and(u8::is_ascii_digit))
+        for _ in 0..QUOTE_ATTEMPTS {
+            socket.send_to(request.as_bytes(), doctor)?;
+            match socket.recv_from(&mut answer) {
+                Ok((n, from)) if from == doctor => {
+                    return Ok(answer[..n].first().is_some_and(u8::is_ascii_digit));
+                }
+                // A late answer to an earlier try: wait for this one's.
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    self.retries += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
     }
+}
+
+/// Waits for the server to close after its last answer, as the protocol
+/// has it. The side that closes first keeps the TIME_WAIT; were it the
+/// client, a long run would use up its ephemeral ports.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(stream.read(&mut byte), Ok(0))
 }
 
 /// A server of fixed answers: pre-started threads that each accept a

@@ -6,7 +6,7 @@
 //! `error busy`, accept errors such as running out of descriptors), one
 //! session's state machine with its deadlines, the phase messages, and the
 //! `center` subcommand. The slot table is `slots.rs`'s, framing and parsing
-//! `protocol.rs`'s, threads `pool.rs`'s.
+//! `protocol.rs`'s.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use crossbeam_channel::RecvTimeoutError;
+use parking_lot::Mutex;
 
 use crate::console::{Console, Transcript};
 use crate::data::{Fixtures, Source, Users};
 use crate::ledger::Ledger;
-use crate::pool::Pool;
 use crate::protocol::{self, Decoder, Dialect, MIN_MESSAGE_LIMIT, ProtocolError, Request, words};
 use crate::shutdown::Shutdown;
 use crate::slots::{DEFAULT_LIST_CAP, Reservation, SlotBook};
@@ -57,6 +58,9 @@ impl Default for Limits {
 const SHUTDOWN_POLL: Duration = Duration::from_millis(250);
 /// How long an idle worker thread waits for a new session before exiting.
 const WORKER_KEEP_ALIVE: Duration = Duration::from_secs(10);
+/// Workers run sessions with small buffers; a small stack keeps thousands
+/// of idle sessions cheap.
+const WORKER_STACK: usize = 256 * 1024;
 /// Pause after an accept error such as EMFILE, so the loop does not spin
 /// while descriptors are short; sessions ending free them.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
@@ -165,50 +169,43 @@ impl Center {
         listener: TcpListener,
         shutdown: &Shutdown,
     ) -> io::Result<Summary> {
-        let local = listener.local_addr()?;
-        let wake = loopback_if_unspecified(local);
+        // Acceptors wake this often to look at the signal and their idle time.
+        socket2::SockRef::from(&listener).set_read_timeout(Some(SHUTDOWN_POLL))?;
+        let closer = listener.try_clone()?;
         shutdown.on_trigger(move || {
-            // accept() has no timeout: a connection of our own wakes it.
-            let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+            // Stops the listening socket: new connections are refused from
+            // now on, not queued unserved, and every accept() returns.
+            let _ = socket2::SockRef::from(&closer).shutdown(std::net::Shutdown::Read);
         });
-        let pool = Pool::new("medsim-session", WORKER_KEEP_ALIVE);
-        let live = &self.live;
-        let mut accept_log = RateLimitedLog::default();
-        let mut busy_log = RateLimitedLog::default();
-        while !shutdown.is_triggered() {
-            let (stream, peer) = match listener.accept() {
-                Ok(connection) => connection,
-                Err(e) => {
-                    self.accept_failed(&e, &mut accept_log);
-                    continue;
-                }
-            };
-            if shutdown.is_triggered() {
-                break;
-            }
-            if live.load(Ordering::Acquire) >= self.limits.max_sessions {
-                self.refuse_busy(&stream, peer, &mut busy_log);
-                continue;
-            }
-            let seat = Seat::take(live);
-            let center = Arc::clone(self);
-            let session_shutdown = shutdown.clone();
-            let started = pool.execute(move || {
-                let _seat = seat;
-                center.run_session(stream, peer, &session_shutdown);
-            });
-            if let Err(e) = started {
-                self.console.diagnostic(format_args!(
-                    "center: {peer}: no thread for the session ({e}); connection closed"
-                ));
-            }
+        let (alive, all_ended) = crossbeam_channel::bounded::<()>(0);
+        let acceptors = Arc::new(Acceptors {
+            listener,
+            accepting: AtomicUsize::new(0),
+            accept_log: Mutex::new(RateLimitedLog::default()),
+            busy_log: Mutex::new(RateLimitedLog::default()),
+            alive,
+        });
+        if let Err(e) = self.spawn_acceptor(&acceptors, shutdown) {
+            shutdown.trigger();
+            return Err(e);
         }
-        // New connections are refused from now on, not queued unserved.
-        drop(listener);
-        // Sessions stop waiting at the drain deadline; give their last
-        // answers a moment to go out before abandoning them.
-        let stopped = shutdown.triggered_at().unwrap_or_else(Instant::now);
-        if !pool.finish(stopped + self.limits.drain_timeout + SHUTDOWN_POLL) {
+        // Only the acceptors hold senders now: the channel disconnects when
+        // the last of them has ended.
+        drop(acceptors);
+        let drained = loop {
+            match all_ended.recv_timeout(SHUTDOWN_POLL) {
+                Err(RecvTimeoutError::Disconnected) => break true,
+                Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Sessions stop waiting at the drain deadline; give their last
+            // answers a moment to go out before abandoning them.
+            if let Some(stopped) = shutdown.triggered_at()
+                && Instant::now() >= stopped + self.limits.drain_timeout + SHUTDOWN_POLL
+            {
+                break false;
+            }
+        };
+        if !drained {
             self.console.diagnostic(format_args!(
                 "center: sessions still open after the {:?} drain timeout were abandoned",
                 self.limits.drain_timeout
@@ -225,7 +222,85 @@ impl Center {
         Ok(self.summary())
     }
 
-    fn accept_failed(&self, e: &io::Error, log: &mut RateLimitedLog) {
+    /// Starts one more thread that accepts and serves sessions.
+    fn spawn_acceptor(
+        self: &Arc<Self>,
+        acceptors: &Arc<Acceptors>,
+        shutdown: &Shutdown,
+    ) -> io::Result<()> {
+        let center = Arc::clone(self);
+        let shared = Arc::clone(acceptors);
+        let shutdown = shutdown.clone();
+        acceptors.accepting.fetch_add(1, Ordering::AcqRel);
+        std::thread::Builder::new()
+            .name("medsim-session".into())
+            .stack_size(WORKER_STACK)
+            .spawn(move || center.accept_and_serve(&shared, &shutdown))
+            .map(drop)
+            .inspect_err(|_| {
+                acceptors.accepting.fetch_sub(1, Ordering::AcqRel);
+            })
+    }
+
+    /// One worker: accepts a connection and serves it itself, then accepts
+    /// again (leader/follower). Serving on the accepting thread spares each
+    /// session a hand-off to another thread, which costs a wake-up and a
+    /// context switch. Whoever takes the last waiting acceptor's place
+    /// starts a new acceptor first, so someone is always accepting (and can
+    /// answer `error busy`); a worker idle for [`WORKER_KEEP_ALIVE`] leaves
+    /// while another is accepting.
+    fn accept_and_serve(self: &Arc<Self>, acceptors: &Arc<Acceptors>, shutdown: &Shutdown) {
+        let _alive = acceptors.alive.clone();
+        let mut idle_since = Instant::now();
+        loop {
+            if shutdown.is_triggered() {
+                acceptors.accepting.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            let (stream, peer) = match acceptors.listener.accept() {
+                Ok(connection) => connection,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if idle_since.elapsed() >= WORKER_KEEP_ALIVE && acceptors.leave_if_not_last() {
+                        return;
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    if !shutdown.is_triggered() {
+                        self.accept_failed(&e, &acceptors.accept_log);
+                    }
+                    continue;
+                }
+            };
+            let others = acceptors.accepting.fetch_sub(1, Ordering::AcqRel) - 1;
+            if shutdown.is_triggered() {
+                return;
+            }
+            if others == 0
+                && let Err(e) = self.spawn_acceptor(acceptors, shutdown)
+            {
+                // Nobody accepts until this session ends: say so, serve on.
+                self.console.diagnostic(format_args!(
+                    "center: no thread for a new acceptor ({e}); accepting after this session"
+                ));
+            }
+            if self.live.load(Ordering::Acquire) >= self.limits.max_sessions {
+                self.refuse_busy(&stream, peer, &acceptors.busy_log);
+            } else {
+                let _seat = Seat::take(&self.live);
+                self.run_session(stream, peer, shutdown);
+            }
+            acceptors.accepting.fetch_add(1, Ordering::AcqRel);
+            idle_since = Instant::now();
+        }
+    }
+
+    fn accept_failed(&self, e: &io::Error, log: &Mutex<RateLimitedLog>) {
         use io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
         // A peer that gave up before we accepted it is not our problem.
         if matches!(e.kind(), Interrupted | ConnectionAborted | ConnectionReset) {
@@ -233,7 +308,7 @@ impl Center {
         }
         // EMFILE, ENFILE, ENOBUFS, ENOMEM and the like: wait for sessions to
         // end and free what is short, then accept again.
-        if let Some(skipped) = log.ready() {
+        if let Some(skipped) = log.lock().ready() {
             self.console.diagnostic(format_args!(
                 "center: accept failed: {e}; retrying{}",
                 skipped_note(skipped)
@@ -242,12 +317,12 @@ impl Center {
         std::thread::sleep(ACCEPT_BACKOFF);
     }
 
-    fn refuse_busy(&self, stream: &TcpStream, peer: SocketAddr, log: &mut RateLimitedLog) {
+    fn refuse_busy(&self, stream: &TcpStream, peer: SocketAddr, log: &Mutex<RateLimitedLog>) {
         self.counters.busy.fetch_add(1, Ordering::Relaxed);
         // Never block the accept loop on a peer that does not read.
         let _ = stream.set_nonblocking(true);
         let _ = (&*stream).write(format!("{}\n", words::BUSY).as_bytes());
-        if let Some(skipped) = log.ready() {
+        if let Some(skipped) = log.lock().ready() {
             self.console.diagnostic(format_args!(
                 "center: {peer}: refused with 'error busy', {} sessions open{}",
                 self.limits.max_sessions,
@@ -271,9 +346,34 @@ impl Center {
             read_timeout: None,
             shutdown,
             transcript: self.console.transcript(),
+            out: Vec::new(),
             user: None,
         };
         session.run();
+    }
+}
+
+/// What the acceptor threads of one center share.
+struct Acceptors {
+    listener: TcpListener,
+    /// Threads waiting in accept() now.
+    accepting: AtomicUsize,
+    accept_log: Mutex<RateLimitedLog>,
+    busy_log: Mutex<RateLimitedLog>,
+    /// Each acceptor holds a clone while it runs; `serve` waits for the
+    /// channel to disconnect.
+    alive: crossbeam_channel::Sender<()>,
+}
+
+impl Acceptors {
+    /// Stops counting the caller as accepting, unless it is the only one
+    /// left. Returns whether it may leave.
+    fn leave_if_not_last(&self) -> bool {
+        self.accepting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > 1).then(|| n - 1)
+            })
+            .is_ok()
     }
 }
 
@@ -378,6 +478,8 @@ struct Session<'a> {
     read_timeout: Option<Duration>,
     shutdown: &'a Shutdown,
     transcript: Transcript<'a>,
+    /// The framed answer, reused across the session's answers.
+    out: Vec<u8>,
     user: Option<String>,
 }
 
@@ -536,9 +638,12 @@ impl Session<'_> {
 
     /// Sends one answer in the session's dialect. Returns whether it went.
     fn answer(&mut self, text: &str) -> bool {
-        let bytes = protocol::encode(self.dialect(), text);
+        let mut bytes = std::mem::take(&mut self.out);
+        bytes.clear();
+        protocol::encode_into(self.dialect(), text, &mut bytes);
         let sent = self.stream.write_all(&bytes);
-        self.transcript.flush();
+        self.out = bytes;
+        self.transcript.exchange_done();
         self.deadline = Instant::now() + self.center.limits.idle_timeout;
         match sent {
             Ok(()) => true,

@@ -3,12 +3,14 @@
 //!
 //! A [`Console`] is cloned into every thread. Each write is one locked
 //! `write_all` of text the caller has already gathered, so a session's lines
-//! never interleave with another's and stdout is not locked per line.
+//! never interleave with another's and stdout is not locked per line. A
+//! session's lines go out in one write when it ends, or after each exchange
+//! when stdout is a terminal (someone is watching the demo live).
 //! `--quiet` makes a console whose phase messages go nowhere; tests capture
 //! both streams in memory.
 
 use std::fmt::Write as _;
-use std::io::Write;
+use std::io::{IsTerminal as _, Write};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -20,6 +22,8 @@ type Sink = Arc<Mutex<dyn Write + Send>>;
 pub struct Console {
     phases: Option<Sink>,
     diagnostics: Option<Sink>,
+    /// Someone watches as it happens: transcripts go out per exchange.
+    live: bool,
 }
 
 /// In-memory copies of what a captured console printed.
@@ -57,6 +61,7 @@ impl Console {
         Console {
             phases: (!quiet).then_some(stdout),
             diagnostics: Some(Arc::new(Mutex::new(std::io::stderr()))),
+            live: std::io::stdout().is_terminal(),
         }
     }
 
@@ -67,6 +72,7 @@ impl Console {
         Console {
             phases: Some(Arc::clone(&stderr)),
             diagnostics: Some(stderr),
+            live: std::io::stderr().is_terminal(),
         }
     }
 
@@ -75,6 +81,7 @@ impl Console {
         Console {
             phases: None,
             diagnostics: None,
+            live: false,
         }
     }
 
@@ -88,6 +95,7 @@ impl Console {
             diagnostics: Some(Arc::new(Mutex::new(SharedBuffer(Arc::clone(
                 &captured.diagnostics,
             ))))),
+            live: false,
         };
         (console, captured)
     }
@@ -140,6 +148,14 @@ impl Transcript<'_> {
         if !self.console.is_quiet() {
             let _ = self.text.write_fmt(line);
             self.text.push('\n');
+        }
+    }
+
+    /// An exchange is over: its lines go out now if someone watches live,
+    /// with the rest of the session's otherwise.
+    pub fn exchange_done(&mut self) {
+        if self.console.live {
+            self.flush();
         }
     }
 

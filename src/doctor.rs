@@ -195,14 +195,28 @@ impl Doctor {
     }
 }
 
-/// Binds one doctor's UDP socket.
+/// What a doctor asks of the kernel for queued requests. One thread answers
+/// them in turn, so a burst from many patients at once waits in this
+/// buffer; the default (about 200 KiB, a few hundred datagrams) drops
+/// requests under load, and each drop costs a patient a retry timeout.
+const RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Binds one doctor's UDP socket, with room for bursts of requests.
 ///
 /// # Errors
 ///
 /// The address does not resolve or cannot be bound.
 pub fn bind(name: &str, addr: &str) -> anyhow::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
     let resolved = crate::resolve(addr)?;
-    UdpSocket::bind(resolved).with_context(|| format!("binding doctor {name} on {addr}"))
+    let socket = Socket::new(Domain::for_address(resolved), Type::DGRAM, None)
+        .with_context(|| format!("creating a socket for doctor {name}"))?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
+    socket
+        .bind(&resolved.into())
+        .with_context(|| format!("binding doctor {name} on {addr}"))?;
+    Ok(socket.into())
 }
 
 /// Run the doctors: each doctor named in the availabilities answers

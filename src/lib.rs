@@ -10,7 +10,7 @@
 //! patients against a system elsewhere), [`check`] (conformance cases
 //! against any implementation), [`trace`] (sequence diagrams), [`bench`]
 //! (the benchmark against minimal servers), and the
-//! plumbing they share: [`pool`], [`shutdown`], [`console`], [`rng`].
+//! plumbing they share: [`shutdown`], [`console`], [`rng`].
 //! `main.rs` holds only the CLI.
 
 pub mod bench;
@@ -21,7 +21,6 @@ pub mod data;
 pub mod doctor;
 pub mod ledger;
 pub mod patient;
-pub mod pool;
 pub mod protocol;
 pub mod rng;
 pub mod shutdown;

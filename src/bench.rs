@@ -654,10 +654,11 @@ fn center_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<P
                     }))
                 },
                 || {
-                    // Enough free slots that a booking run never runs out.
+                    // Enough free slots that a booking run never runs out:
+                    // several times the most sessions a second seen here.
                     let slots = match path {
                         Exchange::List => 6,
-                        Exchange::Booking => 200_000,
+                        Exchange::Booking => (args.seconds * 60_000.0).max(10_000.0) as u64,
                     };
                     let medsim = Medsim::start(slots, path == Exchange::List, Console::silent())?;
                     let stop = for_duration(args.seconds);
@@ -894,21 +895,23 @@ pub fn render(report: &Report) -> String {
         "{}; {} s a run, median of {} runs; ratio = medsim / floor, paired per run",
         report.machine, report.seconds_per_run, report.repeats
     );
-    let _ = writeln!(
-        out,
-        "\ncenter sessions (list: login + available on a full center; booking: login, list, select, quote)"
-    );
-    let _ = writeln!(out, "{PAIR_HEADER}");
-    for p in &report.center {
-        let _ = writeln!(out, "{}", pair_line(p));
-    }
-    let _ = writeln!(
-        out,
-        "\ndoctor quotes over UDP (floor: a fixed answer from one thread)"
-    );
-    let _ = writeln!(out, "{PAIR_HEADER}");
-    for p in &report.quotes {
-        let _ = writeln!(out, "{}", pair_line(p));
+    for (title, pairs) in [
+        (
+            "center sessions (list: login + available on a full center; booking: login, list, select, quote)",
+            &report.center,
+        ),
+        (
+            "doctor quotes over UDP (floor: a fixed answer from one thread)",
+            &report.quotes,
+        ),
+    ] {
+        if pairs.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n{title}\n{PAIR_HEADER}");
+        for p in pairs {
+            let _ = writeln!(out, "{}", pair_line(p));
+        }
     }
     if !report.scale.is_empty() {
         let _ = writeln!(out, "\nsimulate --patients N --slots N --choice random");

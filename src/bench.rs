@@ -66,9 +66,9 @@ pub struct Args {
     /// N --choice random`, comma-separated; empty skips them.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 100_000], value_name = "N,..")]
     pub scale: Vec<usize>,
-    /// The cases to run, comma-separated: list, booking, quote, scale,
-    /// sustained.
-    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Case::List, Case::Booking, Case::Quote, Case::Scale, Case::Sustained], value_name = "CASE,..")]
+    /// The cases to run, comma-separated: list, phases, booking, quote,
+    /// scale, sustained.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Case::List, Case::Phases, Case::Booking, Case::Quote, Case::Scale, Case::Sustained], value_name = "CASE,..")]
     pub cases: Vec<Case>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench.json", value_name = "FILE")]
@@ -80,6 +80,9 @@ pub struct Args {
 pub enum Case {
     /// The center's list path, against its floor.
     List,
+    /// The list path with the center's phase messages on (written to a
+    /// sink), against the same floor.
+    Phases,
     /// The center's booking path, against its floor.
     Booking,
     /// The doctor's quotes, against a UDP floor.
@@ -168,15 +171,6 @@ enum Exchange {
     /// authenticate, list, select a listed slot at random, and when booked,
     /// the doctor's quote over UDP.
     Booking,
-}
-
-impl Exchange {
-    fn name(self) -> &'static str {
-        match self {
-            Exchange::List => "list",
-            Exchange::Booking => "booking",
-        }
-    }
 }
 
 /// Runs `session` on `concurrency` threads until `stop` says so; each
@@ -621,17 +615,17 @@ fn for_duration(seconds: f64) -> impl Fn(u64) -> bool + Sync {
 fn center_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<Pair>> {
     let threads = args.concurrency.iter().copied().max().unwrap_or(1) + 4;
     let mut pairs = Vec::new();
+    // (case, exchange, phase messages on, name in the report)
     let paths = [
-        (Case::List, Exchange::List),
-        (Case::Booking, Exchange::Booking),
+        (Case::List, Exchange::List, false, "list"),
+        (Case::Phases, Exchange::List, true, "list+phases"),
+        (Case::Booking, Exchange::Booking, false, "booking"),
     ];
-    for path in paths
+    for (_, path, phases, case) in paths
         .into_iter()
-        .filter(|(case, _)| args.cases.contains(case))
-        .map(|(_, path)| path)
+        .filter(|(case, ..)| args.cases.contains(case))
     {
         for &concurrency in &args.concurrency {
-            let case = path.name();
             let result = pair(
                 case,
                 concurrency,
@@ -660,7 +654,14 @@ fn center_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<P
                         Exchange::List => 6,
                         Exchange::Booking => (args.seconds * 60_000.0).max(10_000.0) as u64,
                     };
-                    let medsim = Medsim::start(slots, path == Exchange::List, Console::silent())?;
+                    // Phase messages formatted and written, to nowhere: their
+                    // cost without a terminal's.
+                    let console = if phases {
+                        Console::phases_to(std::io::sink())
+                    } else {
+                        Console::silent()
+                    };
+                    let medsim = Medsim::start(slots, path == Exchange::List, console)?;
                     let stop = for_duration(args.seconds);
                     Ok(drive(concurrency, &stop, &|rng, client| {
                         client.session(path, medsim.center, rng)
@@ -869,7 +870,7 @@ fn machine() -> String {
 
 fn pair_line(p: &Pair) -> String {
     format!(
-        "{:<8} {:>5} {:>10.0} {:>8.0} {:>8.0} {:>10.0} {:>8.0} {:>8.0} {:>7.2}",
+        "{:<12} {:>5} {:>10.0} {:>8.0} {:>8.0} {:>10.0} {:>8.0} {:>8.0} {:>7.2}",
         p.case,
         p.concurrency,
         p.medsim.per_second,
@@ -883,7 +884,7 @@ fn pair_line(p: &Pair) -> String {
 }
 
 const PAIR_HEADER: &str =
-    "case      conc  medsim/s  p50 us  p99 us    floor/s  p50 us  p99 us   ratio";
+    "case          conc  medsim/s  p50 us  p99 us    floor/s  p50 us  p99 us   ratio";
 
 /// Formats a report as the table `bench` prints.
 pub fn render(report: &Report) -> String {

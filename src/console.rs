@@ -76,6 +76,16 @@ impl Console {
         }
     }
 
+    /// Phase messages to `writer`, no diagnostics (the benchmark measures
+    /// their cost without a terminal's).
+    pub fn phases_to(writer: impl Write + Send + 'static) -> Console {
+        Console {
+            phases: Some(Arc::new(Mutex::new(writer))),
+            diagnostics: None,
+            live: false,
+        }
+    }
+
     /// A console that prints nothing at all.
     pub fn silent() -> Console {
         Console {

@@ -123,9 +123,17 @@ pub struct Pair {
 #[derive(Debug, Clone, Serialize)]
 pub struct Scale {
     pub patients: usize,
+    /// Of the median run.
     pub wall_seconds: f64,
+    /// Median over the repeats.
     pub us_per_patient: f64,
+    /// Every repeat's time per patient.
+    pub runs_us_per_patient: Vec<f64>,
+    /// `us_per_patient` over the smallest N's: 1.0 is perfectly flat.
+    pub vs_smallest: f64,
+    /// The largest of the repeats.
     pub peak_rss_mib: Option<f64>,
+    /// In every repeat.
     pub invariants_ok: bool,
 }
 
@@ -732,13 +740,30 @@ fn scale_run(patients: usize) -> anyhow::Result<Scale> {
         )
     })?;
     let wall = report["wall_seconds"].as_f64().unwrap_or(0.0);
+    let us_per_patient = wall * 1e6 / patients.max(1) as f64;
     Ok(Scale {
         patients,
         wall_seconds: wall,
-        us_per_patient: wall * 1e6 / patients.max(1) as f64,
+        us_per_patient,
+        runs_us_per_patient: vec![us_per_patient],
+        vs_smallest: 1.0,
         peak_rss_mib: report["peak_rss_kib"].as_f64().map(|k| k / 1024.0),
         invariants_ok: output.status.success(),
     })
+}
+
+/// The median run of several at one N, with every run's time and the
+/// largest peak.
+fn median_scale(mut runs: Vec<Scale>) -> Scale {
+    runs.sort_by(|a, b| a.us_per_patient.total_cmp(&b.us_per_patient));
+    let all: Vec<f64> = runs.iter().map(|r| r.us_per_patient).collect();
+    let peak = runs.iter().filter_map(|r| r.peak_rss_mib).reduce(f64::max);
+    let ok = runs.iter().all(|r| r.invariants_ok);
+    let mut median = runs.swap_remove(runs.len() / 2);
+    median.runs_us_per_patient = all;
+    median.peak_rss_mib = peak;
+    median.invariants_ok = ok;
+    median
 }
 
 /// VmRSS (MiB) and Threads of a process, from /proc.
@@ -915,19 +940,24 @@ pub fn render(report: &Report) -> String {
         }
     }
     if !report.scale.is_empty() {
-        let _ = writeln!(out, "\nsimulate --patients N --slots N --choice random");
         let _ = writeln!(
             out,
-            "{:>9} {:>9} {:>12} {:>13} invariants",
-            "N", "wall s", "us/patient", "peak RSS MiB"
+            "\nsimulate --patients N --slots N --choice random (median of {} runs; peak RSS the largest)",
+            report.repeats
+        );
+        let _ = writeln!(
+            out,
+            "{:>9} {:>9} {:>12} {:>8} {:>13} invariants",
+            "N", "wall s", "us/patient", "vs 1st", "peak RSS MiB"
         );
         for s in &report.scale {
             let _ = writeln!(
                 out,
-                "{:>9} {:>9.3} {:>12.1} {:>13} {}",
+                "{:>9} {:>9.3} {:>12.1} {:>8.2} {:>13} {}",
                 s.patients,
                 s.wall_seconds,
                 s.us_per_patient,
+                s.vs_smallest,
                 s.peak_rss_mib.map_or("-".into(), |m| format!("{m:.1}")),
                 if s.invariants_ok { "ok" } else { "FAILED" }
             );
@@ -979,8 +1009,18 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     let mut scale = Vec::new();
     if args.cases.contains(&Case::Scale) {
         for &n in &args.scale {
-            eprintln!("simulate --patients {n}...");
-            scale.push(scale_run(n)?);
+            eprintln!("simulate --patients {n}, {} times...", args.repeats.max(1));
+            let runs = (0..args.repeats.max(1))
+                .map(|_| scale_run(n))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            scale.push(median_scale(runs));
+        }
+        let smallest = scale
+            .iter()
+            .min_by_key(|s| s.patients)
+            .map(|s| s.us_per_patient);
+        for s in &mut scale {
+            s.vs_smallest = s.us_per_patient / smallest.unwrap_or(1.0).max(1e-9);
         }
     }
     let sustained = if args.sustained > 0 && args.cases.contains(&Case::Sustained) {

@@ -29,7 +29,7 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
         out.to_str().unwrap(),
     ]));
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("case      conc  medsim/s"), "{stdout}");
+    assert!(stdout.contains("case          conc  medsim/s"), "{stdout}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
 
@@ -45,7 +45,14 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
         .collect();
     assert_eq!(
         cases,
-        [("list", 1), ("list", 4), ("booking", 1), ("booking", 4)]
+        [
+            ("list", 1),
+            ("list", 4),
+            ("list+phases", 1),
+            ("list+phases", 4),
+            ("booking", 1),
+            ("booking", 4)
+        ]
     );
     let quotes = report["quotes"].as_array().unwrap();
     assert_eq!(quotes.len(), 1);

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::data::{Fixtures, Patient, Source};
-use crate::patient::{CenterLink, NoAnswer};
+use crate::patient::{CenterLink, Framing, NoAnswer};
 use crate::protocol::{self, Dialect, words};
 
 /// A plan no doctor should know.
@@ -458,26 +458,14 @@ fn race(run: &mut Run) {
             })
             .collect()
     });
-    let winners: Vec<String> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(k, r)| match r {
-            RaceResult::Won(answer) => Some(format!("client {} got '{answer}'", k + 1)),
-            _ => None,
-        })
-        .collect();
-    let losers = results
-        .iter()
-        .filter(|r| matches!(r, RaceResult::Lost))
-        .count();
-    let others: Vec<String> = results
-        .iter()
-        .enumerate()
-        .filter_map(|(k, r)| match r {
-            RaceResult::Other(what) => Some(format!("client {}: {what}", k + 1)),
-            _ => None,
-        })
-        .collect();
+    let (mut winners, mut losers, mut others) = (Vec::new(), 0, Vec::new());
+    for (k, result) in results.iter().enumerate() {
+        match result {
+            RaceResult::Won(answer) => winners.push(format!("client {} got '{answer}'", k + 1)),
+            RaceResult::Lost => losers += 1,
+            RaceResult::Other(what) => others.push(format!("client {}: {what}", k + 1)),
+        }
+    }
     let mut evidence = format!(
         "slot {index}: {} got 'DOCTOR PORT', {losers} got '{}'",
         winners.len(),
@@ -742,13 +730,7 @@ fn doctors(run: &mut Run, booked: Option<&(u64, String, u16)>) {
 /// Sends `plan` up to three times; the first answer, cut at its NUL or
 /// final newline, or `None` after silence.
 fn ask_doctor(config: &Config, doctor: SocketAddr, plan: &str) -> io::Result<Option<String>> {
-    let local: SocketAddr = if doctor.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let socket = UdpSocket::bind(local)?;
-    socket.connect(doctor)?;
+    let socket = crate::connected_udp(doctor)?;
     let request = match config.dialect {
         Dialect::Line => protocol::encode(Dialect::Line, plan),
         Dialect::Classic => protocol::encode_classic_request(plan, config.classic_buffer),
@@ -842,12 +824,8 @@ pub struct Args {
     /// are asked [default: the center's host].
     #[arg(long, value_name = "HOST")]
     pub doctor_host: Option<String>,
-    /// Framing to speak: `line` or `classic`.
-    #[arg(long, default_value = "line", value_parser = crate::parse_dialect)]
-    pub dialect: Dialect,
-    /// Classic dialect only: pad every message to this many bytes.
-    #[arg(long, value_name = "BYTES")]
-    pub classic_buffer: Option<usize>,
+    #[command(flatten)]
+    pub framing: Framing,
     /// User to log in as [default: patient1 of the data].
     #[arg(long, value_name = "U", requires = "password")]
     pub user: Option<String>,
@@ -942,8 +920,8 @@ impl Args {
         Ok(Config {
             center,
             doctor_host,
-            dialect: self.dialect,
-            classic_buffer: self.classic_buffer,
+            dialect: self.framing.dialect,
+            classic_buffer: self.framing.classic_buffer,
             username,
             password,
             plan,

@@ -91,13 +91,8 @@ impl Doctor {
         let wake = loopback_if_unspecified(socket.local_addr()?);
         shutdown.on_trigger(move || {
             // recv_from() has no timeout: an empty datagram wakes it.
-            let unspecified: SocketAddr = if wake.is_ipv4() {
-                ([0, 0, 0, 0], 0).into()
-            } else {
-                (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-            };
-            if let Ok(waker) = UdpSocket::bind(unspecified) {
-                let _ = waker.send_to(&[], wake);
+            if let Ok(waker) = crate::connected_udp(wake) {
+                let _ = waker.send(&[]);
             }
         });
         // The largest datagram UDP carries, so nothing is silently cut.

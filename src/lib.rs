@@ -58,6 +58,22 @@ pub fn seconds(flag: &str, value: f64) -> anyhow::Result<Duration> {
     Duration::try_from_secs_f64(value).with_context(|| format!("{flag} {value} is out of range"))
 }
 
+/// A UDP socket on an ephemeral port of `peer`'s family, connected to
+/// `peer`: it sends there by default and receives only `peer`'s datagrams.
+///
+/// # Errors
+///
+/// No socket could be bound, or connected.
+pub fn connected_udp(peer: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let any: SocketAddr = match peer {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = std::net::UdpSocket::bind(any)?;
+    socket.connect(peer)?;
+    Ok(socket)
+}
+
 /// Parses `line` or `classic` for `--dialect`.
 ///
 /// # Errors

@@ -9,7 +9,7 @@
 //! timeout and every retry loop a bound.
 
 use std::io::{self, BufRead, Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -589,13 +589,8 @@ fn quote(
             console.phases(&format!("{line}\n"));
         }
     };
-    let unspecified: SocketAddr = if doctor.is_ipv4() {
-        ([0, 0, 0, 0], 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
     // Connected, so only the doctor's own datagrams are received.
-    let socket = match UdpSocket::bind(unspecified).and_then(|s| s.connect(doctor).map(|()| s)) {
+    let socket = match crate::connected_udp(doctor) {
         Ok(socket) => socket,
         Err(e) => return Outcome::Connection(format!("opening a UDP socket to {doctor}: {e}")),
     };
@@ -703,6 +698,28 @@ fn quote(
     Outcome::DoctorSilent
 }
 
+/// How a client frames its messages: the flags every client shares
+/// (`patient`, `simulate`, `check`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct Framing {
+    /// Framing to speak: `line` (medsim) or `classic` (NUL-terminated, for
+    /// classic C servers).
+    #[arg(long, default_value = "line", value_parser = crate::parse_dialect)]
+    pub dialect: Dialect,
+    /// Classic dialect only: pad every message to this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub classic_buffer: Option<usize>,
+}
+
+impl Default for Framing {
+    fn default() -> Framing {
+        Framing {
+            dialect: Dialect::Line,
+            classic_buffer: None,
+        }
+    }
+}
+
 /// Run a patient: log in at the center, choose a slot (at a prompt, or
 /// with --select), then get the doctor's quote.
 #[derive(Debug, clap::Args)]
@@ -735,13 +752,8 @@ pub struct Args {
     /// the built-in copies of fixtures/].
     #[arg(long, value_name = "DIR")]
     pub fixtures: Option<PathBuf>,
-    /// Framing to speak: `line` (medsim) or `classic` (NUL-terminated, for
-    /// classic C servers).
-    #[arg(long, default_value = "line", value_parser = crate::parse_dialect)]
-    pub dialect: Dialect,
-    /// Classic dialect only: pad every message to this many bytes.
-    #[arg(long, value_name = "BYTES")]
-    pub classic_buffer: Option<usize>,
+    #[command(flatten)]
+    pub framing: Framing,
     /// Seconds to wait for the center's connection and each answer.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub timeout: f64,
@@ -784,8 +796,8 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     };
     let mut settings = Settings {
         doctor_host: args.doctor_host.clone(),
-        dialect: args.dialect,
-        classic_buffer: args.classic_buffer,
+        dialect: args.framing.dialect,
+        classic_buffer: args.framing.classic_buffer,
         answer_timeout: crate::seconds("--timeout", args.timeout)?,
         quote_timeout: crate::seconds("--quote-timeout", args.quote_timeout)?,
         quote_attempts: args.quote_attempts.max(1),

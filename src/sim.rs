@@ -25,8 +25,8 @@ use crate::center::{self, Center, Limits};
 use crate::console::Console;
 use crate::data::{Fixtures, Patient, Slot, Source, Users};
 use crate::doctor::{self, Doctor};
-use crate::patient::{self, Chooser, Loss, Outcome, Settings, Visit};
-use crate::protocol::{Dialect, Listing};
+use crate::patient::{self, Chooser, Framing, Loss, Outcome, Settings, Visit};
+use crate::protocol::Listing;
 use crate::rng::SplitMix64;
 use crate::shutdown::Shutdown;
 use crate::slots::{DEFAULT_LIST_CAP, SlotBook};
@@ -95,12 +95,9 @@ pub struct Args {
     /// Most free slots the center lists in one answer.
     #[arg(long, default_value_t = DEFAULT_LIST_CAP, value_name = "N")]
     pub list_cap: usize,
-    /// Framing the patients speak.
-    #[arg(long, default_value = "line", value_parser = crate::parse_dialect)]
-    pub dialect: Dialect,
-    /// Classic dialect only: pad every message to this many bytes.
-    #[arg(long, value_name = "BYTES")]
-    pub classic_buffer: Option<usize>,
+    /// How the patients frame their messages.
+    #[command(flatten)]
+    pub framing: Framing,
     /// Run the patients against the center at ADDR (any implementation of
     /// the protocol) and start no servers. Credentials come from --users or
     /// the data's users.txt, reused in turn when patients outnumber them.
@@ -138,8 +135,7 @@ impl Default for Args {
             quote_timeout_ms: 100,
             quote_attempts: 20,
             list_cap: DEFAULT_LIST_CAP,
-            dialect: Dialect::Line,
-            classic_buffer: None,
+            framing: Framing::default(),
             center: None,
             doctor_host: None,
             users: None,
@@ -572,8 +568,8 @@ impl Crowd<'_> {
         let args = self.args;
         Settings {
             doctor_host: doctor_host.map(str::to_owned),
-            dialect: args.dialect,
-            classic_buffer: args.classic_buffer,
+            dialect: args.framing.dialect,
+            classic_buffer: args.framing.classic_buffer,
             quote_timeout: Duration::from_millis(args.quote_timeout_ms.max(1)),
             quote_attempts: args.quote_attempts.max(1),
             label,

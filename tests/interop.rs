@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use medsim::check::{self, Config, DoctorTarget, Verdict};
 use medsim::console::Console;
 use medsim::data::{Fixtures, Patient, Source};
-use medsim::patient::{self, Fixed, Outcome, Settings};
+use medsim::patient::{self, Fixed, Framing, Outcome, Settings};
 use medsim::protocol::Dialect;
 use medsim::sim::{self, Choice};
 use support::{System, bin, output};
@@ -350,7 +350,10 @@ fn simulate_drives_a_classic_style_center_elsewhere() {
         choice: Choice::Random,
         seed: Some(7),
         concurrency: Some(4),
-        dialect: Dialect::Classic,
+        framing: Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: None,
+        },
         center: Some(classic.to_string()),
         ..sim::Args::default()
     })

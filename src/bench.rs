@@ -222,13 +222,7 @@ fn drive(
     let retries = results.iter().map(|(_, _, r)| r).sum();
     let mut latencies: Vec<u32> = results.into_iter().flat_map(|(l, _, _)| l).collect();
     latencies.sort_unstable();
-    let percentile = |p: f64| -> f64 {
-        if latencies.is_empty() {
-            return 0.0;
-        }
-        let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
-        f64::from(latencies[rank - 1])
-    };
+    let percentile = |p: f64| crate::nearest_rank(&latencies, p).map_or(0.0, f64::from);
     Run {
         sessions: latencies.len() as u64,
         errors,
@@ -768,17 +762,12 @@ fn median_scale(mut runs: Vec<Scale>) -> Scale {
 
 /// VmRSS (MiB) and Threads of a process, from /proc.
 fn process_size(pid: u32) -> Option<(f64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))?
-            .split_whitespace()
-            .next()?
-            .parse()
-            .ok()
-    };
-    Some((field("VmRSS:")? as f64 / 1024.0, field("Threads:")?))
+    let pid = pid.to_string();
+    let rss_kib = crate::proc_status(&pid, "VmRSS:")?;
+    Some((
+        rss_kib as f64 / 1024.0,
+        crate::proc_status(&pid, "Threads:")?,
+    ))
 }
 
 /// `sessions` list-path sessions at concurrency 64 against one center

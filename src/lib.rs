@@ -74,6 +74,26 @@ pub fn connected_udp(peer: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(socket)
 }
 
+/// The `p` quantile (0 to 1) of `sorted` by nearest rank; `None` when it is
+/// empty.
+pub fn nearest_rank<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied()
+}
+
+/// A number field of `/proc/PID/status` (e.g. `VmHWM:`, `Threads:`), for
+/// `pid` `self` or a process id; `None` off Linux or for a field not there.
+pub fn proc_status(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Parses `line` or `classic` for `--dialect`.
 ///
 /// # Errors
@@ -84,5 +104,27 @@ pub fn parse_dialect(text: &str) -> Result<protocol::Dialect, String> {
         "line" => Ok(protocol::Dialect::Line),
         "classic" => Ok(protocol::Dialect::Classic),
         other => Err(format!("'{other}' is not a dialect: use line or classic")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_picks_the_ranked_value() {
+        let sorted = [10, 20, 30, 40];
+        assert_eq!(nearest_rank(&sorted, 0.5), Some(20));
+        assert_eq!(nearest_rank(&sorted, 0.99), Some(40));
+        assert_eq!(nearest_rank(&sorted, 0.0), Some(10));
+        assert_eq!(nearest_rank::<u32>(&[], 0.5), None);
+    }
+
+    #[test]
+    fn proc_status_reads_this_process() {
+        if std::path::Path::new("/proc/self/status").exists() {
+            assert!(proc_status("self", "Threads:").is_some_and(|n| n >= 1));
+            assert_eq!(proc_status("self", "NoSuchField:"), None);
+        }
     }
 }

@@ -680,13 +680,7 @@ impl Crowd<'_> {
         let patients = roster.count;
         let mut latencies = tally.latencies.clone();
         latencies.sort_by(f64::total_cmp);
-        let percentile = |p: f64| -> f64 {
-            if latencies.is_empty() {
-                return 0.0;
-            }
-            let rank = ((p * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
-            latencies[rank - 1]
-        };
+        let percentile = |p: f64| crate::nearest_rank(&latencies, p).unwrap_or(0.0);
         let latency = Latency {
             p50_ms: percentile(0.50),
             p99_ms: percentile(0.99),
@@ -722,14 +716,7 @@ impl Crowd<'_> {
 /// This process's peak resident set, from `/proc/self/status`; `None`
 /// where there is no such file.
 fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    crate::proc_status("self", "VmHWM:")
 }
 
 /// Where the center of a run was.

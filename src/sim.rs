@@ -73,7 +73,7 @@ pub struct Args {
     /// printed so the run can be repeated].
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// Patients running at once [default: N, at most 64].
+    /// Patients running at once [default: N, at most 64; 1 with --pace].
     #[arg(long, value_name = "C")]
     pub concurrency: Option<usize>,
     /// Print the report as one JSON document on stdout.
@@ -370,7 +370,14 @@ pub fn simulate(args: &Args) -> anyhow::Result<Report> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     });
-    let concurrency = args.concurrency.unwrap_or(args.patients.min(64)).max(1);
+    // A paced run is a demo: one patient at a time, so a seed replays it
+    // message for message (concurrent patients race differently each run).
+    let default_concurrency = if args.pace.is_some() {
+        1
+    } else {
+        args.patients.min(64)
+    };
+    let concurrency = args.concurrency.unwrap_or(default_concurrency).max(1);
     // Paced runs are for an audience: every party says what it does.
     let console = match (args.pace, args.json) {
         (None, _) => Console::silent(),

@@ -538,6 +538,32 @@ fn a_paced_run_prints_every_partys_phase_messages() {
 }
 
 #[test]
+fn a_paced_demo_takes_one_patient_at_a_time_and_keeps_json_clean() {
+    let (code, stdout, stderr) = output(bin().args([
+        "simulate",
+        "--patients",
+        "2",
+        "--seed",
+        "5",
+        "--pace",
+        "5",
+        "--json",
+    ]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["concurrency"], 1);
+    assert_eq!(report["bookings"], 2);
+    // The phase messages went to stderr, one patient after the other.
+    let first_done = stderr
+        .find("Phase 3: End of Phase 3 for patient1.")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let second_starts = stderr
+        .find("Phase 1: patient2 has TCP port number")
+        .unwrap();
+    assert!(first_done < second_starts, "{stderr}");
+}
+
+#[test]
 fn completions_are_printed_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
         let (code, stdout, stderr) = output(bin().args(["completions", shell]));

@@ -191,6 +191,9 @@ impl Conversation {
 
     /// Waits for the center to close; true if it did within [`CLOSE_WAIT`].
     fn closes(&mut self) -> bool {
+        if self.link.set_answer_timeout(CLOSE_WAIT).is_err() {
+            return false;
+        }
         let started = Instant::now();
         while started.elapsed() < CLOSE_WAIT {
             match self.link.answer() {

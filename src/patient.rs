@@ -326,6 +326,11 @@ impl CenterLink {
         })
     }
 
+    /// How long each later read waits for the center.
+    pub(crate) fn set_answer_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))
+    }
+
     pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
         self.stream.local_addr()
     }

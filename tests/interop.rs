@@ -342,6 +342,43 @@ fn the_classic_dialect_client_books_at_a_classic_style_center() {
 }
 
 #[test]
+fn check_names_each_departure_of_a_classic_style_center() {
+    let system = System::start();
+    let classic = classic_style_center(classic_slots(&system));
+    let config = Config {
+        center: classic,
+        dialect: Dialect::Classic,
+        timeout: Duration::from_secs(2),
+        ..check_config(&system, 5)
+    };
+    let findings = check::check(&config);
+    let case = |name: &str| {
+        findings
+            .cases
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no case {name}: {findings:#?}"))
+    };
+    let auth = case("auth-success");
+    assert_eq!(auth.verdict, Verdict::Fail);
+    assert_eq!(
+        auth.evidence,
+        "sent 'authenticate patient1 ***', got 'Success', expected 'success'"
+    );
+    let failure = case("auth-failure");
+    assert_eq!(failure.verdict, Verdict::Fail);
+    assert!(
+        failure
+            .evidence
+            .ends_with("got 'failure', the connection was still open 2s after 'failure'"),
+        "{}",
+        failure.evidence
+    );
+    // The doctors are medsim's own: those cases pass.
+    assert_eq!(case("doc2 quotes insurance2").verdict, Verdict::Pass);
+}
+
+#[test]
 fn simulate_drives_a_classic_style_center_elsewhere() {
     let system = System::start();
     let classic = classic_style_center(classic_slots(&system));

@@ -390,6 +390,17 @@ impl CenterLink {
                 {
                     return Err(NoAnswer::TimedOut);
                 }
+                // A center that closes with our next request unread sends
+                // a reset instead of a FIN: it closed all the same, and the
+                // patient should hear so, whichever way the race went.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                    ) && self.pending.is_empty() =>
+                {
+                    return Err(NoAnswer::Closed);
+                }
                 Err(e) => return Err(NoAnswer::Failed(e)),
             };
             if n == 0 {

@@ -679,13 +679,13 @@ impl Crowd<'_> {
     fn report(
         &self,
         roster: &Roster,
-        tally: Tally,
+        mut tally: Tally,
         wall: Duration,
         book: Option<&SlotBook>,
         target: Target,
     ) -> Report {
         let patients = roster.count;
-        let mut latencies = tally.latencies.clone();
+        let mut latencies = std::mem::take(&mut tally.latencies);
         latencies.sort_by(f64::total_cmp);
         let percentile = |p: f64| crate::nearest_rank(&latencies, p).unwrap_or(0.0);
         let latency = Latency {
@@ -888,13 +888,14 @@ impl<'a> Tally<'a> {
         }
     }
 
-    fn invariants(&self, roster: &Roster, book: Option<&SlotBook>) -> Vec<Invariant> {
+    /// Checks the run; sorts `given` by slot on the way.
+    fn invariants(&mut self, roster: &Roster, book: Option<&SlotBook>) -> Vec<Invariant> {
         let mut invariants = Vec::new();
 
         // No slot given twice: by the patients' own accounts, and as the
         // center's table records it when the center ran here.
-        let mut given = self.given.clone();
-        given.sort_unstable();
+        self.given.sort_unstable();
+        let given = &self.given;
         let mut twice = Vec::new();
         for run in given
             .chunk_by(|a, b| a.0 == b.0)
@@ -904,7 +905,7 @@ impl<'a> Tally<'a> {
             twice.push(format!("slot {} to {}", run[0].0, labels.join(", ")));
         }
         let mismatched = book.map_or_else(Vec::new, |book| {
-            held_as_reported(&book.holders(), &given, roster)
+            held_as_reported(&book.holders(), given, roster)
         });
         let ok = twice.is_empty() && mismatched.is_empty();
         invariants.push(Invariant {

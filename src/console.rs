@@ -54,6 +54,19 @@ impl Write for SharedBuffer {
     }
 }
 
+/// Writes a subcommand's result to stdout. A reader that went away (a
+/// closed pipe, as with `| head`) comes back as an error of kind
+/// `BrokenPipe`, which `main` ends on quietly, as ripgrep does.
+///
+/// # Errors
+///
+/// The write failed.
+pub fn out(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()
+}
+
 impl Console {
     /// Phase messages on stdout (none when `quiet`), diagnostics on stderr.
     pub fn standard(quiet: bool) -> Console {

@@ -173,6 +173,28 @@ pub struct Slot {
     pub port: u16,
 }
 
+/// `count` generated slots: days and times in turn, `doctors` (name and
+/// port) in turn. Lazy, so a table of a hundred thousand is never held
+/// twice.
+pub fn generated_slots(count: u64, doctors: &[(String, u16)]) -> impl Iterator<Item = Slot> + '_ {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const TIMES: [&str; 8] = [
+        "09am", "10am", "11am", "12pm", "01pm", "02pm", "03pm", "04pm",
+    ];
+    let count = if doctors.is_empty() { 0 } else { count };
+    (1..=count).map(move |index| {
+        let i = (index - 1) as usize;
+        let (doctor, port) = &doctors[i % doctors.len()];
+        Slot {
+            index,
+            day: DAYS[i % DAYS.len()].to_owned(),
+            time: TIMES[(i / DAYS.len()) % TIMES.len()].to_owned(),
+            doctor: doctor.clone(),
+            port: *port,
+        }
+    })
+}
+
 /// Usernames and passwords.
 #[derive(Debug, Clone, Default)]
 pub struct Users {
@@ -487,6 +509,23 @@ mod tests {
             label: "test.txt".into(),
             text: text.into(),
         }
+    }
+
+    #[test]
+    fn generated_slots_take_doctors_in_turn() {
+        let doctors = [("doc1".to_owned(), 1000), ("doc2".to_owned(), 2000)];
+        let slots: Vec<Slot> = generated_slots(9, &doctors).collect();
+        assert_eq!(slots.len(), 9);
+        assert_eq!(
+            (slots[0].index, slots[0].doctor.as_str(), slots[0].port),
+            (1, "doc1", 1000)
+        );
+        assert_eq!((slots[1].doctor.as_str(), slots[1].port), ("doc2", 2000));
+        assert_eq!(
+            (slots[7].day.as_str(), slots[7].time.as_str()),
+            ("Mon", "10am")
+        );
+        assert_eq!(generated_slots(3, &[]).count(), 0);
     }
 
     #[test]

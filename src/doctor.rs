@@ -10,14 +10,13 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 
-use crate::center::loopback_if_unspecified;
 use crate::console::Console;
-use crate::data::{FeeTable, Fixtures, Source};
+use crate::data::{FeeTable, Fixtures};
+use crate::net;
 use crate::protocol::{self, ProtocolError, decode_datagram, shorten};
 use crate::shutdown::Shutdown;
 
@@ -88,10 +87,10 @@ impl Doctor {
     /// Only when the socket's address cannot be read; receive and send
     /// errors are survived.
     pub fn serve(&self, socket: &UdpSocket, shutdown: &Shutdown) -> io::Result<Summary> {
-        let wake = loopback_if_unspecified(socket.local_addr()?);
+        let wake = net::loopback_if_unspecified(socket.local_addr()?);
         shutdown.on_trigger(move || {
             // recv_from() has no timeout: an empty datagram wakes it.
-            if let Ok(waker) = crate::connected_udp(wake) {
+            if let Ok(waker) = net::connected_udp(wake) {
                 let _ = waker.send(&[]);
             }
         });
@@ -190,46 +189,20 @@ impl Doctor {
     }
 }
 
-/// What a doctor asks of the kernel for queued requests. One thread answers
-/// them in turn, so a burst from many patients at once waits in this
-/// buffer; the default (about 200 KiB, a few hundred datagrams) drops
-/// requests under load, and each drop costs a patient a retry timeout.
-const RECEIVE_BUFFER: usize = 4 << 20;
-
-/// Binds one doctor's UDP socket, with room for bursts of requests.
-///
-/// # Errors
-///
-/// The address does not resolve or cannot be bound.
-pub fn bind(name: &str, addr: &str) -> anyhow::Result<UdpSocket> {
-    use socket2::{Domain, Socket, Type};
-    let resolved = crate::resolve(addr)?;
-    let socket = Socket::new(Domain::for_address(resolved), Type::DGRAM, None)
-        .with_context(|| format!("creating a socket for doctor {name}"))?;
-    // Best effort: the kernel caps it at net.core.rmem_max.
-    let _ = socket.set_recv_buffer_size(RECEIVE_BUFFER);
-    socket
-        .bind(&resolved.into())
-        .with_context(|| format!("binding doctor {name} on {addr}"))?;
-    Ok(socket.into())
-}
-
 /// Run the doctors: each doctor named in the availabilities answers
 /// insurance plans with its cost over UDP, on its own socket and thread.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Directory holding availabilities.txt and DOCTOR.txt [default: the
-    /// built-in copies of fixtures/].
-    #[arg(long, value_name = "DIR")]
-    pub fixtures: Option<PathBuf>,
+    #[command(flatten)]
+    pub fixtures: crate::cli::Fixtures,
     /// Run only this doctor (repeat for several) [default: all].
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
     /// Where one doctor listens, e.g. `doc1=127.0.0.1:0` (port 0 picks a
     /// free port). Repeat for several [default: HOST and the port the
     /// availabilities give: doc1 41720, doc2 42720].
-    #[arg(long, value_name = "NAME=ADDR")]
-    pub listen: Vec<String>,
+    #[arg(long, value_name = "NAME=ADDR", value_parser = crate::cli::parse_name_addr)]
+    pub listen: Vec<(String, String)>,
     /// Address doctors without --listen bind to.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -246,12 +219,9 @@ pub struct Args {
 /// Bad data files, an unknown doctor in a flag, or an address that cannot
 /// be bound.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let fixtures = Fixtures::load(&Source::from_option(args.fixtures.as_deref()))?;
+    let fixtures = Fixtures::load(&args.fixtures.source())?;
     let mut listen = std::collections::BTreeMap::new();
-    for spec in &args.listen {
-        let (name, addr) = spec
-            .split_once('=')
-            .with_context(|| format!("--listen '{spec}' is not NAME=ADDR"))?;
+    for (name, addr) in &args.listen {
         anyhow::ensure!(
             fixtures.doctor(name).is_some(),
             "--listen names doctor '{name}', which the availabilities do not name"
@@ -273,8 +243,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         let addr = listen
             .get(&doctor.name)
             .cloned()
-            .unwrap_or_else(|| host_port(&args.host, doctor.port));
-        let socket = bind(&doctor.name, &addr)?;
+            .unwrap_or_else(|| net::host_port(&args.host, doctor.port));
+        let socket = net::bind_udp(&format!("doctor {}", doctor.name), &addr)?;
         let local = socket.local_addr()?;
         Console::standard(false).phases(&format!(
             "Phase 3: Doctor {} has a static UDP port {} and IP address {}.\n",
@@ -307,13 +277,4 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Console::standard(false).phases(&format!("doctor {name} stopped: {summary}\n"));
     }
     Ok(())
-}
-
-/// `HOST:PORT`, bracketing an IPv6 literal.
-pub fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
 }

@@ -28,7 +28,7 @@ enum Command {
 }
 
 /// Print shell completions for medsim, e.g. `medsim completions bash >
-/// /etc/bash_completion.d/medsim`.
+/// ~/.local/share/bash-completion/completions/medsim`.
 #[derive(Debug, clap::Args)]
 struct CompletionsArgs {
     /// The shell to complete for.
@@ -40,11 +40,22 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(&cli) {
         Ok(code) => ExitCode::from(code),
+        // Whoever read our output stopped reading (`| head`): nothing is
+        // wrong, and nobody is left to tell. End quietly, as ripgrep does.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("medsim: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
@@ -56,12 +67,9 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Completions(args) => {
-            clap_complete::generate(
-                args.shell,
-                &mut Cli::command(),
-                "medsim",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "medsim", &mut script);
+            medsim::console::out(&String::from_utf8_lossy(&script))?;
             Ok(0)
         }
     }

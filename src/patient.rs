@@ -1,30 +1,32 @@
-//! The patient: books a slot at the center over TCP, then asks the assigned
-//! doctor for a quote over UDP.
+//! The patient, the person-facing client: books a slot at the center over
+//! TCP, then asks the assigned doctor for a quote over UDP.
 //!
-//! This module owns the client side of PROTOCOL.md in both dialects (medsim
-//! servers and the classic C ones, whose answers vary), the choice of a slot
-//! (a person at a prompt, a scripted index, or a strategy for `simulate`),
-//! bounded waits and retries, the outcome of a visit with its exit status,
-//! and the `patient` subcommand. Nothing here can hang: every read has a
-//! timeout and every retry loop a bound.
+//! This module owns a visit's three phases and their phase messages, the
+//! choice of a slot (a person at a prompt, a scripted index, or a strategy
+//! for `simulate`), the outcome of a visit with its exit status, and the
+//! `patient` subcommand. The conversations themselves (framing, bounded
+//! waits and retries) are `client`'s, the reading of answers `protocol`'s.
 
-use std::io::{self, BufRead, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::io::{self, BufRead, Write};
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::cli::{self, Framing};
+use crate::client::{
+    Conversation, DoctorLink, DoctorReply, Failed, Loss, NoAnswer, Retries, Watch,
+};
 use crate::console::Console;
-use crate::data::{Patient, Source};
+use crate::data::Patient;
+use crate::net;
 use crate::protocol::{
-    self, AuthAnswer, Dialect, Listing, QuoteAnswer, Request, SelectionAnswer, SlotsAnswer,
+    self, AuthAnswer, Listing, QuoteAnswer, Request, SelectionAnswer, SlotsAnswer,
 };
 use crate::rng::SplitMix64;
-use crate::trace::{self, Trace, Transport};
 
 /// How a visit ended. Each kind has its own exit status.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
 pub enum Outcome {
     /// Booked and quoted.
@@ -37,6 +39,8 @@ pub enum Outcome {
     Taken,
     /// The doctor did not answer within the retries.
     DoctorSilent,
+    /// The doctor answered with an empty datagram.
+    DoctorEmpty,
     /// The person closed the prompt (end of input) without choosing.
     Cancelled,
     /// The center or the doctor answered something the protocol does not
@@ -54,12 +58,13 @@ impl Outcome {
             Outcome::AuthFailed => 3,
             Outcome::NoSlots | Outcome::Taken => 4,
             Outcome::DoctorSilent => 5,
+            Outcome::DoctorEmpty => 6,
             Outcome::Protocol(_) | Outcome::Connection(_) => 6,
             Outcome::Cancelled => 7,
         }
     }
 
-    /// A short name for reports.
+    /// A short name for reports read by programs (JSON).
     pub fn label(&self) -> &'static str {
         match self {
             Outcome::Quoted => "quoted",
@@ -67,9 +72,25 @@ impl Outcome {
             Outcome::NoSlots => "no_slots",
             Outcome::Taken => "taken",
             Outcome::DoctorSilent => "doctor_silent",
+            Outcome::DoctorEmpty => "doctor_empty",
             Outcome::Cancelled => "cancelled",
             Outcome::Protocol(_) => "protocol_error",
             Outcome::Connection(_) => "connection_error",
+        }
+    }
+
+    /// A short name for reports read by people.
+    pub fn words(&self) -> &'static str {
+        match self {
+            Outcome::Quoted => "quoted",
+            Outcome::AuthFailed => "login failed",
+            Outcome::NoSlots => "no slots",
+            Outcome::Taken => "taken",
+            Outcome::DoctorSilent => "doctor silent",
+            Outcome::DoctorEmpty => "doctor empty",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Protocol(_) => "protocol error",
+            Outcome::Connection(_) => "connection error",
         }
     }
 }
@@ -82,6 +103,7 @@ impl std::fmt::Display for Outcome {
             Outcome::NoSlots => f.write_str("no appointment is available"),
             Outcome::Taken => f.write_str("the chosen appointment was taken"),
             Outcome::DoctorSilent => f.write_str("the doctor did not answer"),
+            Outcome::DoctorEmpty => f.write_str("the doctor answered with an empty message"),
             Outcome::Cancelled => f.write_str("no appointment was chosen"),
             Outcome::Protocol(what) => write!(f, "protocol error: {what}"),
             Outcome::Connection(what) => write!(f, "connection error: {what}"),
@@ -90,9 +112,12 @@ impl std::fmt::Display for Outcome {
 }
 
 /// What a visit achieved, whatever its outcome.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Visit {
     pub outcome: Outcome,
+    /// The slot the patient asked for.
+    #[serde(default)]
+    pub chosen: Option<u64>,
     /// The slot the center reserved.
     pub slot: Option<u64>,
     pub doctor: Option<String>,
@@ -106,6 +131,7 @@ impl Visit {
     fn new() -> Visit {
         Visit {
             outcome: Outcome::Cancelled,
+            chosen: None,
             slot: None,
             doctor: None,
             doctor_port: None,
@@ -120,62 +146,43 @@ impl Visit {
     }
 }
 
-/// Drops datagrams on purpose, to show retries at work (`--udp-loss`).
-#[derive(Debug, Clone)]
-pub struct Loss {
-    /// The fraction of datagrams dropped, each way.
-    pub rate: f64,
-    pub rng: SplitMix64,
-}
-
-impl Loss {
-    fn drops(&mut self) -> bool {
-        self.rng.next_f64() < self.rate
-    }
-}
-
 /// How a patient reaches the servers and how long it waits.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     pub center: String,
-    /// The host the center's `DOCTOR PORT` refers to [default: the
-    /// center's address].
-    pub doctor_host: Option<String>,
-    pub dialect: Dialect,
-    /// Classic only: pad each message to this many bytes.
-    pub classic_buffer: Option<usize>,
+    /// Where the doctors are: the host the center's ports refer to and
+    /// overrides by name.
+    pub doctors: cli::Doctors,
+    pub framing: Framing,
     /// How long to wait for the center to connect and for each answer.
     pub answer_timeout: Duration,
-    /// How long to wait for each quote before sending again.
-    pub quote_timeout: Duration,
-    /// Quote requests sent in all, the first included.
-    pub quote_attempts: u32,
+    /// How long to wait for each quote, and how many requests in all.
+    pub quote: Retries,
     /// Shown in phase messages, e.g. `Patient 1`.
     pub label: String,
     /// Show the password in phase messages.
     pub show_password: bool,
     pub loss: Option<Loss>,
-    /// Records every message sent and received, under `label`.
-    pub trace: Option<Trace>,
-    /// Waits this long before each message sent, so an audience can follow.
-    pub pace: Option<Duration>,
+    /// Who watches every message (a diagram, a pace), and this patient's
+    /// name there.
+    pub watch: Option<Watch>,
 }
 
 impl Settings {
     pub fn new(center: impl Into<String>) -> Settings {
         Settings {
             center: center.into(),
-            doctor_host: None,
-            dialect: Dialect::Line,
-            classic_buffer: None,
+            doctors: cli::Doctors::default(),
+            framing: Framing::default(),
             answer_timeout: Duration::from_secs(10),
-            quote_timeout: Duration::from_secs(1),
-            quote_attempts: 4,
+            quote: Retries {
+                wait: Duration::from_secs(1),
+                attempts: 4,
+            },
             label: "Patient".into(),
             show_password: false,
             loss: None,
-            trace: None,
-            pace: None,
+            watch: None,
         }
     }
 }
@@ -263,22 +270,12 @@ impl<R: BufRead, W: Write> Chooser for Prompt<R, W> {
     }
 }
 
-/// Why a wait for the center's answer ended without one.
-#[derive(Debug)]
-pub(crate) enum NoAnswer {
-    /// The center closed the connection.
-    Closed,
-    /// Nothing came within the answer timeout.
-    TimedOut,
-    /// More than [`ANSWER_LIMIT`] bytes without a line end.
-    TooLong,
-    Failed(io::Error),
-}
-
 impl From<NoAnswer> for Outcome {
     fn from(why: NoAnswer) -> Outcome {
         match why {
-            NoAnswer::Closed => {
+            // A center that closes with our next request unread sends a
+            // reset instead of a FIN: it closed all the same.
+            NoAnswer::Closed | NoAnswer::Reset => {
                 Outcome::Connection("the center closed the connection without answering".into())
             }
             NoAnswer::TimedOut => Outcome::Connection("the center did not answer in time".into()),
@@ -288,143 +285,11 @@ impl From<NoAnswer> for Outcome {
     }
 }
 
-/// The connection to the center, framed in one dialect.
-pub(crate) struct CenterLink {
-    stream: TcpStream,
-    dialect: Dialect,
-    classic_buffer: Option<usize>,
-    /// Received bytes not yet returned (line dialect).
-    pending: Vec<u8>,
-    /// The record to write to, and this patient's name in it.
-    trace: Option<(Trace, String)>,
-    pace: Option<Duration>,
-}
-
-/// The most a client reads for one answer before calling it malformed.
-const ANSWER_LIMIT: usize = 1 << 20;
-
-impl CenterLink {
-    /// Connects within `timeout`; every later read and write waits at most
-    /// `timeout` too.
-    pub(crate) fn connect(
-        center: SocketAddr,
-        dialect: Dialect,
-        classic_buffer: Option<usize>,
-        timeout: Duration,
-    ) -> io::Result<CenterLink> {
-        let stream = TcpStream::connect_timeout(&center, timeout)?;
-        let _ = stream.set_nodelay(true);
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        Ok(CenterLink {
-            stream,
-            dialect,
-            classic_buffer,
-            pending: Vec::new(),
-            trace: None,
-            pace: None,
-        })
-    }
-
-    /// How long each later read waits for the center.
-    pub(crate) fn set_answer_timeout(&self, timeout: Duration) -> io::Result<()> {
-        self.stream.set_read_timeout(Some(timeout))
-    }
-
-    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.stream.local_addr()
-    }
-
-    /// Sends a request framed in the link's dialect.
-    pub(crate) fn send(&mut self, request: &Request) -> io::Result<()> {
-        self.send_text(&request.to_string())
-    }
-
-    /// Sends any text framed in the link's dialect, well-formed or not.
-    pub(crate) fn send_text(&mut self, text: &str) -> io::Result<()> {
-        if let Some(pace) = self.pace {
-            std::thread::sleep(pace);
-        }
-        let bytes = match self.dialect {
-            Dialect::Line => protocol::encode(Dialect::Line, text),
-            Dialect::Classic => protocol::encode_classic_request(text, self.classic_buffer),
-        };
-        if let Some((trace, me)) = &self.trace {
-            trace.record(me, trace::CENTER, text, Transport::Tcp);
-        }
-        self.stream.write_all(&bytes)
-    }
-
-    /// Sends bytes exactly as given, with no framing.
-    pub(crate) fn send_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
-    }
-
-    /// One answer: a line, or one classic segment cut at its first NUL.
-    fn receive(&mut self) -> Result<String, Outcome> {
-        let answer = self.answer()?;
-        if let Some((trace, me)) = &self.trace {
-            trace.record(trace::CENTER, me, &answer, Transport::Tcp);
-        }
-        Ok(answer)
-    }
-
-    /// One answer, or why none came.
-    pub(crate) fn answer(&mut self) -> Result<String, NoAnswer> {
-        let mut chunk = [0u8; 4096];
-        loop {
-            if self.dialect == Dialect::Line
-                && let Some(end) = self.pending.iter().position(|&b| b == b'\n')
-            {
-                let line: Vec<u8> = self.pending.drain(..=end).collect();
-                return Ok(String::from_utf8_lossy(&line).trim_end().to_owned());
-            }
-            let n = match self.stream.read(&mut chunk) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return Err(NoAnswer::TimedOut);
-                }
-                // A center that closes with our next request unread sends
-                // a reset instead of a FIN: it closed all the same, and the
-                // patient should hear so, whichever way the race went.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
-                    ) && self.pending.is_empty() =>
-                {
-                    return Err(NoAnswer::Closed);
-                }
-                Err(e) => return Err(NoAnswer::Failed(e)),
-            };
-            if n == 0 {
-                // An answer cut short by the close is still an answer.
-                if !self.pending.is_empty() {
-                    let text = String::from_utf8_lossy(&self.pending).trim_end().to_owned();
-                    self.pending.clear();
-                    return Ok(text.trim_end_matches('\0').to_owned());
-                }
-                return Err(NoAnswer::Closed);
-            }
-            match self.dialect {
-                Dialect::Classic => {
-                    let segment = &chunk[..n];
-                    let end = segment.iter().position(|&b| b == 0).unwrap_or(n);
-                    return Ok(String::from_utf8_lossy(&segment[..end]).into_owned());
-                }
-                Dialect::Line => {
-                    self.pending.extend_from_slice(&chunk[..n]);
-                    if self.pending.len() > ANSWER_LIMIT {
-                        return Err(NoAnswer::TooLong);
-                    }
-                }
-            }
+impl From<Failed> for Outcome {
+    fn from(why: Failed) -> Outcome {
+        match why {
+            Failed::Send(e) => Outcome::Connection(format!("sending to the center: {e}")),
+            Failed::NoAnswer(why) => why.into(),
         }
     }
 }
@@ -445,26 +310,20 @@ pub fn visit(
     let mut visit = Visit::new();
 
     // Phase 1: authenticate.
-    let center_addr = match crate::resolve(&settings.center) {
+    let center_addr = match net::resolve(&settings.center) {
         Ok(addr) => addr,
         Err(e) => return visit.ended(Outcome::Connection(format!("{e:#}"))),
     };
-    let mut link = match CenterLink::connect(
-        center_addr,
-        settings.dialect,
-        settings.classic_buffer,
-        settings.answer_timeout,
-    ) {
-        Ok(link) => link,
-        Err(e) => {
-            return visit.ended(Outcome::Connection(format!(
-                "cannot reach the center at {center_addr}: {e}"
-            )));
-        }
-    };
-    link.trace = settings.trace.clone().map(|t| (t, label.clone()));
-    link.pace = settings.pace;
-    if let Ok(local) = link.local_addr() {
+    let mut center =
+        match Conversation::connect(center_addr, settings.framing, settings.answer_timeout) {
+            Ok(center) => center.watched(settings.watch.clone()),
+            Err(e) => {
+                return visit.ended(Outcome::Connection(format!(
+                    "cannot reach the center at {center_addr}: {e}"
+                )));
+            }
+        };
+    if let Ok(local) = center.local_addr() {
         say(format_args!(
             "Phase 1: {label} has TCP port number {} and IP address {}.",
             local.port(),
@@ -476,7 +335,7 @@ pub fn visit(
             username: patient.username.clone(),
             password: patient.password.clone(),
         };
-        exchange_send(&mut link, &auth)?;
+        center.send(&auth.to_string()).map_err(Failed::Send)?;
         let shown = if settings.show_password {
             format!(" and password {}", patient.password)
         } else {
@@ -486,7 +345,7 @@ pub fn visit(
             "Phase 1: Authentication request from {label} with username {}{shown} has been sent to the Health Center Server.",
             patient.username
         ));
-        let answer = link.receive()?;
+        let answer = center.receive()?;
         match protocol::parse_auth_answer(&answer).map_err(protocol_error)? {
             AuthAnswer::Success => {
                 say(format_args!(
@@ -505,8 +364,7 @@ pub fn visit(
         }
 
         // Phase 2: list and reserve.
-        exchange_send(&mut link, &Request::Available)?;
-        let answer = link.receive()?;
+        let answer = center.ask(&Request::Available.to_string())?;
         let listings = match protocol::parse_slots_answer(&answer).map_err(protocol_error)? {
             SlotsAnswer::Slots(listings) => listings,
             SlotsAnswer::NotAvailable => {
@@ -530,8 +388,8 @@ pub fn visit(
             Ok(None) => return Err(Outcome::Cancelled),
             Err(e) => return Err(Outcome::Connection(format!("reading the choice: {e}"))),
         };
-        exchange_send(&mut link, &Request::Selection(index))?;
-        let answer = link.receive()?;
+        visit.chosen = Some(index);
+        let answer = center.ask(&Request::Selection(index).to_string())?;
         match protocol::parse_selection_answer(&answer).map_err(protocol_error)? {
             SelectionAnswer::Assigned { doctor, port } => {
                 visit.slot = Some(index);
@@ -552,7 +410,7 @@ pub fn visit(
         }
     })();
     // Classic servers may never close: we do, before phase 3.
-    drop(link);
+    drop(center);
     if let Err(outcome) = outcome {
         return visit.ended(outcome);
     }
@@ -562,25 +420,13 @@ pub fn visit(
     let Some(port) = visit.doctor_port else {
         return visit.ended(Outcome::Protocol("no doctor port".into()));
     };
-    let host = match &settings.doctor_host {
-        Some(host) => host.clone(),
-        None => center_addr.ip().to_string(),
-    };
-    let doctor_addr = match crate::resolve(&crate::doctor::host_port(&host, port)) {
+    let routes = settings.doctors.routes(&center_addr.ip().to_string());
+    let doctor_addr = match net::resolve(&routes.address(visit.doctor.as_deref(), port)) {
         Ok(addr) => addr,
         Err(e) => return visit.ended(Outcome::Connection(format!("{e:#}"))),
     };
     let outcome = quote(settings, patient, doctor_addr, &mut visit, console);
     visit.ended(outcome)
-}
-
-fn exchange_send(link: &mut CenterLink, request: &Request) -> Result<(), Outcome> {
-    link.send(request).map_err(|e| {
-        Outcome::Connection(format!(
-            "sending '{}' to the center: {e}",
-            request.command()
-        ))
-    })
 }
 
 fn protocol_error(e: protocol::ProtocolError) -> Outcome {
@@ -605,134 +451,62 @@ fn quote(
             console.phases(&format!("{line}\n"));
         }
     };
+    let doctor_name = visit
+        .doctor
+        .clone()
+        .unwrap_or_else(|| format!("doctor:{}", doctor.port()));
     // Connected, so only the doctor's own datagrams are received.
-    let socket = match crate::connected_udp(doctor) {
-        Ok(socket) => socket,
+    let link = match DoctorLink::open(doctor) {
+        Ok(link) => link.watched(settings.watch.clone(), &doctor_name),
         Err(e) => return Outcome::Connection(format!("opening a UDP socket to {doctor}: {e}")),
     };
-    if let Ok(local) = socket.local_addr() {
+    if let Ok(local) = link.local_addr() {
         say(format_args!(
             "Phase 3: {label} has a dynamic UDP port number {} and IP address {}.",
             local.port(),
             local.ip()
         ));
     }
-    let request = match settings.dialect {
-        Dialect::Line => protocol::encode(Dialect::Line, &patient.plan),
-        Dialect::Classic => {
-            protocol::encode_classic_request(&patient.plan, settings.classic_buffer)
-        }
+    let quoted = link.quote(
+        &patient.plan,
+        settings.framing,
+        settings.quote,
+        settings.loss.as_mut(),
+        &mut || {
+            say(format_args!(
+                "Phase 3: The cost estimation request from {label} with insurance plan {} has been sent to the doctor with port number {} and IP address {}.",
+                patient.plan,
+                doctor.port(),
+                doctor.ip()
+            ));
+        },
+    );
+    let quoted = match quoted {
+        Ok(quoted) => quoted,
+        Err(e) => return Outcome::Connection(format!("waiting for the doctor at {doctor}: {e}")),
     };
-    let doctor_name = visit
-        .doctor
-        .clone()
-        .unwrap_or_else(|| format!("doctor:{}", doctor.port()));
-    let trace = settings.trace.clone();
-    let record = |from: &str, to: &str, text: &str, transport: Transport| {
-        if let Some(trace) = &trace {
-            trace.record(from, to, text, transport);
+    visit.retries = quoted.retries;
+    let text = match quoted.reply {
+        DoctorReply::Text(text) => text,
+        DoctorReply::Empty => return Outcome::DoctorEmpty,
+        DoctorReply::Undecodable(e) => {
+            return Outcome::Protocol(format!("the doctor's answer: {e}"));
         }
+        DoctorReply::Silent => return Outcome::DoctorSilent,
     };
-    let mut buf = [0u8; 2048];
-    let attempts = settings.quote_attempts.max(1);
-    for attempt in 0..attempts {
-        if attempt > 0 {
-            visit.retries += 1;
+    match protocol::parse_quote_answer(&text) {
+        Ok(QuoteAnswer::Cost(cost)) => {
+            visit.cost = Some(cost);
+            let name = visit.doctor.as_deref().unwrap_or("unknown");
+            say(format_args!(
+                "Phase 3: {label} receives {cost}$ estimation cost from doctor with port number {} and name {name}.",
+                doctor.port()
+            ));
+            say(format_args!("Phase 3: End of Phase 3 for {label}."));
+            Outcome::Quoted
         }
-        if let Some(pace) = settings.pace {
-            std::thread::sleep(pace);
-        }
-        let lost_on_the_way = settings.loss.as_mut().is_some_and(Loss::drops);
-        record(
-            &label,
-            &doctor_name,
-            &patient.plan,
-            if lost_on_the_way {
-                Transport::UdpLost
-            } else {
-                Transport::Udp
-            },
-        );
-        if !lost_on_the_way {
-            // A send error (e.g. ICMP refused from an earlier try) is a
-            // lost datagram too: the bounded retries cover it.
-            let _ = socket.send(&request);
-        }
-        say(format_args!(
-            "Phase 3: The cost estimation request from {label} with insurance plan {} has been sent to the doctor with port number {} and IP address {}.",
-            patient.plan,
-            doctor.port(),
-            doctor.ip()
-        ));
-        let deadline = Instant::now() + settings.quote_timeout;
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            if socket.set_read_timeout(Some(deadline - now)).is_err() {
-                break;
-            }
-            let n = match socket.recv(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    // Nobody listens there (yet): wait out this attempt.
-                    std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
-                    break;
-                }
-                Err(_) => break,
-            };
-            let lost_on_the_way_back = settings.loss.as_mut().is_some_and(Loss::drops);
-            let text = match protocol::decode_datagram(&buf[..n], buf.len()) {
-                Ok((text, _)) => text,
-                Err(_) => continue,
-            };
-            if lost_on_the_way_back {
-                record(&doctor_name, &label, text, Transport::UdpLost);
-                continue;
-            }
-            record(&doctor_name, &label, text, Transport::Udp);
-            return match protocol::parse_quote_answer(text) {
-                Ok(QuoteAnswer::Cost(cost)) => {
-                    visit.cost = Some(cost);
-                    let name = visit.doctor.as_deref().unwrap_or("unknown");
-                    say(format_args!(
-                        "Phase 3: {label} receives {cost}$ estimation cost from doctor with port number {} and name {name}.",
-                        doctor.port()
-                    ));
-                    say(format_args!("Phase 3: End of Phase 3 for {label}."));
-                    Outcome::Quoted
-                }
-                Ok(QuoteAnswer::Error(reason)) => {
-                    Outcome::Protocol(format!("the doctor says: {reason}"))
-                }
-                Err(e) => Outcome::Protocol(format!("the doctor's answer: {e}")),
-            };
-        }
-    }
-    Outcome::DoctorSilent
-}
-
-/// How a client frames its messages: the flags every client shares
-/// (`patient`, `simulate`, `check`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
-pub struct Framing {
-    /// Framing to speak: `line` (medsim) or `classic` (NUL-terminated, for
-    /// classic C servers).
-    #[arg(long, default_value = "line", value_parser = crate::parse_dialect)]
-    pub dialect: Dialect,
-    /// Classic dialect only: pad every message to this many bytes.
-    #[arg(long, value_name = "BYTES")]
-    pub classic_buffer: Option<usize>,
-}
-
-impl Default for Framing {
-    fn default() -> Framing {
-        Framing {
-            dialect: Dialect::Line,
-            classic_buffer: None,
-        }
+        Ok(QuoteAnswer::Error(reason)) => Outcome::Protocol(format!("the doctor says: {reason}")),
+        Err(e) => Outcome::Protocol(format!("the doctor's answer: {e}")),
     }
 }
 
@@ -740,8 +514,8 @@ impl Default for Framing {
 /// with --select), then get the doctor's quote.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Take credentials and plan from NAME.txt and NAMEinsurance.txt (e.g.
-    /// patient1).
+    /// Take credentials and plan from NAME.txt and NAMEinsurance.txt of the
+    /// data (e.g. patient1) [default: patient1].
     #[arg(long, value_name = "NAME", conflicts_with_all = ["user", "password", "insurance"])]
     pub name: Option<String>,
     /// Username to log in with (with --password and --insurance).
@@ -756,28 +530,24 @@ pub struct Args {
     /// The health center's address.
     #[arg(long, default_value = "127.0.0.1:21720", value_name = "ADDR")]
     pub center: String,
-    /// Host that the center's `DOCTOR PORT` answer refers to [default: the
-    /// center's host].
-    #[arg(long, value_name = "HOST")]
-    pub doctor_host: Option<String>,
+    #[command(flatten)]
+    pub doctors: cli::Doctors,
     /// Choose this slot index without prompting (sent as is: the center
     /// decides). Without it, the list is shown and you are asked.
     #[arg(long, value_name = "N")]
     pub select: Option<u64>,
-    /// Directory holding patientN.txt and patientNinsurance.txt [default:
-    /// the built-in copies of fixtures/].
-    #[arg(long, value_name = "DIR")]
-    pub fixtures: Option<PathBuf>,
+    #[command(flatten)]
+    pub fixtures: cli::Fixtures,
     #[command(flatten)]
     pub framing: Framing,
-    /// Seconds to wait for the center's connection and each answer.
-    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
-    pub timeout: f64,
-    /// Seconds to wait for the doctor before sending the plan again.
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
-    pub quote_timeout: f64,
+    /// Time to wait for the center's connection and each answer (e.g. 10s).
+    #[arg(long, default_value = "10s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    pub timeout: Duration,
+    /// Time to wait for the doctor before sending the plan again.
+    #[arg(long, default_value = "1s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    pub quote_timeout: Duration,
     /// Quote requests to send in all before giving up on the doctor.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub quote_attempts: u32,
     /// Print no phase messages (the list and prompt still appear when
     /// asking).
@@ -794,7 +564,7 @@ pub struct Args {
 ///
 /// Bad flags or data files; a visit's own failures are outcomes instead.
 pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let source = Source::from_option(args.fixtures.as_deref());
+    let source = args.fixtures.source();
     let (patient, label) = match (&args.name, &args.user) {
         (Some(name), _) => (Patient::load(&source, name)?, patient_label(name)),
         (None, Some(user)) => (
@@ -811,12 +581,13 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         ),
     };
     let mut settings = Settings {
-        doctor_host: args.doctor_host.clone(),
-        dialect: args.framing.dialect,
-        classic_buffer: args.framing.classic_buffer,
-        answer_timeout: crate::seconds("--timeout", args.timeout)?,
-        quote_timeout: crate::seconds("--quote-timeout", args.quote_timeout)?,
-        quote_attempts: args.quote_attempts.max(1),
+        doctors: args.doctors.clone(),
+        framing: args.framing.checked()?,
+        answer_timeout: args.timeout,
+        quote: Retries {
+            wait: args.quote_timeout,
+            attempts: args.quote_attempts,
+        },
         label,
         show_password: args.show_passwords,
         ..Settings::new(&args.center)
@@ -836,7 +607,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     };
     if visit.outcome == Outcome::Quoted {
         if args.quiet {
-            println!("{}", visit.cost.unwrap_or_default());
+            crate::console::out(&format!("{}\n", visit.cost.unwrap_or_default()))?;
         }
     } else {
         eprintln!("medsim patient: {}", visit.outcome);
@@ -844,10 +615,11 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     Ok(visit.outcome.exit_code())
 }
 
-/// `patient1` → `Patient 1`, as the classic phase messages name patients.
-fn patient_label(name: &str) -> String {
+/// `patient1` → `Patient 1` (and a second visit `patient1.2` → `Patient
+/// 1.2`), as the classic phase messages name patients.
+pub fn patient_label(name: &str) -> String {
     match name.strip_prefix("patient") {
-        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => format!("Patient {n}"),
+        Some(n) if n.starts_with(|c: char| c.is_ascii_digit()) => format!("Patient {n}"),
         _ => format!("Patient {name}"),
     }
 }
@@ -932,6 +704,7 @@ mod tests {
     #[test]
     fn labels_follow_the_classic_naming() {
         assert_eq!(patient_label("patient1"), "Patient 1");
+        assert_eq!(patient_label("patient1.2"), "Patient 1.2");
         assert_eq!(patient_label("alice"), "Patient alice");
     }
 }

@@ -482,6 +482,49 @@ pub fn encode_classic_request(text: &str, pad_to: Option<usize>) -> Vec<u8> {
     out
 }
 
+/// A client's request framed for `dialect`: a line, or classic text with
+/// its NUL, padded to `classic_pad` bytes when given.
+pub fn encode_request(dialect: Dialect, text: &str, classic_pad: Option<usize>) -> Vec<u8> {
+    match dialect {
+        Dialect::Line => encode(Dialect::Line, text),
+        Dialect::Classic => encode_classic_request(text, classic_pad),
+    }
+}
+
+/// The strict reading of a list: PROTOCOL.md's exact words, `INDEX DAY
+/// TIME` triples separated by single spaces, indexes positive and rising.
+/// Returns the indexes.
+///
+/// # Errors
+///
+/// What departs from that form, named.
+pub fn strict_listing(answer: &str) -> Result<Vec<u64>, String> {
+    let words: Vec<&str> = answer.split(' ').collect();
+    if words.iter().any(|w| w.is_empty()) || !words.len().is_multiple_of(3) {
+        return Err(format!(
+            "expected 'INDEX DAY TIME' triples separated by single spaces ({} words)",
+            words.len()
+        ));
+    }
+    let mut indexes = Vec::with_capacity(words.len() / 3);
+    for triple in words.chunks_exact(3) {
+        let index = parse_index(triple[0])
+            .map_err(|_| format!("'{}' is not a slot index", shorten(triple[0])))?;
+        if indexes.last().is_some_and(|&last| last >= index) {
+            return Err(format!("index {index} is out of order"));
+        }
+        indexes.push(index);
+    }
+    Ok(indexes)
+}
+
+/// The strict reading of a grant: `DOCTOR PORT` exactly.
+pub fn strict_assignment(answer: &str) -> Option<(String, u16)> {
+    let (doctor, port) = answer.split_once(' ')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    (!doctor.is_empty() && !doctor.contains(' ')).then(|| (doctor.to_owned(), port))
+}
+
 /// Cuts one datagram (or one classic segment) to its message: the text
 /// before the first NUL, or before a final `\n`/`\r\n`. Returns the message
 /// and the dialect to answer in (bare text is answered classically, since
@@ -1009,6 +1052,40 @@ mod tests {
         let padded = encode_classic_request("available", Some(100));
         assert_eq!(padded.len(), 100);
         assert_eq!(&padded[..10], b"available\0");
+    }
+
+    #[test]
+    fn the_strict_list_is_exact() {
+        assert_eq!(strict_listing("1 Tue 01pm 2 Mon 03pm"), Ok(vec![1, 2]));
+        assert!(strict_listing("1 Tue 01pm  2 Mon 03pm").is_err());
+        assert!(strict_listing("1 Tue 01pm 2 Mon").is_err());
+        assert!(strict_listing("2 Tue 01pm 1 Mon 03pm").is_err());
+        assert!(strict_listing("x Tue 01pm").is_err());
+        assert!(strict_listing("").is_err());
+    }
+
+    #[test]
+    fn the_strict_grant_is_doctor_and_port() {
+        assert_eq!(
+            strict_assignment("doc1 41720"),
+            Some(("doc1".into(), 41720))
+        );
+        assert_eq!(strict_assignment("41720"), None);
+        assert_eq!(strict_assignment("doc1 0"), None);
+        assert_eq!(strict_assignment("doc1  41720"), None);
+    }
+
+    #[test]
+    fn requests_are_framed_per_dialect() {
+        assert_eq!(
+            encode_request(Dialect::Line, "available", Some(9)),
+            b"available\n"
+        );
+        assert_eq!(
+            encode_request(Dialect::Classic, "available", None),
+            b"available\0"
+        );
+        assert_eq!(encode_request(Dialect::Classic, "a", Some(4)), b"a\0\0\0");
     }
 
     #[test]

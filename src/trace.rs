@@ -32,6 +32,23 @@ pub struct Event {
     pub transport: Transport,
 }
 
+/// Whoever watches the messages of a conversation: a [`Trace`] for a
+/// diagram, a pace for an audience, a live page. The clients call it for
+/// every message they send or receive; the servers never do, so watching
+/// costs them nothing.
+pub trait Observer: Send + Sync {
+    /// Called before each message is sent (a pace waits here).
+    fn before_send(&self) {}
+    /// One message from `from` to `to`.
+    fn message(&self, _from: &str, _to: &str, _text: &str, _transport: Transport) {}
+}
+
+impl Observer for Trace {
+    fn message(&self, from: &str, to: &str, text: &str, transport: Transport) {
+        self.record(from, to, text, transport);
+    }
+}
+
 /// A shared, ordered record of messages. Clones record into the same list.
 #[derive(Debug, Clone, Default)]
 pub struct Trace {

@@ -5,6 +5,8 @@
 
 mod support;
 
+use medsim::bench::Report;
+
 use support::{bin, output};
 
 #[test]
@@ -29,19 +31,16 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
         out.to_str().unwrap(),
     ]));
     assert_eq!(code, 0, "{stdout}{stderr}");
-    assert!(stdout.contains("case          conc  medsim/s"), "{stdout}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        stdout.contains("case         conc  medsim/s  p50 us  p99 us  floor/s"),
+        "{stdout}"
+    );
+    let report: Report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
 
-    let center = report["center"].as_array().unwrap();
-    let cases: Vec<(&str, u64)> = center
+    let cases: Vec<(&str, usize)> = report
+        .center
         .iter()
-        .map(|p| {
-            (
-                p["case"].as_str().unwrap(),
-                p["concurrency"].as_u64().unwrap(),
-            )
-        })
+        .map(|p| (p.case.as_str(), p.concurrency))
         .collect();
     assert_eq!(
         cases,
@@ -54,25 +53,27 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
             ("booking", 4)
         ]
     );
-    let quotes = report["quotes"].as_array().unwrap();
-    assert_eq!(quotes.len(), 1);
-    for pair in center.iter().chain(quotes) {
-        for side in ["medsim", "floor"] {
-            assert!(pair[side]["sessions"].as_u64().unwrap() > 0, "{pair}");
-            assert_eq!(pair[side]["errors"], 0, "{pair}");
+    assert_eq!(report.quotes.len(), 1);
+    for pair in report.center.iter().chain(&report.quotes) {
+        for side in [&pair.medsim, &pair.floor] {
+            assert!(side.sessions > 0, "{pair:?}");
+            assert_eq!(side.errors, 0, "{pair:?}");
         }
-        assert!(pair["ratio"].as_f64().unwrap() > 0.0, "{pair}");
+        assert!(pair.ratio > 0.0, "{pair:?}");
     }
 
-    let scale = &report["scale"][0];
-    assert_eq!(scale["patients"], 300);
-    assert_eq!(scale["invariants_ok"], true, "{scale}");
-    assert!(scale["peak_rss_mib"].as_f64().unwrap() > 0.0);
+    let scale = &report.scale[0];
+    assert_eq!(scale.patients, 300);
+    assert!(scale.invariants_ok, "{scale:?}");
+    assert!(scale.peak_rss_mib.unwrap() > 0.0);
 
-    let sustained = &report["sustained"];
-    assert_eq!(sustained["sessions"], 3000, "{sustained}");
-    assert_eq!(sustained["errors"], 0);
-    let samples = sustained["samples"].as_array().unwrap();
-    assert_eq!(samples.len(), 3, "start, middle and end: {sustained}");
-    assert!(samples.iter().all(|s| s["threads"].as_u64().unwrap() >= 1));
+    let sustained = report.sustained.as_ref().unwrap();
+    assert_eq!(sustained.sessions, 3000, "{sustained:?}");
+    assert_eq!(sustained.errors, 0);
+    assert_eq!(
+        sustained.samples.len(),
+        3,
+        "start, middle and end: {sustained:?}"
+    );
+    assert!(sustained.samples.iter().all(|s| s.threads >= 1));
 }

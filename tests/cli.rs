@@ -309,15 +309,15 @@ fn simulate_prints_a_readable_summary() {
         )
     );
     assert!(
-        stdout.contains("\nuser "),
+        stdout.contains("\npatient   slot  doctor  cost  retries  outcome  latency\n"),
         "a table for small runs: {stdout}"
     );
     assert!(stdout.contains("outcomes:    quoted 4"), "{stdout}");
     assert!(
-        stdout.contains("patient3         3 doc1      50$ quoted"),
+        stdout.contains("\npatient3     3  doc1     50$        0  quoted "),
         "{stdout}"
     );
-    assert!(stdout.contains("  ok   no slot reserved twice"));
+    assert!(stdout.contains("  ok   no slot reserved twice: 4 slots booked, each once"));
     assert!(!stdout.contains("FAIL"));
 }
 

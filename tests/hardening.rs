@@ -7,10 +7,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use medsim::center::Limits;
+use medsim::client::Retries;
 use medsim::console::Console;
 use medsim::data::{Patient, Source};
 use medsim::patient::{self, Fixed, Outcome, Settings};
+use medsim::system::Limits;
 use support::{Raw, System, udp_ask};
 
 fn fixture_patient(name: &str) -> Patient {
@@ -19,10 +20,12 @@ fn fixture_patient(name: &str) -> Patient {
 
 /// A normal visit still books and gets its quote: the center survived.
 fn still_serves(system: &System) {
-    let free = system.book.free_list();
-    let first_free: u64 = free.line.split(' ').next().unwrap().parse().unwrap();
+    let first_free = system.first_free();
     let mut settings = Settings {
-        quote_timeout: Duration::from_millis(500),
+        quote: Retries {
+            wait: Duration::from_millis(500),
+            attempts: 4,
+        },
         ..Settings::new(system.center.to_string())
     };
     let visit = patient::visit(
@@ -33,15 +36,6 @@ fn still_serves(system: &System) {
     );
     assert_eq!(visit.outcome, Outcome::Quoted, "{visit:?}");
     assert!(visit.cost.is_some());
-}
-
-/// Waits (bounded) until the center has no session open.
-fn wait_for_sessions_to_end(system: &System) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while system.center_handle.open_sessions() > 0 {
-        assert!(Instant::now() < deadline, "sessions never ended");
-        std::thread::yield_now();
-    }
 }
 
 /// Sends `steps` (line dialect) and returns the answer to the last one,
@@ -122,10 +116,10 @@ fn each_bad_message_gets_its_error_and_the_center_keeps_serving() {
         assert_eq!(&answer_to(&system, steps), expected, "{steps:?}");
     }
     assert!(
-        system.book.holders().is_empty(),
+        system.holders().is_empty(),
         "no bad message reserved anything"
     );
-    let errors = system.center_handle.summary().errors;
+    let errors = system.summary().errors;
     assert_eq!(errors, cases.len() as u64);
     still_serves(&system);
     let log = system.stop().diagnostics();
@@ -198,8 +192,8 @@ fn disconnecting_after_each_step_leaves_no_reservation_behind() {
         let mut c = Raw::connect(system.center);
         step(&mut c);
         drop(c);
-        wait_for_sessions_to_end(&system);
-        assert!(system.book.holders().is_empty(), "after '{name}'");
+        system.wait_for_sessions_to_end();
+        assert!(system.holders().is_empty(), "after '{name}'");
     }
     // Sent and then gone before reading: reserved only if the answer went
     // out, and then it is a booking the center counted.
@@ -208,20 +202,17 @@ fn disconnecting_after_each_step_leaves_no_reservation_behind() {
     c.ask("available");
     c.send(b"selection 3\n");
     drop(c);
-    wait_for_sessions_to_end(&system);
-    let holders = system.book.holders();
-    assert_eq!(
-        holders.len() as u64,
-        system.center_handle.summary().bookings
-    );
+    system.wait_for_sessions_to_end();
+    let holders = system.holders();
+    assert_eq!(holders.len() as u64, system.summary().bookings);
     // Read the answer, then gone: the slot stays reserved.
     let mut c = Raw::connect(system.center);
     c.ask(LOGIN);
     c.ask("available");
     assert!(c.ask("selection 4").starts_with("doc1 "));
     drop(c);
-    wait_for_sessions_to_end(&system);
-    assert!(system.book.holders().contains(&(4, "patient1".to_owned())));
+    system.wait_for_sessions_to_end();
+    assert!(system.holders().contains(&(4, "patient1".to_owned())));
     still_serves(&system);
 }
 
@@ -272,7 +263,7 @@ fn a_silent_client_is_dropped_at_the_idle_timeout() {
         Some("error no whole message within 0.3s; disconnecting")
     );
     assert_eq!(c.line(), None);
-    wait_for_sessions_to_end(&system);
+    system.wait_for_sessions_to_end();
 }
 
 #[test]
@@ -292,9 +283,9 @@ fn past_the_session_limit_a_client_is_told_busy_and_served_again_later() {
     let mut c = Raw::connect(system.center);
     assert_eq!(c.line().as_deref(), Some("error busy"));
     assert_eq!(c.line(), None);
-    assert_eq!(system.center_handle.summary().busy, 1);
+    assert_eq!(system.summary().busy, 1);
     drop(held);
-    wait_for_sessions_to_end(&system);
+    system.wait_for_sessions_to_end();
     still_serves(&system);
 }
 
@@ -314,10 +305,10 @@ fn two_thousand_idle_connections_never_hang_a_normal_session() {
         matches!(answer.as_deref(), Some("success" | "error busy")),
         "{answer:?}"
     );
-    let summary = system.center_handle.summary();
+    let summary = system.summary();
     assert!(summary.busy >= 976, "{summary:?}");
     drop(idle);
-    wait_for_sessions_to_end(&system);
+    system.wait_for_sessions_to_end();
     still_serves(&system);
 }
 
@@ -426,8 +417,10 @@ fn fake_center(stop_after: usize, silent: bool, doctor_port: u16) -> SocketAddr 
 fn quick_settings(center: SocketAddr) -> Settings {
     Settings {
         answer_timeout: Duration::from_millis(500),
-        quote_timeout: Duration::from_millis(100),
-        quote_attempts: 3,
+        quote: Retries {
+            wait: Duration::from_millis(100),
+            attempts: 3,
+        },
         ..Settings::new(center.to_string())
     }
 }
@@ -510,7 +503,7 @@ fn simulated_loss_is_overcome_by_retries() {
         concurrency: Some(8),
         udp_loss: 0.3,
         seed: Some(11),
-        quote_timeout_ms: 50,
+        quote_timeout: Duration::from_millis(50),
         ..medsim::sim::Args::default()
     };
     let report = medsim::sim::simulate(&args).unwrap();
@@ -529,26 +522,11 @@ fn passwords_appear_only_when_asked_for() {
     assert!(phases.contains("received request from a patient with username patient1."));
     assert!(!phases.contains("password111"));
 
-    let (console, captured) = Console::captured();
-    let users = medsim::data::Fixtures::load(&Source::built_in())
-        .unwrap()
-        .users;
-    let book = medsim::slots::SlotBook::new(&[], 50);
-    let center = std::sync::Arc::new(
-        medsim::center::Center::new(users, book, Limits::default(), console).show_passwords(true),
-    );
-    let listener = medsim::center::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = medsim::shutdown::Shutdown::new();
-    let server = {
-        let (center, shutdown) = (center.clone(), shutdown.clone());
-        std::thread::spawn(move || center.serve(listener, &shutdown).unwrap())
-    };
-    let mut c = Raw::connect(addr);
+    let system = System::start_custom(|options| options.show_passwords = true);
+    let mut c = Raw::connect(system.center);
     assert_eq!(c.ask(LOGIN), "success");
     drop(c);
-    shutdown.trigger();
-    server.join().unwrap();
+    let captured = system.stop();
     assert!(
         captured
             .phases()

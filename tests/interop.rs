@@ -15,9 +15,10 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use medsim::check::{self, Config, DoctorTarget, Verdict};
+use medsim::cli::Framing;
 use medsim::console::Console;
 use medsim::data::{Fixtures, Patient, Source};
-use medsim::patient::{self, Fixed, Framing, Outcome, Settings};
+use medsim::patient::{self, Fixed, Outcome, Settings};
 use medsim::protocol::Dialect;
 use medsim::sim::{self, Choice};
 use support::{System, bin, output};
@@ -26,8 +27,7 @@ fn check_config(system: &System, race: usize) -> Config {
     Config {
         center: system.center,
         doctor_host: "127.0.0.1".into(),
-        dialect: Dialect::Line,
-        classic_buffer: None,
+        framing: Framing::default(),
         username: "patient1".into(),
         password: "password111".into(),
         plan: "insurance2".into(),
@@ -61,8 +61,10 @@ fn check_passes_against_medsims_own_center_and_doctors_in_each_dialect() {
     for dialect in [Dialect::Line, Dialect::Classic] {
         let system = System::start();
         let config = Config {
-            dialect,
-            classic_buffer: (dialect == Dialect::Classic).then_some(100),
+            framing: Framing {
+                dialect,
+                classic_buffer: (dialect == Dialect::Classic).then_some(100),
+            },
             ..check_config(&system, 30)
         };
         let findings = check::check(&config);
@@ -93,7 +95,7 @@ fn check_passes_against_medsims_own_center_and_doctors_in_each_dialect() {
         }
         assert_eq!(findings.listed_free, 6);
         // Exactly the two slots the cases say they reserve are gone.
-        assert_eq!(system.book.holders().len(), 2, "{dialect}");
+        assert_eq!(system.holders().len(), 2, "{dialect}");
     }
 }
 
@@ -119,7 +121,7 @@ fn the_check_binary_prints_each_case_and_exits_zero_on_a_good_system() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("PASS doc2 quotes insurance1 ") && stdout.contains("got '40'"),
+        stdout.contains("PASS  doc2 quotes insurance1 ") && stdout.contains("got '40'"),
         "{stdout}"
     );
     assert!(
@@ -223,7 +225,7 @@ fn check_reports_the_double_booking_of_a_racy_center() {
     assert_eq!(code, 1, "{stdout}");
     let race_line = stdout
         .lines()
-        .find(|l| l.starts_with("FAIL race of 5 clients for one slot"))
+        .find(|l| l.starts_with("FAIL  race of 5 clients for one slot"))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
         race_line.contains("DOUBLE BOOKING: slot 4 given to "),
@@ -323,7 +325,10 @@ fn the_classic_dialect_client_books_at_a_classic_style_center() {
     let patient = Patient::load(&Source::built_in(), "patient2").unwrap();
     for (index, outcome, cost) in [(2, Outcome::Quoted, Some(60)), (2, Outcome::Taken, None)] {
         let mut settings = Settings {
-            dialect: Dialect::Classic,
+            framing: Framing {
+                dialect: Dialect::Classic,
+                classic_buffer: None,
+            },
             ..Settings::new(classic.to_string())
         };
         let visit = patient::visit(
@@ -347,7 +352,10 @@ fn check_names_each_departure_of_a_classic_style_center() {
     let classic = classic_style_center(classic_slots(&system));
     let config = Config {
         center: classic,
-        dialect: Dialect::Classic,
+        framing: Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: None,
+        },
         timeout: Duration::from_secs(2),
         ..check_config(&system, 5)
     };
@@ -433,7 +441,7 @@ fn simulate_against_a_center_elsewhere_races_for_one_slot() {
     assert!(report.ok(), "{}", sim::render(&report));
     assert_eq!(report.bookings, 1);
     assert_eq!(report.outcomes.get("taken"), Some(&39));
-    let holders = system.book.holders();
+    let holders = system.holders();
     assert_eq!(holders.len(), 2);
     assert_eq!(holders[1].0, 2, "the race was for slot 2, the lowest free");
     let text = sim::render(&report);
@@ -517,7 +525,7 @@ fn lost_datagrams_are_drawn_and_big_runs_refused() {
     let report = sim::simulate(&sim::Args {
         patients: 4,
         udp_loss: 0.5,
-        quote_timeout_ms: 20,
+        quote_timeout: Duration::from_millis(20),
         seed: Some(3),
         diagram: Some(path.clone()),
         ..sim::Args::default()
@@ -549,22 +557,22 @@ fn a_paced_run_prints_every_partys_phase_messages() {
         "--seed",
         "1",
         "--pace",
-        &pace_ms.to_string(),
+        &format!("{pace_ms}ms"),
     ]));
     assert_eq!(code, 0, "{stdout}{stderr}");
     for line in [
         "Phase 1: The Health Center Server has received request from a patient with username patient1.",
-        "Phase 1: patient1 authentication result: success.",
+        "Phase 1: Patient 1 authentication result: success.",
         "Phase 2: The Health Center Server sends available time slots to patient with username patient1.",
         "Phase 3: Doctor doc1 receives the request from the patient with port number",
-        "Phase 3: patient1 receives 30$ estimation cost from doctor with port number",
+        "Phase 3: Patient 1 receives 30$ estimation cost from doctor with port number",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in {stdout}");
     }
     // The report follows the phase messages, and the four paced steps
     // (login, list, selection, quote) took at least their pauses.
-    let report_at = stdout.find("medsim simulate: 1 patients").unwrap();
-    assert!(stdout[..report_at].contains("Phase 3: End of Phase 3 for patient1."));
+    let report_at = stdout.find("medsim simulate: 1 patient,").unwrap();
+    assert!(stdout[..report_at].contains("Phase 3: End of Phase 3 for Patient 1."));
     let wall: f64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("throughput:"))
@@ -583,19 +591,19 @@ fn a_paced_demo_takes_one_patient_at_a_time_and_keeps_json_clean() {
         "--seed",
         "5",
         "--pace",
-        "5",
+        "5ms",
         "--json",
     ]));
     assert_eq!(code, 0, "{stdout}{stderr}");
-    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(report["concurrency"], 1);
-    assert_eq!(report["bookings"], 2);
+    let report: sim::Report = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report.concurrency, 1);
+    assert_eq!(report.bookings, 2);
     // The phase messages went to stderr, one patient after the other.
     let first_done = stderr
-        .find("Phase 3: End of Phase 3 for patient1.")
+        .find("Phase 3: End of Phase 3 for Patient 1.")
         .unwrap_or_else(|| panic!("{stderr}"));
     let second_starts = stderr
-        .find("Phase 1: patient2 has TCP port number")
+        .find("Phase 1: Patient 2 has TCP port number")
         .unwrap();
     assert!(first_done < second_starts, "{stderr}");
 }

@@ -19,7 +19,10 @@ fn fixture_patient(name: &str) -> Patient {
 
 fn settings(system: &System) -> Settings {
     Settings {
-        quote_timeout: Duration::from_millis(500),
+        quote: medsim::client::Retries {
+            wait: Duration::from_millis(500),
+            attempts: 4,
+        },
         ..Settings::new(system.center.to_string())
     }
 }
@@ -51,7 +54,7 @@ fn two_patients_book_two_slots_and_pay_the_tables_costs() {
         (Some(2), Some("doc2"), Some(60))
     );
     assert_eq!(
-        system.book.holders(),
+        system.holders(),
         [(1, "patient1".to_owned()), (2, "patient2".to_owned())]
     );
     let captured = system.stop();
@@ -120,7 +123,7 @@ fn wrong_password_gets_failure_and_the_session_closes() {
         &Console::silent(),
     );
     assert_eq!(visit.outcome, Outcome::AuthFailed);
-    assert!(system.book.holders().is_empty());
+    assert!(system.holders().is_empty());
 }
 
 #[test]
@@ -190,7 +193,7 @@ fn two_hundred_patients_race_for_one_slot_and_exactly_one_wins() {
         let winners = answers.iter().filter(|a| **a == doc1).count();
         let losers = answers.iter().filter(|a| *a == "notavailable").count();
         assert_eq!((winners, losers), (1, 199), "round {round}: {answers:?}");
-        let holders = system.book.holders();
+        let holders = system.holders();
         assert_eq!(holders.len(), 1, "round {round}");
         assert_eq!(holders[0].0, 3);
     }
@@ -204,9 +207,9 @@ fn two_hundred_patients_against_six_slots_make_exactly_six_bookings() {
         let booked = answers.iter().filter(|a| a.starts_with("doc")).count();
         let refused = answers.iter().filter(|a| *a == "notavailable").count();
         assert_eq!((booked, refused), (6, 194), "round {round}");
-        let slots: Vec<u64> = system.book.holders().iter().map(|(s, _)| *s).collect();
+        let slots: Vec<u64> = system.holders().iter().map(|(s, _)| *s).collect();
         assert_eq!(slots, [1, 2, 3, 4, 5, 6], "round {round}: each slot once");
-        assert_eq!(system.center_handle.summary().bookings, 6);
+        assert_eq!(system.summary().bookings, 6);
     }
 }
 
@@ -240,7 +243,7 @@ fn classic_session(system: &System, frame: impl Fn(&str) -> Vec<u8>) {
         format!("doc2 {}", system.doctor("doc2").port())
     );
     assert!(c.closed());
-    assert_eq!(system.book.holders(), [(5, "patient1".to_owned())]);
+    assert_eq!(system.holders(), [(5, "patient1".to_owned())]);
 }
 
 #[test]
@@ -277,8 +280,10 @@ fn classic_slot_list_is_cut_to_fit_one_answer() {
 fn medsims_own_patient_speaks_classic_too() {
     let system = System::start();
     let mut s = Settings {
-        dialect: Dialect::Classic,
-        classic_buffer: Some(100),
+        framing: medsim::cli::Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: Some(100),
+        },
         ..settings(&system)
     };
     let visit = patient::visit(
@@ -329,7 +334,7 @@ fn nothing_is_listed_or_reserved_before_authentication() {
         c.ask("selection 1"),
         "error expected 'authenticate', got 'selection'"
     );
-    assert!(system.book.holders().is_empty());
+    assert!(system.holders().is_empty());
     // A failed login does not authenticate the session either.
     let mut c = Raw::connect(system.center);
     c.send(b"authenticate patient1 bad\navailable\n");

@@ -8,31 +8,23 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, ChildStderr, ChildStdout, Command, Stdio};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use medsim::center::{self, Center, Limits};
 use medsim::console::{Captured, Console};
 use medsim::data::{Fixtures, Slot, Source, Users};
-use medsim::doctor::{self, Doctor};
-use medsim::shutdown::Shutdown;
-use medsim::slots::{DEFAULT_LIST_CAP, SlotBook};
+use medsim::system::{self, CenterSummary, Limits};
 
 /// How long any test read waits before calling the server hung.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A center and every doctor of the built-in data, on ephemeral ports, with
-/// the slots pointing at the doctors' real ports.
+/// medsim's one in-process system (a center and every doctor of the
+/// built-in data on ephemeral ports), with its phase messages captured.
 pub struct System {
     pub center: SocketAddr,
     pub doctors: Vec<(String, SocketAddr)>,
-    pub book: SlotBook,
-    pub center_handle: Arc<Center>,
     pub captured: Captured,
-    pub shutdown: Shutdown,
-    threads: Vec<JoinHandle<()>>,
+    inner: system::System,
 }
 
 impl System {
@@ -48,72 +40,71 @@ impl System {
     }
 
     pub fn start_full(limits: Limits, slots: Option<Vec<Slot>>, users: Users) -> System {
+        System::start_custom(|options| {
+            options.users = users;
+            options.limits = limits;
+            if let Some(slots) = slots {
+                options.slots = system::Slots::Given(slots);
+            }
+        })
+    }
+
+    /// The built-in data's system, as `adjust` changes its options.
+    pub fn start_custom(adjust: impl FnOnce(&mut system::Options)) -> System {
         let fixtures = Fixtures::load(&Source::built_in()).unwrap();
-        let shutdown = Shutdown::new();
         let (console, captured) = Console::captured();
-        let mut threads = Vec::new();
-        let mut doctors = Vec::new();
-        for d in &fixtures.doctors {
-            let socket = doctor::bind(&d.name, "127.0.0.1:0").unwrap();
-            let addr = socket.local_addr().unwrap();
-            doctors.push((d.name.clone(), addr));
-            let server = Doctor::new(&d.name, d.fees.clone(), console.clone());
-            let shutdown = shutdown.clone();
-            threads.push(std::thread::spawn(move || {
-                server.serve(&socket, &shutdown).unwrap();
-            }));
-        }
-        let port_of = |name: &str| doctors.iter().find(|(n, _)| n == name).unwrap().1.port();
-        let slots: Vec<Slot> = slots
-            .unwrap_or(fixtures.slots.clone())
-            .into_iter()
-            .map(|s| Slot {
-                port: port_of(&s.doctor),
-                ..s
-            })
-            .collect();
-        let book = SlotBook::new(&slots, DEFAULT_LIST_CAP);
-        let listener = center::bind("127.0.0.1:0").unwrap();
-        let center_addr = listener.local_addr().unwrap();
-        let center = Arc::new(Center::new(users, book.clone(), limits, console));
-        {
-            let center = Arc::clone(&center);
-            let shutdown = shutdown.clone();
-            threads.push(std::thread::spawn(move || {
-                center.serve(listener, &shutdown).unwrap();
-            }));
-        }
+        let mut options = system::Options::from_fixtures(&fixtures);
+        options.console = console;
+        adjust(&mut options);
+        let inner = system::System::start(options).expect("the system starts on loopback");
         System {
-            center: center_addr,
-            doctors,
-            book,
-            center_handle: center,
+            center: inner.center(),
+            doctors: inner.doctors().to_vec(),
             captured,
-            shutdown,
-            threads,
+            inner,
         }
     }
 
     pub fn doctor(&self, name: &str) -> SocketAddr {
-        self.doctors.iter().find(|(n, _)| n == name).unwrap().1
+        self.inner.doctor(name).expect("a doctor of the data")
+    }
+
+    /// The center's table: every reserved slot and its holder.
+    pub fn holders(&self) -> Vec<(u64, String)> {
+        self.inner.holders()
+    }
+
+    pub fn summary(&self) -> CenterSummary {
+        self.inner.summary()
+    }
+
+    /// Waits (at most [`READ_TIMEOUT`]) until the center has no session
+    /// open; a session that never ends fails the test.
+    pub fn wait_for_sessions_to_end(&self) {
+        let deadline = Instant::now() + READ_TIMEOUT;
+        while self.inner.open_sessions() > 0 {
+            assert!(Instant::now() < deadline, "sessions never ended");
+            // A short nap, not a spin: the center needs the cores.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// The lowest free slot, as the center lists it.
+    pub fn first_free(&self) -> u64 {
+        let mut c = Raw::connect(self.center);
+        assert_eq!(c.ask("authenticate patient1 password111"), "success");
+        let list = c.ask("available");
+        list.split(' ')
+            .next()
+            .and_then(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("no free slot listed: {list:?}"))
     }
 
     /// Stops every server and waits for them; returns the captured output.
-    pub fn stop(mut self) -> Captured {
-        self.shutdown.trigger();
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-        self.captured.clone()
-    }
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+    pub fn stop(self) -> Captured {
+        let captured = self.captured.clone();
+        self.inner.stop().expect("every server stops cleanly");
+        captured
     }
 }
 
@@ -190,10 +181,27 @@ impl Raw {
         buf[..n].to_vec()
     }
 
-    /// True when the server has closed the connection (after any answer).
+    /// True when the server has closed the connection (after any answer
+    /// still unread); false when it is still open after [`READ_TIMEOUT`].
     pub fn closed(&mut self) -> bool {
-        let mut buf = [0u8; 64];
-        matches!(self.stream.read(&mut buf), Ok(0)) || self.stream.read(&mut buf).is_err()
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return false;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // A reset is a close too.
+                Err(_) => return true,
+            }
+        }
     }
 }
 
@@ -224,10 +232,11 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_medsim"))
 }
 
-/// A running `medsim` subcommand: killed and waited for on drop.
+/// A running `medsim` subcommand: killed and waited for on drop. Its
+/// stdout is read on a thread of its own, so waiting for a line is bounded.
 pub struct Running {
     pub child: Child,
-    pub stdout: BufReader<ChildStdout>,
+    lines: crossbeam_channel::Receiver<String>,
     stderr: Option<ChildStderr>,
     description: String,
 }
@@ -256,23 +265,41 @@ impl Running {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in stdout.lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         Running {
-            stdout: BufReader::new(child.stdout.take().unwrap()),
+            lines,
             stderr: child.stderr.take(),
             child,
             description,
         }
     }
 
-    /// The next stdout line (blocking until the process prints it or exits).
+    /// The next stdout line; a process that ends first, or prints nothing
+    /// for [`READ_TIMEOUT`], fails the test with its stderr.
     pub fn line(&mut self) -> String {
-        let mut line = String::new();
-        let n = self.stdout.read_line(&mut line).unwrap();
-        if n == 0 {
-            let stderr = self.stderr_text();
-            panic!("{} ended early; stderr: {stderr}", self.description);
+        match self.lines.recv_timeout(READ_TIMEOUT) {
+            Ok(line) => line.trim_end().to_owned(),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                let stderr = self.stderr_text();
+                panic!(
+                    "{} printed no line in {READ_TIMEOUT:?}; stderr: {stderr}",
+                    self.description
+                );
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                let stderr = self.stderr_text();
+                panic!("{} ended early; stderr: {stderr}", self.description);
+            }
         }
-        line.trim_end().to_owned()
     }
 
     pub fn stderr_text(&mut self) -> String {
@@ -296,13 +323,18 @@ impl Running {
     /// Waits for the process to end; returns its status, the rest of
     /// stdout and all of stderr.
     pub fn finish(mut self) -> (std::process::ExitStatus, String, String) {
-        let mut rest = String::new();
-        self.stdout.read_to_string(&mut rest).unwrap();
         let mut stderr = String::new();
         if let Some(mut e) = self.stderr.take() {
             e.read_to_string(&mut stderr).unwrap();
         }
-        (self.child.wait().unwrap(), rest, stderr)
+        let status = self.child.wait().unwrap();
+        // The reader thread ends with the process's stdout.
+        let rest: Vec<String> = self.lines.iter().collect();
+        let mut rest = rest.join("\n");
+        if !rest.is_empty() {
+            rest.push('\n');
+        }
+        (status, rest, stderr)
     }
 
     /// Sends `signal` and waits; see [`Running::finish`].
@@ -346,12 +378,26 @@ pub fn address_in(line: &str) -> SocketAddr {
     format!("{ip}:{port}").parse().unwrap()
 }
 
-/// Output of a finished command, with everything shown on failure.
+/// The exit code, stdout and stderr of a finished command (run through
+/// assert_cmd, so a run that cannot start names the command).
 pub fn output(cmd: &mut Command) -> (i32, String, String) {
-    let out = cmd.stdin(Stdio::null()).output().unwrap();
+    let out = assert_cmd::Command::from_std(std::mem::replace(cmd, Command::new("true")))
+        .write_stdin(Vec::new())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `medsim ARGS`, run to its end through assert_cmd: its `assert()` prints
+/// the command, status, stdout and stderr when an expectation fails.
+pub fn medsim(args: &[&str]) -> assert_cmd::assert::Assert {
+    assert_cmd::Command::new(env!("CARGO_BIN_EXE_medsim"))
+        .args(args)
+        .write_stdin(Vec::new())
+        .timeout(Duration::from_secs(120))
+        .assert()
 }

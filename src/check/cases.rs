@@ -1,138 +1,42 @@
-//! `medsim check`: named conformance and race cases run against a live
-//! system (medsim's own or any other implementation of PROTOCOL.md), each
-//! reported PASS, FAIL or SKIP with its evidence: what was sent and what
-//! came back.
-//!
-//! This module owns the cases, their order, the slots they need, and the
-//! report. The cases hold the center to PROTOCOL.md's exact words (a
-//! capitalised `Success` fails here, though medsim's patient tolerates it).
-//! Connections and framing are the patient's ([`CenterLink`]); the doctors
-//! are asked over plain UDP here, since a case wants to see a wrong answer
-//! rather than retry past it.
+//! The cases of `medsim check`, in the order they run, and the
+//! conversation each opens with the center: what is sent and received is
+//! kept as the case's evidence.
 
-use std::collections::BTreeMap;
-use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context as _;
+use super::{CaseResult, Config, DoctorTarget, Findings, UNKNOWN_PLAN, Verdict};
+use crate::client::{self, Closing, DoctorLink, DoctorReply, Retries};
+use crate::net;
+use crate::protocol::{self, Dialect, strict_assignment, strict_listing, words};
 
-use crate::data::{Fixtures, Patient, Source};
-use crate::patient::{CenterLink, Framing, NoAnswer};
-use crate::protocol::{self, Dialect, words};
-
-/// A plan no doctor should know.
-pub const UNKNOWN_PLAN: &str = "medsim-check-no-such-plan";
 /// An index no center should have.
 const MISSING_INDEX: u64 = 999_999_999;
 /// How long a closed-after-failure connection may take to close.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// How a case ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    /// Not run: what it needs is not there (e.g. no free slot left).
-    Skip,
-}
-
-impl std::fmt::Display for Verdict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Verdict::Pass => "PASS",
-            Verdict::Fail => "FAIL",
-            Verdict::Skip => "SKIP",
-        })
-    }
-}
-
-/// One case's result.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct CaseResult {
-    pub name: String,
-    pub verdict: Verdict,
-    /// What was sent and what came back, or why it was skipped.
-    pub evidence: String,
-}
-
-/// What to check, and how to reach it.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub center: SocketAddr,
-    /// The host the center's `DOCTOR PORT` answers refer to.
-    pub doctor_host: String,
-    pub dialect: Dialect,
-    pub classic_buffer: Option<usize>,
-    pub username: String,
-    pub password: String,
-    /// The plan the doctors are asked about.
-    pub plan: String,
-    /// Clients racing for one slot.
-    pub race: usize,
-    /// How long to wait for each answer.
-    pub timeout: Duration,
-    /// The doctors to ask, by name, and the cost each should quote for
-    /// `plan` when the data says.
-    pub doctors: Vec<DoctorTarget>,
-}
-
-/// A doctor the checker asks for quotes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DoctorTarget {
-    pub name: String,
-    pub addr: SocketAddr,
-    /// The cost its table gives for the plan, when known.
-    pub expected: Option<u64>,
-}
-
-/// Slots the cases reserve, by case: the checker needs no more free slots
-/// than these add up to.
-pub const RESERVES: [(&str, usize); 2] = [("booking", 1), ("race", 1)];
-
-/// Everything a check found.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Findings {
-    /// Free slots the center listed before any case reserved one.
-    pub listed_free: usize,
-    pub cases: Vec<CaseResult>,
-}
-
-impl Findings {
-    pub fn count(&self, verdict: Verdict) -> usize {
-        self.cases.iter().filter(|c| c.verdict == verdict).count()
-    }
-}
-
 /// One conversation with the center, in the configured dialect.
-struct Conversation {
-    link: CenterLink,
+pub(super) struct Conversation {
+    link: client::Conversation,
     /// What was sent and received so far, for evidence.
     log: Vec<String>,
 }
 
 impl Conversation {
-    fn open(config: &Config) -> Result<Conversation, String> {
-        CenterLink::connect(
-            config.center,
-            config.dialect,
-            config.classic_buffer,
-            config.timeout,
-        )
-        .map(|link| Conversation {
-            link,
-            log: Vec::new(),
-        })
-        .map_err(|e| format!("cannot connect to {}: {e}", config.center))
+    pub(super) fn open(config: &Config) -> Result<Conversation, String> {
+        client::Conversation::connect(config.center, config.framing, config.timeout)
+            .map(|link| Conversation {
+                link,
+                log: Vec::new(),
+            })
+            .map_err(|e| format!("cannot connect to {}: {e}", config.center))
     }
 
     /// Sends `text` framed, and returns the answer (or why none came).
     fn ask(&mut self, text: &str) -> Result<String, String> {
         self.log.push(format!("sent '{}'", shown(text)));
-        if let Err(e) = self.link.send_text(text) {
+        if let Err(e) = self.link.send(text) {
             self.log.push(format!("send failed: {e}"));
             return Err(self.evidence());
         }
@@ -142,7 +46,7 @@ impl Conversation {
     /// Sends raw bytes, unframed, and returns the answer.
     fn ask_bytes(&mut self, what: &str, bytes: &[u8]) -> Result<String, String> {
         self.log.push(format!("sent {what}"));
-        if let Err(e) = self.link.send_bytes(bytes) {
+        if let Err(e) = self.link.send_raw(bytes) {
             self.log.push(format!("send failed: {e}"));
             return Err(self.evidence());
         }
@@ -150,13 +54,13 @@ impl Conversation {
     }
 
     fn receive(&mut self) -> Result<String, String> {
-        match self.link.answer() {
+        match self.link.receive() {
             Ok(answer) => {
                 self.log.push(format!("got '{}'", quote(&answer)));
                 Ok(answer)
             }
             Err(why) => {
-                self.log.push(describe(&why));
+                self.log.push(why.to_string());
                 Err(self.evidence())
             }
         }
@@ -191,19 +95,7 @@ impl Conversation {
 
     /// Waits for the center to close; true if it did within [`CLOSE_WAIT`].
     fn closes(&mut self) -> bool {
-        if self.link.set_answer_timeout(CLOSE_WAIT).is_err() {
-            return false;
-        }
-        let started = Instant::now();
-        while started.elapsed() < CLOSE_WAIT {
-            match self.link.answer() {
-                Err(NoAnswer::Closed | NoAnswer::Failed(_)) => return true,
-                Err(NoAnswer::TimedOut) => return false,
-                // A stray answer: keep waiting for the close.
-                Ok(_) | Err(NoAnswer::TooLong) => {}
-            }
-        }
-        false
+        self.link.wait_for_close(CLOSE_WAIT) == Closing::Closed
     }
 
     /// Everything sent and received: the evidence of a failure.
@@ -217,52 +109,14 @@ impl Conversation {
     }
 }
 
-fn describe(why: &NoAnswer) -> String {
-    match why {
-        NoAnswer::Closed => "the center closed the connection without answering".into(),
-        NoAnswer::TimedOut => "no answer in time".into(),
-        NoAnswer::TooLong => "an answer too long to be one".into(),
-        NoAnswer::Failed(e) => format!("reading failed: {e}"),
-    }
-}
-
 /// Text as evidence shows it: passwords masked, long text shortened.
-fn shown(text: &str) -> String {
+pub(super) fn shown(text: &str) -> String {
     quote(&crate::trace::mask_password(text))
 }
 
 /// Peer text as evidence quotes it: one line, long enough to read.
 fn quote(text: &str) -> String {
     protocol::shorten_to(text, 48)
-}
-
-/// PROTOCOL.md's list exactly: `INDEX DAY TIME` triples separated by single
-/// spaces, indexes positive and rising. Returns the indexes.
-fn strict_listing(answer: &str) -> Result<Vec<u64>, String> {
-    let words: Vec<&str> = answer.split(' ').collect();
-    if words.iter().any(|w| w.is_empty()) || !words.len().is_multiple_of(3) {
-        return Err(format!(
-            "expected 'INDEX DAY TIME' triples separated by single spaces ({} words)",
-            words.len()
-        ));
-    }
-    let mut indexes = Vec::with_capacity(words.len() / 3);
-    for triple in words.chunks_exact(3) {
-        let index = protocol::parse_index(triple[0])
-            .map_err(|_| format!("'{}' is not a slot index", quote(triple[0])))?;
-        if indexes.last().is_some_and(|&last| last >= index) {
-            return Err(format!("index {index} is out of order"));
-        }
-        indexes.push(index);
-    }
-    Ok(indexes)
-}
-
-/// `DOCTOR PORT` exactly; returns both.
-fn strict_assignment(answer: &str) -> Option<(String, u16)> {
-    let (doctor, port) = answer.split_once(' ')?;
-    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
-    (!doctor.is_empty() && !doctor.contains(' ')).then(|| (doctor.to_owned(), port))
 }
 
 /// Collects results as the cases run.
@@ -638,7 +492,7 @@ fn malformed_messages(dialect: Dialect) -> Vec<Malformed> {
 fn malformed(run: &mut Run) {
     let config = run.config;
     let login = format!("authenticate {} {}", config.username, config.password);
-    for case in malformed_messages(config.dialect) {
+    for case in malformed_messages(config.framing.dialect) {
         let outcome = Conversation::open(config).and_then(|mut c| {
             match case.after {
                 Stage::Connected => {}
@@ -676,7 +530,7 @@ fn doctors(run: &mut Run, booked: Option<&(u64, String, u16)>) {
     // The doctor the center assigned is asked too, at the port it gave.
     if let Some((_, name, port)) = booked
         && !targets.iter().any(|t| &t.name == name)
-        && let Ok(addr) = crate::resolve(&crate::doctor::host_port(&config.doctor_host, *port))
+        && let Ok(addr) = net::resolve(&net::host_port(&config.doctor_host, *port))
     {
         targets.push(DoctorTarget {
             name: name.clone(),
@@ -732,257 +586,17 @@ fn doctors(run: &mut Run, booked: Option<&(u64, String, u16)>) {
 
 /// Sends `plan` up to three times; the first answer, cut at its NUL or
 /// final newline, or `None` after silence.
-fn ask_doctor(config: &Config, doctor: SocketAddr, plan: &str) -> io::Result<Option<String>> {
-    let socket = crate::connected_udp(doctor)?;
-    let request = match config.dialect {
-        Dialect::Line => protocol::encode(Dialect::Line, plan),
-        Dialect::Classic => protocol::encode_classic_request(plan, config.classic_buffer),
+fn ask_doctor(config: &Config, doctor: SocketAddr, plan: &str) -> std::io::Result<Option<String>> {
+    let retries = Retries {
+        wait: (config.timeout / 3).max(Duration::from_millis(100)),
+        attempts: 3,
     };
-    let wait = (config.timeout / 3).max(Duration::from_millis(100));
-    socket.set_read_timeout(Some(wait))?;
-    let mut buf = [0u8; 2048];
-    for _ in 0..3 {
-        // A refused send is a lost datagram; the next try covers it.
-        let _ = socket.send(&request);
-        match socket.recv(&mut buf) {
-            Ok(n) => {
-                let text = match protocol::decode_datagram(&buf[..n], buf.len()) {
-                    Ok((text, _)) => text.to_owned(),
-                    Err(e) => format!("(undecodable: {e})"),
-                };
-                return Ok(Some(text));
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::ConnectionRefused
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                if e.kind() == io::ErrorKind::ConnectionRefused {
-                    std::thread::sleep(wait);
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
-}
-
-/// Formats the findings for people: the slots note, one line per case,
-/// then the summary.
-pub fn render(config: &Config, findings: &Findings) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "medsim check: center {} ({} dialect), user {}, doctors at {}",
-        config.center, config.dialect, config.username, config.doctor_host
-    );
-    let needed: usize = RESERVES.iter().map(|(_, n)| n).sum();
-    let _ = writeln!(
-        out,
-        "slots: the cases reserve {needed} ({}); the center listed {} free",
-        RESERVES
-            .iter()
-            .map(|(case, n)| format!("{case} {n}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        findings.listed_free
-    );
-    let width = findings
-        .cases
-        .iter()
-        .map(|c| c.name.len())
-        .max()
-        .unwrap_or(0);
-    for case in &findings.cases {
-        let _ = writeln!(
-            out,
-            "{} {:<width$}  {}",
-            case.verdict, case.name, case.evidence
-        );
-    }
-    let _ = writeln!(
-        out,
-        "summary: {} passed, {} failed, {} skipped",
-        findings.count(Verdict::Pass),
-        findings.count(Verdict::Fail),
-        findings.count(Verdict::Skip)
-    );
-    out
-}
-
-/// Check a running system against the protocol: authentication, the
-/// list's format, booking, a taken slot, a race for one slot, malformed
-/// input, and each doctor's quotes. Exits 1 if any case fails.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The center's address.
-    #[arg(long, default_value = "127.0.0.1:21720", value_name = "ADDR")]
-    pub center: String,
-    /// Host the center's `DOCTOR PORT` refers to, and where the doctors
-    /// are asked [default: the center's host].
-    #[arg(long, value_name = "HOST")]
-    pub doctor_host: Option<String>,
-    #[command(flatten)]
-    pub framing: Framing,
-    /// User to log in as [default: patient1 of the data].
-    #[arg(long, value_name = "U", requires = "password")]
-    pub user: Option<String>,
-    /// Password for --user.
-    #[arg(long, value_name = "P", requires = "user")]
-    pub password: Option<String>,
-    /// Plan to ask the doctors about [default: the user's plan in the data,
-    /// or insurance1].
-    #[arg(long, value_name = "PLAN")]
-    pub plan: Option<String>,
-    /// Clients racing for one slot.
-    #[arg(long, default_value_t = 50, value_name = "K")]
-    pub race: usize,
-    /// A doctor to ask, NAME=PORT at the doctor host or NAME=HOST:PORT
-    /// (repeatable) [default: every doctor of the data, at its port].
-    #[arg(long = "doctor", value_name = "NAME=ADDR")]
-    pub doctors: Vec<String>,
-    /// Directory of data files: the default user, the doctors and their
-    /// fee tables [default: the built-in copies of fixtures/].
-    #[arg(long, value_name = "DIR")]
-    pub fixtures: Option<PathBuf>,
-    /// Seconds to wait for each answer.
-    #[arg(long, default_value_t = 5.0, value_name = "SECS")]
-    pub timeout: f64,
-    /// Print the findings as one JSON document.
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl Args {
-    /// The configuration these flags describe.
-    ///
-    /// # Errors
-    ///
-    /// Bad data files, an address that does not resolve, a malformed
-    /// `--doctor`.
-    pub fn config(&self) -> anyhow::Result<Config> {
-        let source = Source::from_option(self.fixtures.as_deref());
-        let fixtures = Fixtures::load(&source)?;
-        let center = crate::resolve(&self.center)?;
-        let doctor_host = self
-            .doctor_host
-            .clone()
-            .unwrap_or_else(|| center.ip().to_string());
-        let (username, password, data_plan) = match (&self.user, &self.password) {
-            (Some(user), Some(password)) => (
-                user.clone(),
-                password.clone(),
-                Patient::load(&source, user).ok().map(|p| p.plan),
-            ),
-            _ => {
-                let p = Patient::load(&source, "patient1")?;
-                (p.username, p.password, Some(p.plan))
-            }
-        };
-        let plan = self
-            .plan
-            .clone()
-            .or(data_plan)
-            .unwrap_or_else(|| "insurance1".into());
-        let mut ports: BTreeMap<String, String> = fixtures
-            .doctors
-            .iter()
-            .map(|d| (d.name.clone(), d.port.to_string()))
-            .collect();
-        if !self.doctors.is_empty() {
-            ports.clear();
-        }
-        for spec in &self.doctors {
-            let (name, addr) = spec
-                .split_once('=')
-                .with_context(|| format!("--doctor '{spec}' is not NAME=PORT or NAME=HOST:PORT"))?;
-            ports.insert(name.to_owned(), addr.to_owned());
-        }
-        let mut doctors = Vec::new();
-        for (name, addr) in ports {
-            let addr = if addr.bytes().all(|b| b.is_ascii_digit()) {
-                let port: u16 = addr
-                    .parse()
-                    .with_context(|| format!("doctor {name}: '{addr}' is not a port"))?;
-                crate::doctor::host_port(&doctor_host, port)
-            } else {
-                addr
-            };
-            doctors.push(DoctorTarget {
-                expected: fixtures.doctor(&name).and_then(|d| d.fees.cost(&plan)),
-                addr: crate::resolve(&addr).with_context(|| format!("doctor {name}"))?,
-                name,
-            });
-        }
-        anyhow::ensure!(self.race >= 2, "--race needs at least 2 clients");
-        Ok(Config {
-            center,
-            doctor_host,
-            dialect: self.framing.dialect,
-            classic_buffer: self.framing.classic_buffer,
-            username,
-            password,
-            plan,
-            race: self.race,
-            timeout: crate::seconds("--timeout", self.timeout)?,
-            doctors,
-        })
-    }
-}
-
-/// The `check` subcommand: 0 when no case failed, 1 otherwise.
-///
-/// # Errors
-///
-/// Bad flags or data files.
-pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let config = args.config()?;
-    let findings = check(&config);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&findings)?);
-    } else {
-        print!("{}", render(&config, &findings));
-    }
-    Ok(if findings.count(Verdict::Fail) == 0 {
-        0
-    } else {
-        1
+    let quoted =
+        DoctorLink::open(doctor)?.quote(plan, config.framing, retries, None, &mut || {})?;
+    Ok(match quoted.reply {
+        DoctorReply::Text(text) => Some(text),
+        DoctorReply::Empty => Some(String::new()),
+        DoctorReply::Undecodable(e) => Some(format!("(undecodable: {e})")),
+        DoctorReply::Silent => None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_list_must_be_exact() {
-        assert_eq!(strict_listing("1 Tue 01pm 2 Mon 03pm"), Ok(vec![1, 2]));
-        assert!(strict_listing("1 Tue 01pm  2 Mon 03pm").is_err());
-        assert!(strict_listing("1 Tue 01pm 2 Mon").is_err());
-        assert!(strict_listing("2 Tue 01pm 1 Mon 03pm").is_err());
-        assert!(strict_listing("x Tue 01pm").is_err());
-        assert!(strict_listing("").is_err());
-    }
-
-    #[test]
-    fn the_assignment_must_be_doctor_and_port() {
-        assert_eq!(
-            strict_assignment("doc1 41720"),
-            Some(("doc1".into(), 41720))
-        );
-        assert_eq!(strict_assignment("41720"), None);
-        assert_eq!(strict_assignment("doc1 0"), None);
-        assert_eq!(strict_assignment("doc1  41720"), None);
-    }
-
-    #[test]
-    fn evidence_masks_the_password() {
-        assert_eq!(shown("authenticate u secret"), "authenticate u ***");
-        assert_eq!(shown("available"), "available");
-    }
 }

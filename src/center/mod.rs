@@ -3,28 +3,33 @@
 //! center").
 //!
 //! This module owns the accept loop and its limits (concurrent sessions,
-//! `error busy`, accept errors such as running out of descriptors), one
-//! session's state machine with its deadlines, the phase messages, and the
-//! `center` subcommand. The slot table is `slots.rs`'s, framing and parsing
+//! `error busy`, accept errors such as running out of descriptors), the
+//! counters, and the `center` subcommand. One session's state machine is
+//! [`session`]'s; the slot table is `slots.rs`'s, framing and parsing
 //! `protocol.rs`'s.
 
-use std::io::{self, Read, Write};
+mod session;
+
+pub use session::Link;
+
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use crossbeam_channel::RecvTimeoutError;
 use parking_lot::Mutex;
 
-use crate::console::{Console, Transcript};
-use crate::data::{Fixtures, Source, Users};
+use crate::cli;
+use crate::console::Console;
+use crate::data::{Fixtures, Users};
 use crate::ledger::Ledger;
-use crate::protocol::{self, Decoder, Dialect, MIN_MESSAGE_LIMIT, ProtocolError, Request, words};
+use crate::net;
+use crate::protocol::{MIN_MESSAGE_LIMIT, words};
 use crate::shutdown::Shutdown;
-use crate::slots::{DEFAULT_LIST_CAP, Reservation, SlotBook};
+use crate::slots::{DEFAULT_LIST_CAP, SlotBook};
 
 /// The center's limits; each has a flag and a documented default.
 #[derive(Debug, Clone)]
@@ -70,7 +75,7 @@ const LOG_INTERVAL: Duration = Duration::from_secs(1);
 const READ_CHUNK: usize = 4096;
 
 /// Counts kept while serving, returned by [`Center::serve`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub sessions: u64,
     pub bookings: u64,
@@ -332,24 +337,10 @@ impl Center {
     }
 
     fn run_session(&self, stream: TcpStream, peer: SocketAddr, shutdown: &Shutdown) {
-        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         // A peer that stops reading must not hold the thread forever.
         let _ = stream.set_write_timeout(Some(self.limits.idle_timeout));
-        let mut session = Session {
-            center: self,
-            stream,
-            peer,
-            decoder: Decoder::new(self.limits.message_limit),
-            deadline: Instant::now() + self.limits.idle_timeout,
-            drain_deadline: None,
-            read_timeout: None,
-            shutdown,
-            transcript: self.console.transcript(),
-            out: Vec::new(),
-            user: None,
-        };
-        session.run();
+        self.serve_session(stream, peer, shutdown);
     }
 }
 
@@ -425,347 +416,6 @@ fn skipped_note(skipped: u64) -> String {
     }
 }
 
-/// Where to connect to reach a listener bound to `addr`.
-pub fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
-    let mut addr = addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    addr
-}
-
-/// What waiting for the next message ended with.
-enum Incoming {
-    Message(String),
-    Closed,
-    TimedOut,
-    /// The drain after shutdown ran out before the next message.
-    ShuttingDown,
-    Bad(ProtocolError),
-    Failed(io::Error),
-}
-
-/// Where a session stands: what it may send next.
-enum Stage {
-    Unauthenticated,
-    Authenticated(String),
-    Listed(String),
-}
-
-impl Stage {
-    fn expects(&self) -> &'static str {
-        match self {
-            Stage::Unauthenticated => "authenticate",
-            Stage::Authenticated(_) => "available",
-            Stage::Listed(_) => "selection",
-        }
-    }
-}
-
-struct Session<'a> {
-    center: &'a Center,
-    stream: TcpStream,
-    peer: SocketAddr,
-    decoder: Decoder,
-    /// When the next whole message must have arrived. It moves only when an
-    /// answer is sent, so trickling bytes does not keep a session alive.
-    deadline: Instant,
-    /// Set once the session notices shutdown.
-    drain_deadline: Option<Instant>,
-    read_timeout: Option<Duration>,
-    shutdown: &'a Shutdown,
-    transcript: Transcript<'a>,
-    /// The framed answer, reused across the session's answers.
-    out: Vec<u8>,
-    user: Option<String>,
-}
-
-impl Session<'_> {
-    fn run(&mut self) {
-        let mut stage = Stage::Unauthenticated;
-        loop {
-            let text = match self.next_message() {
-                Incoming::Message(text) => text,
-                Incoming::Closed => return,
-                Incoming::TimedOut => {
-                    let reason = format!(
-                        "no whole message within {}s; disconnecting",
-                        self.center.limits.idle_timeout.as_secs_f64()
-                    );
-                    return self.refuse(&reason);
-                }
-                Incoming::ShuttingDown => return self.refuse("the center is shutting down"),
-                Incoming::Bad(e) => return self.refuse(&e.to_string()),
-                Incoming::Failed(e) => {
-                    return self.log(format_args!("connection failed: {e}"));
-                }
-            };
-            let request = match Request::parse(&text) {
-                Ok(request) => request,
-                Err(e) => return self.refuse(&e.to_string()),
-            };
-            stage = match (stage, request) {
-                (Stage::Unauthenticated, Request::Authenticate { username, password }) => {
-                    match self.authenticate(username, &password) {
-                        Some(user) => Stage::Authenticated(user),
-                        None => return,
-                    }
-                }
-                (Stage::Authenticated(user), Request::Available) => match self.list(&user) {
-                    true => Stage::Listed(user),
-                    false => return,
-                },
-                (Stage::Listed(user), Request::Selection(index)) => {
-                    return self.select(&user, index);
-                }
-                (stage, request) => {
-                    let e = ProtocolError::OutOfOrder {
-                        expected: stage.expects(),
-                        got: request.command(),
-                    };
-                    return self.refuse(&e.to_string());
-                }
-            };
-        }
-    }
-
-    /// Phase 1. Returns the user on success.
-    fn authenticate(&mut self, username: String, password: &str) -> Option<String> {
-        let shown = if self.center.show_passwords {
-            format!(" and password {password}")
-        } else {
-            String::new()
-        };
-        self.transcript.line(format_args!(
-            "Phase 1: The Health Center Server has received request from a patient with username {username}{shown}."
-        ));
-        let ok = self.center.users.check(&username, password);
-        let answer = if ok { words::SUCCESS } else { words::FAILURE };
-        self.transcript.line(format_args!(
-            "Phase 1: The Health Center Server sends the response {answer} to patient with username {username}."
-        ));
-        self.user = Some(username.clone());
-        let sent = self.answer(answer);
-        (ok && sent).then_some(username)
-    }
-
-    /// Phase 2, the list. Returns whether the session goes on.
-    fn list(&mut self, user: &str) -> bool {
-        self.transcript.line(format_args!(
-            "Phase 2: The Health Center Server, receives a request for available time slots from patients with port number {} and IP address {}.",
-            self.peer.port(),
-            self.peer.ip()
-        ));
-        let free = self.center.book.free_list();
-        if free.is_empty() {
-            self.transcript.line(format_args!(
-                "Phase 2: The Health Center Server has no available time slots for patient with username {user}."
-            ));
-            self.answer(words::NOT_AVAILABLE);
-            return false;
-        }
-        self.transcript.line(format_args!(
-            "Phase 2: The Health Center Server sends available time slots to patient with username {user}."
-        ));
-        let text = match self.dialect() {
-            Dialect::Line => &free.line,
-            Dialect::Classic => &free.classic,
-        };
-        self.answer(text)
-    }
-
-    /// Phase 2, the reservation; the session ends after it.
-    fn select(&mut self, user: &str, index: u64) {
-        self.transcript.line(format_args!(
-            "Phase 2: The Health Center Server receives a request for appointment {index} from patient with port number {} and username {user}.",
-            self.peer.port()
-        ));
-        match self.center.book.reserve(index, user) {
-            Reservation::Booked { doctor, port } => {
-                if let Some(ledger) = &self.center.ledger
-                    && let Err(e) = ledger.record_booking(index, user)
-                {
-                    // Not durable, so not confirmed: the slot stays free.
-                    self.center.book.cancel(index, user);
-                    self.log(format_args!("recording slot {index} in the ledger: {e}"));
-                    return self.refuse("the reservation could not be recorded; try again");
-                }
-                if self.answer(&format!("{doctor} {port}")) {
-                    self.center
-                        .counters
-                        .bookings
-                        .fetch_add(1, Ordering::Relaxed);
-                    self.transcript.line(format_args!(
-                        "Phase 2: The Health Center Server confirms the following appointment {index} to patient with username {user}."
-                    ));
-                } else {
-                    self.undo(index, user);
-                }
-            }
-            Reservation::Taken => {
-                self.transcript.line(format_args!(
-                    "Phase 2: The Health Center Server rejects the following appointment {index} to patient with username {user}."
-                ));
-                self.answer(words::NOT_AVAILABLE);
-            }
-            Reservation::NoSuchSlot => self.refuse(&format!("no slot has index {index}")),
-        }
-    }
-
-    /// The patient never learned of its reservation: free the slot. The
-    /// cancel is journalled first, so the journal never shows a slot given
-    /// to a second patient before the first one's cancel.
-    fn undo(&mut self, index: u64, user: &str) {
-        if let Some(ledger) = &self.center.ledger
-            && let Err(e) = ledger.record_cancel(index, user)
-        {
-            return self.log(format_args!(
-                "the answer for slot {index} could not be sent, and its cancel could not be recorded ({e}); the slot stays reserved"
-            ));
-        }
-        self.center.book.cancel(index, user);
-        self.log(format_args!(
-            "the answer for slot {index} could not be sent; reservation cancelled"
-        ));
-    }
-
-    fn dialect(&self) -> Dialect {
-        self.decoder.dialect().unwrap_or(Dialect::Line)
-    }
-
-    /// Sends one answer in the session's dialect. Returns whether it went.
-    fn answer(&mut self, text: &str) -> bool {
-        let mut bytes = std::mem::take(&mut self.out);
-        bytes.clear();
-        protocol::encode_into(self.dialect(), text, &mut bytes);
-        let sent = self.stream.write_all(&bytes);
-        self.out = bytes;
-        self.transcript.exchange_done();
-        self.deadline = Instant::now() + self.center.limits.idle_timeout;
-        match sent {
-            Ok(()) => true,
-            Err(e) => {
-                self.log(format_args!("could not answer: {e}"));
-                false
-            }
-        }
-    }
-
-    /// Answers `error REASON`, logs it, and (by returning) ends the session.
-    fn refuse(&mut self, reason: &str) {
-        self.center.counters.errors.fetch_add(1, Ordering::Relaxed);
-        self.log(format_args!("error {reason}"));
-        self.answer(&format!("error {reason}"));
-    }
-
-    fn log(&self, what: std::fmt::Arguments<'_>) {
-        let user = self.user.as_deref().unwrap_or("not authenticated");
-        self.center
-            .console
-            .diagnostic(format_args!("center: {} ({user}): {what}", self.peer));
-    }
-
-    fn next_message(&mut self) -> Incoming {
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut last_arrival = Instant::now();
-        loop {
-            match self.decoder.next_message() {
-                Ok(Some(text)) => return Incoming::Message(text),
-                Ok(None) => {}
-                Err(e) => return Incoming::Bad(e),
-            }
-            let now = Instant::now();
-            if self.drain_deadline.is_none()
-                && let Some(stopped) = self.shutdown.triggered_at()
-            {
-                self.drain_deadline = Some(stopped + self.center.limits.drain_timeout);
-            }
-            let deadline = self
-                .drain_deadline
-                .map_or(self.deadline, |d| d.min(self.deadline));
-            if self.decoder.awaits_grace() && now >= last_arrival + self.center.limits.grace {
-                match self.decoder.end_of_grace() {
-                    Ok(Some(text)) => return Incoming::Message(text),
-                    Ok(None) => {}
-                    Err(e) => return Incoming::Bad(e),
-                }
-                continue;
-            }
-            if now >= deadline {
-                return match self.drain_deadline {
-                    Some(drain) if drain < self.deadline => Incoming::ShuttingDown,
-                    _ => Incoming::TimedOut,
-                };
-            }
-            let mut wait = (deadline - now).min(SHUTDOWN_POLL);
-            if self.decoder.awaits_grace() {
-                wait = wait
-                    .min((last_arrival + self.center.limits.grace).saturating_duration_since(now));
-            }
-            if let Err(e) = self.set_read_timeout(wait.max(Duration::from_millis(1))) {
-                return Incoming::Failed(e);
-            }
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return Incoming::Closed,
-                Ok(n) => {
-                    self.decoder.feed(&chunk[..n]);
-                    last_arrival = Instant::now();
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                Err(e) => return Incoming::Failed(e),
-            }
-        }
-    }
-
-    /// Sets the read timeout only when it changes, to spare a syscall per read.
-    fn set_read_timeout(&mut self, wait: Duration) -> io::Result<()> {
-        // Round to whole milliseconds so nearby deadlines share a setting.
-        let wait = Duration::from_millis(wait.as_millis().max(1) as u64);
-        if self.read_timeout != Some(wait) {
-            self.stream.set_read_timeout(Some(wait))?;
-            self.read_timeout = Some(wait);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Session<'_> {
-    fn drop(&mut self) {
-        self.transcript.flush();
-    }
-}
-
-/// Binds a TCP listener with a backlog deep enough for bursts of patients
-/// (std's is 128) and `SO_REUSEADDR`, so a restarted center gets its port
-/// back while old connections sit in TIME_WAIT.
-///
-/// # Errors
-///
-/// The address does not resolve, or binding it fails (in use, no rights).
-pub fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let resolved = crate::resolve(addr)?;
-    let socket = Socket::new(Domain::for_address(resolved), Type::STREAM, None)
-        .with_context(|| format!("creating a socket for the center on {addr}"))?;
-    socket.set_reuse_address(true)?;
-    socket
-        .bind(&resolved.into())
-        .with_context(|| format!("binding the center on {addr}"))?;
-    socket
-        .listen(1024)
-        .with_context(|| format!("listening on {addr}"))?;
-    Ok(socket.into())
-}
-
 fn parse_message_limit(text: &str) -> Result<usize, String> {
     let limit: usize = text.parse().map_err(|e| format!("{e}"))?;
     if limit < MIN_MESSAGE_LIMIT {
@@ -784,10 +434,8 @@ pub struct Args {
     /// printed names the address actually bound.
     #[arg(long, default_value = "127.0.0.1:21720", value_name = "ADDR")]
     pub listen: String,
-    /// Directory holding users.txt, availabilities.txt and DOCTOR.txt
-    /// [default: the built-in copies of fixtures/].
-    #[arg(long, value_name = "DIR")]
-    pub fixtures: Option<PathBuf>,
+    #[command(flatten)]
+    pub fixtures: cli::Fixtures,
     /// Print no phase messages (the bound address is still printed first).
     #[arg(long)]
     pub quiet: bool,
@@ -801,10 +449,10 @@ pub struct Args {
     /// `error message too long`.
     #[arg(long, default_value_t = Limits::default().message_limit, value_parser = parse_message_limit, value_name = "BYTES")]
     pub max_message: usize,
-    /// Seconds a session may take to send each whole message before it is
-    /// told `error ...` and dropped.
-    #[arg(long, default_value_t = Limits::default().idle_timeout.as_secs_f64(), value_name = "SECS")]
-    pub idle_timeout: f64,
+    /// Time a session may take to send each whole message before it is
+    /// told `error ...` and dropped (e.g. 30s, 500ms).
+    #[arg(long, default_value = "30s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Duration,
     /// Sessions served at once; past it a new connection gets `error busy`.
     #[arg(long, default_value_t = Limits::default().max_sessions, value_name = "N")]
     pub max_sessions: usize,
@@ -813,20 +461,20 @@ pub struct Args {
     /// Without it, reservations live as long as the process.
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
-    /// Seconds sessions in flight may run on after SIGINT or SIGTERM.
-    #[arg(long, default_value_t = Limits::default().drain_timeout.as_secs_f64(), value_name = "SECS")]
-    pub drain_timeout: f64,
+    /// Time sessions in flight may run on after SIGINT or SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Duration,
 }
 
 impl Args {
-    fn limits(&self) -> anyhow::Result<Limits> {
-        Ok(Limits {
+    fn limits(&self) -> Limits {
+        Limits {
             message_limit: self.max_message,
-            idle_timeout: crate::seconds("--idle-timeout", self.idle_timeout)?,
+            idle_timeout: self.idle_timeout,
             max_sessions: self.max_sessions.max(1),
-            drain_timeout: crate::seconds("--drain-timeout", self.drain_timeout)?,
+            drain_timeout: self.drain_timeout,
             ..Limits::default()
-        })
+        }
     }
 }
 
@@ -836,8 +484,8 @@ impl Args {
 ///
 /// Bad data files, a bad flag, or an address that cannot be bound.
 pub fn run(args: &Args) -> anyhow::Result<()> {
-    let fixtures = Fixtures::load(&Source::from_option(args.fixtures.as_deref()))?;
-    let limits = args.limits()?;
+    let fixtures = Fixtures::load(&args.fixtures.source())?;
+    let limits = args.limits();
     let console = Console::standard(args.quiet);
     let book = SlotBook::new(&fixtures.slots, args.list_cap);
     let mut center = Center::new(fixtures.users, book.clone(), limits, console.clone())
@@ -857,7 +505,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         ));
         center = center.with_ledger(ledger);
     }
-    let listener = bind(&args.listen)?;
+    let listener = net::bind_tcp("the center", &args.listen)?;
     let local = listener.local_addr()?;
     let shutdown = Shutdown::new();
     shutdown.stop_on_signals()?;

@@ -1,0 +1,555 @@
+//! `medsim bench`: how fast the center and the doctors are, measured against
+//! a floor in the same run, and how simulate's cost grows with N.
+//!
+//! This module owns the cases, their pairing and the report's shape (a
+//! table on stdout, the same as JSON in a file); the load generator is
+//! [`load`]'s, the floors [`floor`]'s (servers that answer the same
+//! exchanges with fixed bytes), the table [`report`]'s. Absolute figures
+//! drift on a shared machine, so each medsim run is paired with a floor run
+//! right before it and the ratio of the pair is what counts; the medians
+//! over the repeats are reported.
+
+mod floor;
+mod load;
+mod report;
+
+pub use report::render;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use floor::{Floor, UdpFloor, list_answer};
+use load::{Exchange, drive};
+
+use crate::console::Console;
+use crate::data::{self, Fixtures, Source};
+use crate::stats;
+use crate::system::DEFAULT_LIST_CAP;
+
+/// Measure the center and the doctors against minimal servers in the same
+/// run, and simulate's cost per patient as N grows. Prints a table and
+/// writes it as JSON.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Seconds each measured run lasts.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub seconds: f64,
+    /// Runs of each case (medsim and its floor in turn); medians are
+    /// reported.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub repeats: usize,
+    /// Client concurrencies for the center's paths, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 64, 256], value_name = "C,..")]
+    pub concurrency: Vec<usize>,
+    /// Client concurrencies for the doctor's quotes, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8], value_name = "C,..")]
+    pub quote_concurrency: Vec<usize>,
+    /// Sessions of the sustained run (list path, concurrency 64, one center
+    /// process); 0 skips it.
+    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    pub sustained: u64,
+    /// Patient counts for the scale runs of `simulate --patients N --slots
+    /// N --choice random`, comma-separated; empty skips them.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 100_000], value_name = "N,..")]
+    pub scale: Vec<usize>,
+    /// The cases to run, comma-separated: list, phases, booking, quote,
+    /// scale, sustained.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Case::List, Case::Phases, Case::Booking, Case::Quote, Case::Scale, Case::Sustained], value_name = "CASE,..")]
+    pub cases: Vec<Case>,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench.json", value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// A part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Case {
+    /// The center's list path, against its floor.
+    List,
+    /// The list path with the center's phase messages on (written to a
+    /// sink), against the same floor.
+    Phases,
+    /// The center's booking path, against its floor.
+    Booking,
+    /// The doctor's quotes, against a UDP floor.
+    Quote,
+    /// simulate at each `--scale` N.
+    Scale,
+    /// The sustained run against one center process.
+    Sustained,
+}
+
+/// Throughput and latency of one run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Run {
+    pub sessions: u64,
+    pub errors: u64,
+    /// Quote requests sent again after a lost datagram.
+    pub retries: u64,
+    pub per_second: f64,
+    pub p50_us: f64,
+    pub p99_us: f64,
+}
+
+/// One case: medsim against its floor at one concurrency.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pair {
+    pub case: String,
+    pub concurrency: usize,
+    /// Medians over the repeats.
+    pub medsim: Run,
+    pub floor: Run,
+    /// Median of each repeat's medsim/floor throughput ratio.
+    pub ratio: f64,
+    /// Every repeat's ratio, for the spread.
+    pub ratios: Vec<f64>,
+}
+
+/// One scale run of simulate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Scale {
+    pub patients: usize,
+    /// Of the median run.
+    pub wall_seconds: f64,
+    /// Median over the repeats.
+    pub us_per_patient: f64,
+    /// Every repeat's time per patient.
+    pub runs_us_per_patient: Vec<f64>,
+    /// `us_per_patient` over the smallest N's: 1.0 is perfectly flat.
+    pub vs_smallest: f64,
+    /// The largest of the repeats.
+    pub peak_rss_mib: Option<f64>,
+    /// In every repeat.
+    pub invariants_ok: bool,
+}
+
+/// The center process's size during the sustained run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sample {
+    pub after_sessions: u64,
+    pub rss_mib: f64,
+    pub threads: u64,
+}
+
+/// The sustained run: many list-path sessions against one center process.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Sustained {
+    pub sessions: u64,
+    pub errors: u64,
+    pub concurrency: usize,
+    pub per_second: f64,
+    pub samples: Vec<Sample>,
+}
+
+/// Everything one benchmark run measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub command: String,
+    pub date_unix: u64,
+    pub machine: String,
+    pub seconds_per_run: f64,
+    pub repeats: usize,
+    pub center: Vec<Pair>,
+    pub quotes: Vec<Pair>,
+    pub scale: Vec<Scale>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sustained: Option<Sustained>,
+}
+
+/// Repeats (floor, then medsim) and pairs them up.
+fn pair(
+    case: &str,
+    concurrency: usize,
+    repeats: usize,
+    mut floor_run: impl FnMut() -> anyhow::Result<Run>,
+    mut medsim_run: impl FnMut() -> anyhow::Result<Run>,
+) -> anyhow::Result<Pair> {
+    let mut floors = Vec::new();
+    let mut medsims = Vec::new();
+    let mut ratios = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let floor = floor_run()?;
+        let medsim = medsim_run()?;
+        ratios.push(medsim.per_second / floor.per_second.max(1e-9));
+        floors.push(floor);
+        medsims.push(medsim);
+    }
+    let ratio = stats::median(&ratios);
+    // The median run by throughput, so its latencies belong to it.
+    let median_run = |runs: &[Run]| stats::median_by(runs, |r| r.per_second).unwrap_or_default();
+    Ok(Pair {
+        case: case.to_owned(),
+        concurrency,
+        medsim: median_run(&medsims),
+        floor: median_run(&floors),
+        ratio,
+        ratios,
+    })
+}
+
+fn for_duration(seconds: f64) -> impl Fn(u64) -> bool + Sync {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    move |_| Instant::now() >= deadline
+}
+
+/// The center's two paths at each concurrency, medsim and floor in turn.
+fn center_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<Pair>> {
+    let threads = args.concurrency.iter().copied().max().unwrap_or(1) + 4;
+    let mut pairs = Vec::new();
+    // (case, exchange, phase messages on, name in the report)
+    let paths = [
+        (Case::List, Exchange::List, false, "list"),
+        (Case::Phases, Exchange::List, true, "list+phases"),
+        (Case::Booking, Exchange::Booking, false, "booking"),
+    ];
+    for (_, path, phases, case) in paths
+        .into_iter()
+        .filter(|(case, ..)| args.cases.contains(case))
+    {
+        for &concurrency in &args.concurrency {
+            let result = pair(
+                case,
+                concurrency,
+                args.repeats,
+                || {
+                    let udp = UdpFloor::start(b"30\n")?;
+                    let doctors = [("doc1".to_owned(), udp.addr.port())];
+                    let slots: Vec<_> =
+                        data::generated_slots(DEFAULT_LIST_CAP as u64, &doctors).collect();
+                    let answers = match path {
+                        Exchange::List => vec![b"success\n".to_vec(), b"notavailable\n".to_vec()],
+                        Exchange::Booking => vec![
+                            b"success\n".to_vec(),
+                            list_answer(&slots),
+                            format!("doc1 {}\n", udp.addr.port()).into_bytes(),
+                        ],
+                    };
+                    let floor = Floor::start(answers, threads)?;
+                    let stop = for_duration(args.seconds);
+                    Ok(drive(concurrency, &stop, &|rng, client| {
+                        client.session(path, floor.addr, rng)
+                    }))
+                },
+                || {
+                    // Enough free slots that a booking run never runs out:
+                    // several times the most sessions a second seen here.
+                    let slots = match path {
+                        Exchange::List => 6,
+                        Exchange::Booking => (args.seconds * 60_000.0).max(10_000.0) as u64,
+                    };
+                    // Phase messages formatted and written, to nowhere: their
+                    // cost without a terminal's.
+                    let console = if phases {
+                        Console::phases_to(std::io::sink())
+                    } else {
+                        Console::silent()
+                    };
+                    let medsim = load::medsim(slots, path == Exchange::List, console)?;
+                    let center = medsim.center();
+                    let stop = for_duration(args.seconds);
+                    Ok(drive(concurrency, &stop, &|rng, client| {
+                        client.session(path, center, rng)
+                    }))
+                },
+            )?;
+            log(&result);
+            pairs.push(result);
+        }
+    }
+    Ok(pairs)
+}
+
+/// Quotes per second from one medsim doctor and from the UDP floor.
+fn quote_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<Pair>> {
+    let mut pairs = Vec::new();
+    for &concurrency in &args.quote_concurrency {
+        let result = pair(
+            "quote",
+            concurrency,
+            args.repeats,
+            || {
+                let udp = UdpFloor::start(b"30\n")?;
+                let stop = for_duration(args.seconds);
+                Ok(drive(concurrency, &stop, &|_, client| {
+                    client.quote(udp.addr).unwrap_or(false)
+                }))
+            },
+            || {
+                let medsim = load::medsim(6, true, Console::silent())?;
+                let doctor = medsim
+                    .doctor("doc1")
+                    .context("the bench system runs doc1")?;
+                let stop = for_duration(args.seconds);
+                Ok(drive(concurrency, &stop, &|_, client| {
+                    client.quote(doctor).unwrap_or(false)
+                }))
+            },
+        )?;
+        log(&result);
+        pairs.push(result);
+    }
+    Ok(pairs)
+}
+
+/// `medsim simulate --patients N --slots N --choice random` in a process of
+/// its own, so its peak RSS is its own.
+fn scale_run(patients: usize) -> anyhow::Result<Scale> {
+    let exe = std::env::current_exe().context("finding the medsim binary")?;
+    let n = patients.to_string();
+    let output = Command::new(exe)
+        .args([
+            "simulate",
+            "--patients",
+            &n,
+            "--slots",
+            &n,
+            "--choice",
+            "random",
+            "--seed",
+            "1",
+            "--json",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .context("running simulate")?;
+    let report: crate::sim::Report = serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "simulate --patients {patients} printed no report: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })?;
+    let wall = report.wall_seconds;
+    let us_per_patient = wall * 1e6 / patients.max(1) as f64;
+    Ok(Scale {
+        patients,
+        wall_seconds: wall,
+        us_per_patient,
+        runs_us_per_patient: vec![us_per_patient],
+        vs_smallest: 1.0,
+        peak_rss_mib: report.peak_rss_kib.map(|k| k as f64 / 1024.0),
+        invariants_ok: output.status.success(),
+    })
+}
+
+/// The median run of several at one N, with every run's time and the
+/// largest peak.
+fn median_scale(mut runs: Vec<Scale>) -> Scale {
+    runs.sort_by(|a, b| a.us_per_patient.total_cmp(&b.us_per_patient));
+    let all: Vec<f64> = runs.iter().map(|r| r.us_per_patient).collect();
+    let peak = runs.iter().filter_map(|r| r.peak_rss_mib).reduce(f64::max);
+    let ok = runs.iter().all(|r| r.invariants_ok);
+    let mut median = runs.swap_remove(runs.len() / 2);
+    median.runs_us_per_patient = all;
+    median.peak_rss_mib = peak;
+    median.invariants_ok = ok;
+    median
+}
+
+/// VmRSS (MiB) and Threads of a process, from /proc.
+fn process_size(pid: u32) -> Option<(f64, u64)> {
+    let pid = pid.to_string();
+    let rss_kib = stats::proc_status(&pid, "VmRSS:")?;
+    Some((
+        rss_kib as f64 / 1024.0,
+        stats::proc_status(&pid, "Threads:")?,
+    ))
+}
+
+/// `sessions` list-path sessions at concurrency 64 against one center
+/// process (all slots booked through a ledger), sampling its size.
+fn sustained_run(sessions: u64, log: &mut dyn FnMut(&str)) -> anyhow::Result<Sustained> {
+    let dir = tempfile_dir()?;
+    let ledger = dir.join("booked.ledger");
+    let fixtures = Fixtures::load(&Source::built_in())?;
+    let lines: String = fixtures
+        .slots
+        .iter()
+        .map(|s| format!("book {} someone\n", s.index))
+        .collect();
+    std::fs::write(&ledger, lines).context("writing the bench ledger")?;
+    let exe = std::env::current_exe().context("finding the medsim binary")?;
+    let mut child = Command::new(exe)
+        .args(["center", "--listen", "127.0.0.1:0", "--quiet", "--ledger"])
+        .arg(&ledger)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting a center")?;
+    let guard = KillOnDrop(&mut child);
+    let addr = {
+        let stdout = guard.0.stdout.take().context("the center's stdout")?;
+        let mut line = String::new();
+        io::BufRead::read_line(&mut io::BufReader::new(stdout), &mut line)?;
+        address_of(&line).with_context(|| format!("no address in {line:?}"))?
+    };
+    let pid = guard.0.id();
+    let concurrency = 64;
+    let samples = parking_lot::Mutex::new(Vec::new());
+    let sample = |after: u64| {
+        if let Some((rss_mib, threads)) = process_size(pid) {
+            samples.lock().push(Sample {
+                after_sessions: after,
+                rss_mib,
+                threads,
+            });
+        }
+    };
+    // A first burst to warm the pool, then the start sample.
+    let warm = drive(concurrency, &|n| n >= 1000, &|rng, client| {
+        client.session(Exchange::List, addr, rng)
+    });
+    sample(warm.sessions);
+    let half = sessions / 2;
+    let middle_taken = AtomicBool::new(false);
+    let stop = |n: u64| {
+        if n >= half && !middle_taken.swap(true, Ordering::Relaxed) {
+            sample(n);
+        }
+        n >= sessions
+    };
+    log(&format!(
+        "sustained: {sessions} list-path sessions at concurrency {concurrency}..."
+    ));
+    let run = drive(concurrency, &stop, &|rng, client| {
+        client.session(Exchange::List, addr, rng)
+    });
+    sample(sessions);
+    drop(guard);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Sustained {
+        sessions: run.sessions,
+        errors: run.errors,
+        concurrency,
+        per_second: run.per_second,
+        samples: samples.into_inner(),
+    })
+}
+
+struct KillOnDrop<'a>(&'a mut std::process::Child);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("medsim-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The address in the center's first line.
+fn address_of(line: &str) -> Option<SocketAddr> {
+    let words: Vec<&str> = line.trim().trim_end_matches('.').split(' ').collect();
+    let port = words.iter().position(|w| *w == "number")? + 1;
+    format!("{}:{}", words.last()?, words.get(port)?)
+        .parse()
+        .ok()
+}
+
+/// What this machine is, for the report.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default();
+    format!("{cores} cores, {cpu}, Linux {kernel}")
+}
+
+/// The `bench` subcommand.
+///
+/// # Errors
+///
+/// A server that cannot be started, or a report that cannot be written.
+pub fn run(args: &Args) -> anyhow::Result<u8> {
+    anyhow::ensure!(
+        args.seconds > 0.0 && args.seconds.is_finite(),
+        "--seconds must be positive"
+    );
+    let command = format!(
+        "medsim {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
+    let mut progress = |p: &Pair| {
+        eprintln!(
+            "{} at concurrency {}: ratio {:.2}",
+            p.case, p.concurrency, p.ratio
+        )
+    };
+    let center = center_cases(args, &mut progress)?;
+    let quotes = if args.cases.contains(&Case::Quote) {
+        quote_cases(args, &mut progress)?
+    } else {
+        Vec::new()
+    };
+    let mut scale = Vec::new();
+    if args.cases.contains(&Case::Scale) {
+        for &n in &args.scale {
+            eprintln!("simulate --patients {n}, {} times...", args.repeats.max(1));
+            let runs = (0..args.repeats.max(1))
+                .map(|_| scale_run(n))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            scale.push(median_scale(runs));
+        }
+        let smallest = scale
+            .iter()
+            .min_by_key(|s| s.patients)
+            .map(|s| s.us_per_patient);
+        for s in &mut scale {
+            s.vs_smallest = s.us_per_patient / smallest.unwrap_or(1.0).max(1e-9);
+        }
+    }
+    let sustained = if args.sustained > 0 && args.cases.contains(&Case::Sustained) {
+        Some(sustained_run(args.sustained, &mut |line| {
+            eprintln!("{line}")
+        })?)
+    } else {
+        None
+    };
+    let report = Report {
+        command,
+        date_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        machine: machine(),
+        seconds_per_run: args.seconds,
+        repeats: args.repeats,
+        center,
+        quotes,
+        scale,
+        sustained,
+    };
+    crate::console::out(&render(&report))?;
+    write_json(&args.out, &report)?;
+    crate::console::out(&format!("\nwritten to {}\n", args.out.display()))?;
+    Ok(0)
+}
+
+fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(report)?)
+        .with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,366 @@
+//! One session at the center, as a state machine over any byte stream:
+//! what may come next, the answer to each message, and the deadlines that
+//! keep a slow or silent peer from holding a thread.
+//!
+//! It runs over a [`Link`] (a `Read + Write` that can wait a bounded time),
+//! so its unit tests feed it byte scripts with no socket. Accepting, the
+//! session limit and the counters are the center's (`mod.rs`); framing and
+//! parsing are `protocol`'s.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Center, READ_CHUNK, SHUTDOWN_POLL};
+use crate::console::Transcript;
+use crate::protocol::{self, Decoder, Dialect, ProtocolError, Request, words};
+use crate::shutdown::Shutdown;
+use crate::slots::Reservation;
+
+/// A session's byte stream: read, write, and a bounded wait for reads.
+pub trait Link: Read + Write {
+    /// How long the next read may wait before `WouldBlock`/`TimedOut`.
+    ///
+    /// # Errors
+    ///
+    /// The stream refused the setting.
+    fn set_read_timeout(&mut self, wait: Duration) -> io::Result<()>;
+}
+
+impl Link for TcpStream {
+    fn set_read_timeout(&mut self, wait: Duration) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, Some(wait))
+    }
+}
+
+impl Center {
+    /// Serves one session on `link` from `peer` until it ends.
+    pub fn serve_session<L: Link>(&self, link: L, peer: SocketAddr, shutdown: &Shutdown) {
+        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        let mut session = Session {
+            center: self,
+            stream: link,
+            peer,
+            decoder: Decoder::new(self.limits.message_limit),
+            deadline: Instant::now() + self.limits.idle_timeout,
+            drain_deadline: None,
+            read_timeout: None,
+            shutdown,
+            transcript: self.console.transcript(),
+            out: Vec::new(),
+            user: None,
+        };
+        session.run();
+    }
+}
+
+/// What waiting for the next message ended with.
+enum Incoming {
+    Message(String),
+    Closed,
+    TimedOut,
+    /// The drain after shutdown ran out before the next message.
+    ShuttingDown,
+    Bad(ProtocolError),
+    Failed(io::Error),
+}
+
+/// Where a session stands: what it may send next.
+enum Stage {
+    Unauthenticated,
+    Authenticated(String),
+    Listed(String),
+}
+
+impl Stage {
+    fn expects(&self) -> &'static str {
+        match self {
+            Stage::Unauthenticated => "authenticate",
+            Stage::Authenticated(_) => "available",
+            Stage::Listed(_) => "selection",
+        }
+    }
+}
+
+struct Session<'a, L: Link> {
+    center: &'a Center,
+    stream: L,
+    peer: SocketAddr,
+    decoder: Decoder,
+    /// When the next whole message must have arrived. It moves only when an
+    /// answer is sent, so trickling bytes does not keep a session alive.
+    deadline: Instant,
+    /// Set once the session notices shutdown.
+    drain_deadline: Option<Instant>,
+    read_timeout: Option<Duration>,
+    shutdown: &'a Shutdown,
+    transcript: Transcript<'a>,
+    /// The framed answer, reused across the session's answers.
+    out: Vec<u8>,
+    user: Option<String>,
+}
+
+impl<L: Link> Session<'_, L> {
+    fn run(&mut self) {
+        let mut stage = Stage::Unauthenticated;
+        loop {
+            let text = match self.next_message() {
+                Incoming::Message(text) => text,
+                Incoming::Closed => return,
+                Incoming::TimedOut => {
+                    let reason = format!(
+                        "no whole message within {}s; disconnecting",
+                        self.center.limits.idle_timeout.as_secs_f64()
+                    );
+                    return self.refuse(&reason);
+                }
+                Incoming::ShuttingDown => return self.refuse("the center is shutting down"),
+                Incoming::Bad(e) => return self.refuse(&e.to_string()),
+                Incoming::Failed(e) => {
+                    return self.log(format_args!("connection failed: {e}"));
+                }
+            };
+            let request = match Request::parse(&text) {
+                Ok(request) => request,
+                Err(e) => return self.refuse(&e.to_string()),
+            };
+            stage = match (stage, request) {
+                (Stage::Unauthenticated, Request::Authenticate { username, password }) => {
+                    match self.authenticate(username, &password) {
+                        Some(user) => Stage::Authenticated(user),
+                        None => return,
+                    }
+                }
+                (Stage::Authenticated(user), Request::Available) => match self.list(&user) {
+                    true => Stage::Listed(user),
+                    false => return,
+                },
+                (Stage::Listed(user), Request::Selection(index)) => {
+                    return self.select(&user, index);
+                }
+                (stage, request) => {
+                    let e = ProtocolError::OutOfOrder {
+                        expected: stage.expects(),
+                        got: request.command(),
+                    };
+                    return self.refuse(&e.to_string());
+                }
+            };
+        }
+    }
+
+    /// Phase 1. Returns the user on success.
+    fn authenticate(&mut self, username: String, password: &str) -> Option<String> {
+        let shown = if self.center.show_passwords {
+            format!(" and password {password}")
+        } else {
+            String::new()
+        };
+        self.transcript.line(format_args!(
+            "Phase 1: The Health Center Server has received request from a patient with username {username}{shown}."
+        ));
+        let ok = self.center.users.check(&username, password);
+        let answer = if ok { words::SUCCESS } else { words::FAILURE };
+        self.transcript.line(format_args!(
+            "Phase 1: The Health Center Server sends the response {answer} to patient with username {username}."
+        ));
+        self.user = Some(username.clone());
+        let sent = self.answer(answer);
+        (ok && sent).then_some(username)
+    }
+
+    /// Phase 2, the list. Returns whether the session goes on.
+    fn list(&mut self, user: &str) -> bool {
+        self.transcript.line(format_args!(
+            "Phase 2: The Health Center Server, receives a request for available time slots from patients with port number {} and IP address {}.",
+            self.peer.port(),
+            self.peer.ip()
+        ));
+        let free = self.center.book.free_list();
+        if free.is_empty() {
+            self.transcript.line(format_args!(
+                "Phase 2: The Health Center Server has no available time slots for patient with username {user}."
+            ));
+            self.answer(words::NOT_AVAILABLE);
+            return false;
+        }
+        self.transcript.line(format_args!(
+            "Phase 2: The Health Center Server sends available time slots to patient with username {user}."
+        ));
+        let text = match self.dialect() {
+            Dialect::Line => &free.line,
+            Dialect::Classic => &free.classic,
+        };
+        self.answer(text)
+    }
+
+    /// Phase 2, the reservation; the session ends after it.
+    fn select(&mut self, user: &str, index: u64) {
+        self.transcript.line(format_args!(
+            "Phase 2: The Health Center Server receives a request for appointment {index} from patient with port number {} and username {user}.",
+            self.peer.port()
+        ));
+        match self.center.book.reserve(index, user) {
+            Reservation::Booked { doctor, port } => {
+                if let Some(ledger) = &self.center.ledger
+                    && let Err(e) = ledger.record_booking(index, user)
+                {
+                    // Not durable, so not confirmed: the slot stays free.
+                    self.center.book.cancel(index, user);
+                    self.log(format_args!("recording slot {index} in the ledger: {e}"));
+                    return self.refuse("the reservation could not be recorded; try again");
+                }
+                if self.answer(&format!("{doctor} {port}")) {
+                    self.center
+                        .counters
+                        .bookings
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.transcript.line(format_args!(
+                        "Phase 2: The Health Center Server confirms the following appointment {index} to patient with username {user}."
+                    ));
+                } else {
+                    self.undo(index, user);
+                }
+            }
+            Reservation::Taken => {
+                self.transcript.line(format_args!(
+                    "Phase 2: The Health Center Server rejects the following appointment {index} to patient with username {user}."
+                ));
+                self.answer(words::NOT_AVAILABLE);
+            }
+            Reservation::NoSuchSlot => self.refuse(&format!("no slot has index {index}")),
+        }
+    }
+
+    /// The patient never learned of its reservation: free the slot. The
+    /// cancel is journalled first, so the journal never shows a slot given
+    /// to a second patient before the first one's cancel.
+    fn undo(&mut self, index: u64, user: &str) {
+        if let Some(ledger) = &self.center.ledger
+            && let Err(e) = ledger.record_cancel(index, user)
+        {
+            return self.log(format_args!(
+                "the answer for slot {index} could not be sent, and its cancel could not be recorded ({e}); the slot stays reserved"
+            ));
+        }
+        self.center.book.cancel(index, user);
+        self.log(format_args!(
+            "the answer for slot {index} could not be sent; reservation cancelled"
+        ));
+    }
+
+    fn dialect(&self) -> Dialect {
+        self.decoder.dialect().unwrap_or(Dialect::Line)
+    }
+
+    /// Sends one answer in the session's dialect. Returns whether it went.
+    fn answer(&mut self, text: &str) -> bool {
+        let mut bytes = std::mem::take(&mut self.out);
+        bytes.clear();
+        protocol::encode_into(self.dialect(), text, &mut bytes);
+        let sent = self.stream.write_all(&bytes);
+        self.out = bytes;
+        self.transcript.exchange_done();
+        self.deadline = Instant::now() + self.center.limits.idle_timeout;
+        match sent {
+            Ok(()) => true,
+            Err(e) => {
+                self.log(format_args!("could not answer: {e}"));
+                false
+            }
+        }
+    }
+
+    /// Answers `error REASON`, logs it, and (by returning) ends the session.
+    fn refuse(&mut self, reason: &str) {
+        self.center.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.log(format_args!("error {reason}"));
+        self.answer(&format!("error {reason}"));
+    }
+
+    /// Logs a problem of this session. Its phase lines so far go out
+    /// first, so a log read from a file tells the session's story in order.
+    fn log(&mut self, what: std::fmt::Arguments<'_>) {
+        self.transcript.flush();
+        let user = self.user.as_deref().unwrap_or("not authenticated");
+        self.center
+            .console
+            .diagnostic(format_args!("center: {} ({user}): {what}", self.peer));
+    }
+
+    fn next_message(&mut self) -> Incoming {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut last_arrival = Instant::now();
+        loop {
+            match self.decoder.next_message() {
+                Ok(Some(text)) => return Incoming::Message(text),
+                Ok(None) => {}
+                Err(e) => return Incoming::Bad(e),
+            }
+            let now = Instant::now();
+            if self.drain_deadline.is_none()
+                && let Some(stopped) = self.shutdown.triggered_at()
+            {
+                self.drain_deadline = Some(stopped + self.center.limits.drain_timeout);
+            }
+            let deadline = self
+                .drain_deadline
+                .map_or(self.deadline, |d| d.min(self.deadline));
+            if self.decoder.awaits_grace() && now >= last_arrival + self.center.limits.grace {
+                match self.decoder.end_of_grace() {
+                    Ok(Some(text)) => return Incoming::Message(text),
+                    Ok(None) => {}
+                    Err(e) => return Incoming::Bad(e),
+                }
+                continue;
+            }
+            if now >= deadline {
+                return match self.drain_deadline {
+                    Some(drain) if drain < self.deadline => Incoming::ShuttingDown,
+                    _ => Incoming::TimedOut,
+                };
+            }
+            let mut wait = (deadline - now).min(SHUTDOWN_POLL);
+            if self.decoder.awaits_grace() {
+                wait = wait
+                    .min((last_arrival + self.center.limits.grace).saturating_duration_since(now));
+            }
+            if let Err(e) = self.set_read_timeout(wait.max(Duration::from_millis(1))) {
+                return Incoming::Failed(e);
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Incoming::Closed,
+                Ok(n) => {
+                    self.decoder.feed(&chunk[..n]);
+                    last_arrival = Instant::now();
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Incoming::Failed(e),
+            }
+        }
+    }
+
+    /// Sets the read timeout only when it changes, to spare a syscall per read.
+    fn set_read_timeout(&mut self, wait: Duration) -> io::Result<()> {
+        // Round to whole milliseconds so nearby deadlines share a setting.
+        let wait = Duration::from_millis(wait.as_millis().max(1) as u64);
+        if self.read_timeout != Some(wait) {
+            self.stream.set_read_timeout(wait)?;
+            self.read_timeout = Some(wait);
+        }
+        Ok(())
+    }
+}
+
+impl<L: Link> Drop for Session<'_, L> {
+    fn drop(&mut self) {
+        self.transcript.flush();
+    }
+}

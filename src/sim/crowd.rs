@@ -1,0 +1,354 @@
+//! Running a crowd of patients: against a system started here (through
+//! `system`) or a center elsewhere, `concurrency` at a time, each visit
+//! tallied as it ends; the pace and the diagram watch every message.
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::roster::{Roster, Visitor};
+use super::tally::Tally;
+use super::{Args, Choice, Latency, PatientRow, Report};
+use crate::client::{Loss, Retries, Watch};
+use crate::console::Console;
+use crate::data::{Fixtures, Patient, Source, Users};
+use crate::patient::{self, Chooser, Settings};
+use crate::protocol::Listing;
+use crate::rng::SplitMix64;
+use crate::stats;
+use crate::system::{self, CenterSummary, System};
+use crate::trace::{Observer, Trace, Transport};
+
+/// Salts that give choices and losses independent streams.
+const CHOICE_SALT: u64 = 1;
+const LOSS_SALT: u64 = 2;
+
+/// What watches every patient's messages: a diagram's record and a pace.
+struct Watchers {
+    trace: Option<Trace>,
+    pace: Option<Duration>,
+}
+
+impl Observer for Watchers {
+    fn before_send(&self) {
+        if let Some(pace) = self.pace {
+            std::thread::sleep(pace);
+        }
+    }
+
+    fn message(&self, from: &str, to: &str, text: &str, transport: Transport) {
+        if let Some(trace) = &self.trace {
+            trace.record(from, to, text, transport);
+        }
+    }
+}
+
+/// Where the center of a run was.
+enum Target {
+    /// In this process, with its counts, its table's holders and its size.
+    InProcess {
+        summary: CenterSummary,
+        holders: Vec<(u64, String)>,
+        slots: usize,
+    },
+    /// Elsewhere, at this address.
+    Elsewhere(String),
+}
+
+/// What every patient thread of a run shares.
+pub(super) struct Crowd<'a> {
+    args: &'a Args,
+    seed: u64,
+    concurrency: usize,
+    trace: Option<Trace>,
+    watchers: Option<Arc<dyn Observer>>,
+    console: Console,
+}
+
+impl<'a> Crowd<'a> {
+    pub(super) fn new(args: &'a Args) -> Crowd<'a> {
+        let seed = args.seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+        // A paced run is a demo: one patient at a time, so a seed replays it
+        // message for message (concurrent patients race differently each run).
+        let default_concurrency = if args.pace.is_some() {
+            1
+        } else {
+            args.patients.min(64)
+        };
+        // Paced runs are for an audience: every party says what it does.
+        let console = match (args.pace, args.json) {
+            (None, _) => Console::silent(),
+            (Some(_), false) => Console::standard(false),
+            (Some(_), true) => Console::phases_on_stderr(),
+        };
+        let trace = args.diagram.is_some().then(Trace::new);
+        let watchers: Option<Arc<dyn Observer>> =
+            (trace.is_some() || args.pace.is_some()).then(|| {
+                Arc::new(Watchers {
+                    trace: trace.clone(),
+                    pace: args.pace,
+                }) as Arc<dyn Observer>
+            });
+        Crowd {
+            args,
+            seed,
+            concurrency: args.concurrency.unwrap_or(default_concurrency).max(1),
+            trace,
+            watchers,
+            console,
+        }
+    }
+
+    /// The run's diagram, when one was asked for.
+    pub(super) fn diagram(&self, report: &Report, fixtures: &Fixtures) -> Option<String> {
+        let trace = self.trace.as_ref()?;
+        let labels: Vec<String> = report
+            .rows
+            .iter()
+            .flatten()
+            .map(|r| r.label.clone())
+            .collect();
+        let doctors: Vec<String> = fixtures.doctors.iter().map(|d| d.name.clone()).collect();
+        Some(trace.mermaid(&labels, &doctors))
+    }
+
+    /// The center and every doctor on ephemeral loopback ports, then the
+    /// patients; the center's own table is checked afterwards too.
+    pub(super) fn visit_in_process(
+        &self,
+        fixtures: &Fixtures,
+        source: &Source,
+    ) -> anyhow::Result<Report> {
+        let args = self.args;
+        let roster = Roster::in_process(fixtures, source, args.patients);
+        let mut options = system::Options::from_fixtures(fixtures);
+        options.users = roster.users();
+        options.list_cap = args.list_cap;
+        options.console = self.console.clone();
+        options.limits.max_sessions = options.limits.max_sessions.max(self.concurrency * 2);
+        if let Some(count) = args.slots {
+            options.slots = system::Slots::Generated(count);
+        }
+        // `--choice same` races for the lowest index of the table.
+        let same_target = match args.slots {
+            Some(_) => 1,
+            None => fixtures.slots.iter().map(|s| s.index).min().unwrap_or(1),
+        };
+        let system = System::start(options)?;
+        let (tally, wall) = self.visit(
+            fixtures,
+            &roster,
+            &system.center().to_string(),
+            &crate::cli::Doctors::default(),
+            same_target,
+        );
+        let holders = system.holders();
+        let slots = system.slot_count();
+        let summary = system.stop()?;
+        Ok(self.report(
+            &roster,
+            tally,
+            wall,
+            Target::InProcess {
+                summary,
+                holders,
+                slots,
+            },
+        ))
+    }
+
+    /// The patients against a center running elsewhere, logging in as the
+    /// users given, reused in turn.
+    pub(super) fn visit_elsewhere(
+        &self,
+        fixtures: &Fixtures,
+        source: &Source,
+        center: &str,
+    ) -> anyhow::Result<Report> {
+        let args = self.args;
+        let users = match &args.users {
+            Some(path) => Users::load(path)?,
+            None => fixtures.users.clone(),
+        };
+        let roster = Roster::cycling(&users, fixtures, source, args.patients)?;
+        let same_target = match args.choice {
+            Choice::Same => self.lowest_listed(&roster.visitor(0).patient, center)?,
+            Choice::First | Choice::Random => 0,
+        };
+        let (tally, wall) = self.visit(fixtures, &roster, center, &args.doctors, same_target);
+        Ok(self.report(&roster, tally, wall, Target::Elsewhere(center.to_owned())))
+    }
+
+    /// The lowest index a center lists now, found by a visit that lists
+    /// and leaves without choosing: the slot `--choice same` races for.
+    fn lowest_listed(&self, patient: &Patient, center: &str) -> anyhow::Result<u64> {
+        struct Lowest(Option<u64>);
+        impl Chooser for Lowest {
+            fn choose(&mut self, listings: &[Listing]) -> std::io::Result<Option<u64>> {
+                self.0 = listings.iter().map(|l| l.index).min();
+                Ok(None)
+            }
+        }
+        let mut settings = self.settings(center, &crate::cli::Doctors::default(), String::new());
+        settings.watch = None;
+        let mut lowest = Lowest(None);
+        let visit = patient::visit(&mut settings, patient, &mut lowest, &Console::silent());
+        lowest.0.with_context(|| {
+            format!(
+                "--choice same needs a free slot to race for; listing at {center} as {}: {}",
+                patient.username, visit.outcome
+            )
+        })
+    }
+
+    fn settings(&self, center: &str, doctors: &crate::cli::Doctors, me: String) -> Settings {
+        let args = self.args;
+        Settings {
+            doctors: doctors.clone(),
+            framing: args.framing,
+            quote: Retries {
+                wait: args.quote_timeout,
+                attempts: args.quote_attempts,
+            },
+            label: patient::patient_label(&me),
+            watch: self.watchers.clone().map(|observer| Watch { observer, me }),
+            ..Settings::new(center)
+        }
+    }
+
+    /// Every visitor of `roster` visits, `concurrency` at a time; each visit
+    /// is tallied as it ends.
+    fn visit<'f>(
+        &self,
+        fixtures: &'f Fixtures,
+        roster: &Roster,
+        center: &str,
+        doctors: &crate::cli::Doctors,
+        same_target: u64,
+    ) -> (Tally<'f>, Duration) {
+        // The bar would draw over a paced run's phase messages.
+        let progress = if !self.args.json
+            && self.args.pace.is_none()
+            && std::io::stderr().is_terminal()
+        {
+            indicatif::ProgressBar::new(roster.count as u64).with_style(
+                indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} patients {elapsed}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let mut tally = Tally::new(fixtures, roster.count);
+        let started = Instant::now();
+        // Patients are numbered, not listed: each thread takes the next.
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            let (row_tx, row_rx) = crossbeam_channel::bounded::<(usize, PatientRow)>(1024);
+            for _ in 0..self.concurrency {
+                let (next, row_tx) = (&next, row_tx.clone());
+                scope.spawn(move || {
+                    loop {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        if k >= roster.count {
+                            return;
+                        }
+                        let row =
+                            self.run_patient(k, &roster.visitor(k), center, doctors, same_target);
+                        if row_tx.send((k, row)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(row_tx);
+            for (k, row) in row_rx {
+                tally.add(k, row);
+                progress.inc(1);
+            }
+        });
+        progress.finish_and_clear();
+        (tally, started.elapsed())
+    }
+
+    fn run_patient(
+        &self,
+        k: usize,
+        visitor: &Visitor,
+        center: &str,
+        doctors: &crate::cli::Doctors,
+        same_target: u64,
+    ) -> PatientRow {
+        let seed = self.seed;
+        let mut chooser: Box<dyn Chooser> = match self.args.choice {
+            Choice::First => Box::new(patient::First),
+            Choice::Random => Box::new(patient::Random(SplitMix64::for_item(
+                seed,
+                CHOICE_SALT,
+                k as u64,
+            ))),
+            Choice::Same => Box::new(patient::Fixed(same_target)),
+        };
+        let mut settings = self.settings(center, doctors, visitor.label.clone());
+        settings.loss = (self.args.udp_loss > 0.0).then(|| Loss {
+            rate: self.args.udp_loss,
+            rng: SplitMix64::for_item(seed, LOSS_SALT, k as u64),
+        });
+        let started = Instant::now();
+        let patient = &visitor.patient;
+        let visit = patient::visit(&mut settings, patient, chooser.as_mut(), &self.console);
+        PatientRow {
+            label: visitor.label.clone(),
+            user: patient.username.clone(),
+            plan: patient.plan.clone(),
+            visit,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+        }
+    }
+
+    fn report(&self, roster: &Roster, mut tally: Tally, wall: Duration, target: Target) -> Report {
+        let latency = Latency {
+            p50_ms: tally.latencies.quantile_us(0.50) / 1e3,
+            p99_ms: tally.latencies.quantile_us(0.99) / 1e3,
+            max_ms: tally.latencies.max_us() / 1e3,
+        };
+        let holders = match &target {
+            Target::InProcess { holders, .. } => Some(holders.as_slice()),
+            Target::Elsewhere(_) => None,
+        };
+        let invariants = tally.invariants(roster, holders);
+        let (center, slots, external_center) = match target {
+            Target::InProcess { summary, slots, .. } => (Some(summary), Some(slots), None),
+            Target::Elsewhere(addr) => (None, None, Some(addr)),
+        };
+        Report {
+            patients: roster.count,
+            slots,
+            choice: self.args.choice,
+            seed: self.seed,
+            concurrency: self.concurrency,
+            udp_loss: self.args.udp_loss,
+            wall_seconds: wall.as_secs_f64(),
+            patients_per_second: tally.reached as f64 / wall.as_secs_f64().max(1e-9),
+            peak_rss_kib: stats::proc_status("self", "VmHWM:"),
+            outcomes: std::mem::take(&mut tally.outcomes),
+            bookings: tally.given.len(),
+            quote_retries: tally.retries,
+            latency,
+            center,
+            external_center,
+            invariants,
+            rows: tally
+                .rows
+                .take()
+                .map(|rows| rows.into_iter().flatten().collect()),
+            diagram: None,
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! `simulate`: the center, every doctor and N patients as threads of one
+//! process, over real loopback sockets on ephemeral ports; or, with
+//! `--center`, N patients against a system running elsewhere (any
+//! implementation of PROTOCOL.md).
+//!
+//! This module owns the flags and the report's shape; who visits is
+//! [`roster`]'s, running the patients [`crowd`]'s, what the report keeps of
+//! each visit and the invariants [`tally`]'s, and the text for people
+//! [`report`]'s. The servers come from `system`, the patients from
+//! `patient`.
+
+mod crowd;
+mod report;
+mod roster;
+mod tally;
+
+pub use report::render;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{self, Framing};
+use crate::data::Fixtures;
+use crate::patient::Visit;
+use crate::system::{CenterSummary, DEFAULT_LIST_CAP};
+
+/// How simulated patients pick a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Choice {
+    /// The lowest listed index.
+    First,
+    /// A listed index at random (seeded).
+    Random,
+    /// Everyone asks for the same slot (the lowest index of the table), a
+    /// race with exactly one winner.
+    Same,
+}
+
+/// At most this many patients get a row each in the report.
+pub const TABLE_LIMIT: usize = 20;
+
+/// At most this many patients may be drawn in one `--diagram`: past it a
+/// sequence diagram is too long to read or to render.
+pub const DIAGRAM_LIMIT: usize = 20;
+
+/// The longest `--pace` taken: a longer one is surely a slip of the unit.
+const PACE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Run the center, the doctors and N patients in one process over loopback
+/// sockets, and report what happened.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// How many patients visit (at least 1).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub patients: usize,
+    /// Generate M slots instead of the data's (doctors taken in turn; at
+    /// least 1).
+    #[arg(long, value_name = "M")]
+    pub slots: Option<u64>,
+    /// How patients choose a slot.
+    #[arg(long, value_enum, default_value_t = Choice::Random)]
+    pub choice: Choice,
+    /// Seed for choices and datagram loss [default: from the clock, and
+    /// printed so the run can be repeated].
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
+    /// Patients running at once [default: N, at most 64; 1 with --pace].
+    #[arg(long, value_name = "C")]
+    pub concurrency: Option<usize>,
+    /// Print the report as one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub fixtures: cli::Fixtures,
+    /// Fraction of doctor datagrams dropped, each way, to show the
+    /// patients' retries: from 0 up to, not including, 1.
+    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    pub udp_loss: f64,
+    /// Time a patient waits for a quote before sending again.
+    #[arg(long, default_value = "100ms", value_parser = cli::parse_duration, value_name = "DURATION")]
+    pub quote_timeout: Duration,
+    /// Quote requests a patient sends in all before giving up.
+    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub quote_attempts: u32,
+    /// Most free slots the center lists in one answer.
+    #[arg(long, default_value_t = DEFAULT_LIST_CAP, value_name = "N")]
+    pub list_cap: usize,
+    /// How the patients frame their messages.
+    #[command(flatten)]
+    pub framing: Framing,
+    /// Run the patients against the center at ADDR (any implementation of
+    /// the protocol) and start no servers. Credentials come from --users or
+    /// the data's users.txt, reused in turn when patients outnumber them.
+    #[arg(long, value_name = "ADDR")]
+    pub center: Option<String>,
+    /// With --center: where the doctors are.
+    #[command(flatten)]
+    pub doctors: cli::Doctors,
+    /// With --center: the users to log in as, one `USERNAME PASSWORD` a line
+    /// [default: the data's users.txt].
+    #[arg(long, value_name = "FILE", requires = "center")]
+    pub users: Option<PathBuf>,
+    /// Write a Mermaid sequence diagram of every message exchanged (TCP and
+    /// UDP, passwords masked) to FILE, or to stdout for `-` (the report then
+    /// goes to stderr). For runs of at most 20 patients.
+    #[arg(long, value_name = "FILE")]
+    pub diagram: Option<PathBuf>,
+    /// Wait this long before every message a patient sends (e.g. 700ms),
+    /// and print every party's phase messages, so a live audience can
+    /// follow.
+    #[arg(long, value_parser = cli::parse_duration, value_name = "DURATION")]
+    pub pace: Option<Duration>,
+}
+
+impl Default for Args {
+    fn default() -> Args {
+        Args {
+            patients: 2,
+            slots: None,
+            choice: Choice::Random,
+            seed: Some(1),
+            concurrency: None,
+            json: false,
+            fixtures: cli::Fixtures::default(),
+            udp_loss: 0.0,
+            quote_timeout: Duration::from_millis(100),
+            quote_attempts: 20,
+            list_cap: DEFAULT_LIST_CAP,
+            framing: Framing::default(),
+            center: None,
+            doctors: cli::Doctors::default(),
+            users: None,
+            diagram: None,
+            pace: None,
+        }
+    }
+}
+
+impl Args {
+    /// Refuses flags that make no run, or contradict each other.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.patients >= 1, "--patients must be at least 1");
+        anyhow::ensure!(self.slots != Some(0), "--slots must be at least 1");
+        anyhow::ensure!(
+            self.concurrency != Some(0),
+            "--concurrency must be at least 1"
+        );
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.udp_loss),
+            "--udp-loss must be from 0 up to, not including, 1 (a loss of 1 would drop every datagram), not {}",
+            self.udp_loss
+        );
+        anyhow::ensure!(
+            self.diagram.is_none() || self.patients <= DIAGRAM_LIMIT,
+            "--diagram draws at most {DIAGRAM_LIMIT} patients, not {}",
+            self.patients
+        );
+        anyhow::ensure!(
+            self.center.is_some()
+                || (self.doctors.doctor_host.is_none() && self.doctors.doctors.is_empty()),
+            "--doctor-host and --doctor point at the doctors of a center elsewhere: add --center ADDR"
+        );
+        if let Some(pace) = self.pace {
+            anyhow::ensure!(
+                pace <= PACE_LIMIT,
+                "--pace {} is more than a minute a message; did you mean {}ms?",
+                cli::show_duration(pace),
+                pace.as_secs()
+            );
+        }
+        self.framing.checked()?;
+        Ok(())
+    }
+}
+
+/// One patient's line in the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PatientRow {
+    /// How the patient is named in diagrams and rows.
+    pub label: String,
+    pub user: String,
+    pub plan: String,
+    #[serde(flatten)]
+    pub visit: Visit,
+    pub latency_ms: f64,
+}
+
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// One self-check of the report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Invariant {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// What a simulation did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Report {
+    pub patients: usize,
+    /// The slots of the table, when the center ran in this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<usize>,
+    pub choice: Choice,
+    pub seed: u64,
+    pub concurrency: usize,
+    pub udp_loss: f64,
+    pub wall_seconds: f64,
+    pub patients_per_second: f64,
+    /// This process's peak resident memory (Linux's VmHWM), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_kib: Option<u64>,
+    /// How many visits ended each way, by [`crate::patient::Outcome::label`].
+    pub outcomes: BTreeMap<String, usize>,
+    pub bookings: usize,
+    pub quote_retries: u64,
+    pub latency: Latency,
+    /// The center's own counts, when it ran in this process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub center: Option<CenterSummary>,
+    /// The address of the center visited, when it ran elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_center: Option<String>,
+    pub invariants: Vec<Invariant>,
+    /// Every patient's row, for runs of at most [`TABLE_LIMIT`] patients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Vec<PatientRow>>,
+    /// Where the diagram went, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagram: Option<String>,
+}
+
+impl Report {
+    /// True when every invariant holds.
+    pub fn ok(&self) -> bool {
+        self.invariants.iter().all(|i| i.ok)
+    }
+}
+
+/// Runs a simulation and builds its report; a diagram asked for is
+/// written (to stdout for `-`).
+///
+/// # Errors
+///
+/// Bad data files or flags, a socket that cannot be bound on loopback, or
+/// a diagram that cannot be written.
+pub fn simulate(args: &Args) -> anyhow::Result<Report> {
+    args.check()?;
+    let source = args.fixtures.source();
+    let fixtures = Fixtures::load(&source)?;
+    anyhow::ensure!(
+        !fixtures.doctors.is_empty(),
+        "the availabilities name no doctor"
+    );
+    let crowd = crowd::Crowd::new(args);
+    let mut report = match &args.center {
+        Some(center) => crowd.visit_elsewhere(&fixtures, &source, center)?,
+        None => crowd.visit_in_process(&fixtures, &source)?,
+    };
+    if let (Some(path), Some(diagram)) = (&args.diagram, crowd.diagram(&report, &fixtures)) {
+        if path.as_os_str() == "-" {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(diagram.as_bytes())
+                .context("writing the diagram to stdout")?;
+            report.diagram = Some("stdout".into());
+        } else {
+            std::fs::write(path, diagram)
+                .with_context(|| format!("writing the diagram to {}", path.display()))?;
+            report.diagram = Some(path.display().to_string());
+        }
+    }
+    Ok(report)
+}
+
+/// The `simulate` subcommand. Returns 0 when every invariant holds, 1
+/// otherwise.
+///
+/// # Errors
+///
+/// As [`simulate`], or a report that cannot be written.
+pub fn run(args: &Args) -> anyhow::Result<u8> {
+    let report = simulate(args)?;
+    let text = if args.json {
+        format!("{}\n", serde_json::to_string_pretty(&report)?)
+    } else {
+        render(&report)
+    };
+    // With the diagram on stdout, the report steps aside to stderr.
+    if args
+        .diagram
+        .as_deref()
+        .is_some_and(|p| p.as_os_str() == "-")
+    {
+        eprint!("{text}");
+    } else {
+        crate::console::out(&text)?;
+    }
+    Ok(if report.ok() { 0 } else { 1 })
+}

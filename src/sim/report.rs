@@ -1,0 +1,116 @@
+//! simulate's report for people: the run's parameters, a row per patient
+//! for small runs, the counts, throughput, latency, retries and invariants.
+//! Programs read the JSON of [`Report`] instead.
+
+use std::fmt::Write as _;
+
+use super::Report;
+use crate::patient::Outcome;
+use crate::stats::plural;
+use crate::table::{self, Align};
+
+/// Formats the report for people.
+pub fn render(report: &Report) -> String {
+    let mut out = String::new();
+    let place = match (&report.external_center, report.slots) {
+        (Some(center), _) => format!("against the center at {center}"),
+        (None, Some(slots)) => plural(slots as u64, "slot", "slots"),
+        (None, None) => String::new(),
+    };
+    let choice = match report.choice {
+        super::Choice::First => "first",
+        super::Choice::Random => "random",
+        super::Choice::Same => "same",
+    };
+    let _ = writeln!(
+        out,
+        "medsim simulate: {}, {place}, choice {choice}, seed {}, concurrency {}{}",
+        plural(report.patients as u64, "patient", "patients"),
+        report.seed,
+        report.concurrency,
+        if report.udp_loss > 0.0 {
+            format!(", udp loss {}", report.udp_loss)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(rows) = &report.rows {
+        out.push('\n');
+        let dash = || "-".to_owned();
+        out.push_str(&table::render(
+            &[
+                ("patient", Align::Left),
+                ("slot", Align::Right),
+                ("doctor", Align::Left),
+                ("cost", Align::Right),
+                ("retries", Align::Right),
+                ("outcome", Align::Left),
+                ("latency", Align::Right),
+            ],
+            rows.iter().map(|row| {
+                let v = &row.visit;
+                // A lost race shows the slot it was lost for.
+                let slot = v.slot.or(match v.outcome {
+                    Outcome::Taken => v.chosen,
+                    _ => None,
+                });
+                vec![
+                    row.label.clone(),
+                    slot.map_or_else(dash, |s| s.to_string()),
+                    v.doctor.clone().unwrap_or_else(dash),
+                    v.cost.map_or_else(dash, |c| format!("{c}$")),
+                    v.retries.to_string(),
+                    v.outcome.words().to_owned(),
+                    format!("{:.1} ms", row.latency_ms),
+                ]
+            }),
+        ));
+    }
+    let outcomes: Vec<String> = report
+        .outcomes
+        .iter()
+        .map(|(label, n)| format!("{} {n}", label.replace('_', " ")))
+        .collect();
+    let _ = writeln!(out, "\noutcomes:    {}", outcomes.join(", "));
+    let _ = writeln!(out, "bookings:    {}", report.bookings);
+    let reached: usize = report.outcomes.values().sum();
+    let rate = report.patients_per_second;
+    let _ = writeln!(
+        out,
+        "throughput:  {} patients/s ({} in {:.3} s)",
+        if rate < 10.0 {
+            format!("{rate:.2}")
+        } else {
+            format!("{rate:.0}")
+        },
+        plural(reached as u64, "patient", "patients"),
+        report.wall_seconds
+    );
+    let _ = writeln!(
+        out,
+        "latency:     p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        report.latency.p50_ms, report.latency.p99_ms, report.latency.max_ms
+    );
+    let _ = writeln!(
+        out,
+        "retries:     {} sent again",
+        plural(report.quote_retries, "quote request", "quote requests")
+    );
+    if let Some(diagram) = &report.diagram {
+        let _ = writeln!(
+            out,
+            "diagram:     {diagram} (Mermaid; view it in a Markdown file's ```mermaid block, or at mermaid.live)"
+        );
+    }
+    let _ = writeln!(out, "invariants:");
+    for inv in &report.invariants {
+        let _ = writeln!(
+            out,
+            "  {} {}: {}",
+            if inv.ok { "ok  " } else { "FAIL" },
+            inv.name,
+            inv.detail
+        );
+    }
+    out
+}

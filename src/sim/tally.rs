@@ -1,0 +1,277 @@
+//! What a run keeps of each visit as it ends (counts, a latency
+//! histogram, what the invariants need) and the invariants themselves: no
+//! slot given twice, every quote as the doctor's table says, every patient
+//! at an outcome, every booked patient quoted. Whole rows are kept only
+//! for the table (at most [`TABLE_LIMIT`] patients), so memory per patient
+//! stays a few bytes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use super::roster::Roster;
+use super::{Invariant, PatientRow, TABLE_LIMIT};
+use crate::data::Fixtures;
+use crate::patient::Outcome;
+use crate::stats::{Latencies, plural};
+
+/// The running account of a run's visits.
+pub(super) struct Tally<'a> {
+    fixtures: &'a Fixtures,
+    /// The data's slots' doctors, for answers that name only a port.
+    slot_doctor: HashMap<u64, &'a str>,
+    pub(super) reached: usize,
+    pub(super) outcomes: BTreeMap<String, usize>,
+    pub(super) latencies: Latencies,
+    pub(super) retries: u64,
+    /// (slot, visitor) for every reservation a patient reported.
+    pub(super) given: Vec<(u64, usize)>,
+    quotes_checked: usize,
+    wrong_quotes: Vec<String>,
+    unknown_doctors: BTreeSet<String>,
+    /// The first few visits that failed, and how many did.
+    failed: Vec<String>,
+    failed_count: usize,
+    pub(super) rows: Option<Vec<Option<PatientRow>>>,
+}
+
+/// Where the center's table (`holders`, in index order) and the patients'
+/// accounts (`given`, sorted) disagree: one walk over both.
+fn held_as_reported(
+    holders: &[(u64, String)],
+    given: &[(u64, usize)],
+    roster: &Roster,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut runs = given.chunk_by(|a, b| a.0 == b.0).peekable();
+    for (slot, holder) in holders {
+        while let Some(run) = runs.next_if(|run| run[0].0 < *slot) {
+            problems.push(format!(
+                "patients report slot {} but the center holds it for no one",
+                run[0].0
+            ));
+        }
+        match runs.next_if(|run| run[0].0 == *slot) {
+            Some([(_, k)]) if roster.visitor(*k).patient.username == *holder => {}
+            _ => problems.push(format!("the center holds slot {slot} for {holder}")),
+        }
+    }
+    for run in runs {
+        problems.push(format!(
+            "patients report slot {} but the center holds it for no one",
+            run[0].0
+        ));
+    }
+    problems
+}
+
+/// At most this many failures or wrong quotes are quoted in a report.
+const QUOTED_PROBLEMS: usize = 5;
+
+impl<'a> Tally<'a> {
+    pub(super) fn new(fixtures: &'a Fixtures, patients: usize) -> Tally<'a> {
+        Tally {
+            fixtures,
+            slot_doctor: fixtures
+                .slots
+                .iter()
+                .map(|s| (s.index, s.doctor.as_str()))
+                .collect(),
+            reached: 0,
+            outcomes: BTreeMap::new(),
+            latencies: Latencies::new(),
+            retries: 0,
+            given: Vec::new(),
+            quotes_checked: 0,
+            wrong_quotes: Vec::new(),
+            unknown_doctors: BTreeSet::new(),
+            failed: Vec::new(),
+            failed_count: 0,
+            rows: (patients <= TABLE_LIMIT).then(|| vec![None; patients]),
+        }
+    }
+
+    pub(super) fn add(&mut self, k: usize, row: PatientRow) {
+        let visit = &row.visit;
+        self.reached += 1;
+        *self
+            .outcomes
+            .entry(visit.outcome.label().to_owned())
+            .or_insert(0) += 1;
+        self.latencies
+            .record(std::time::Duration::from_secs_f64(row.latency_ms / 1e3));
+        self.retries += u64::from(visit.retries);
+        if let Some(slot) = visit.slot {
+            self.given.push((slot, k));
+        }
+        if let Some(cost) = visit.cost {
+            self.check_quote(&row, cost);
+        }
+        if matches!(
+            visit.outcome,
+            Outcome::Protocol(_)
+                | Outcome::Connection(_)
+                | Outcome::DoctorSilent
+                | Outcome::DoctorEmpty
+                | Outcome::Cancelled
+        ) {
+            self.failed_count += 1;
+            if self.failed.len() < QUOTED_PROBLEMS {
+                self.failed
+                    .push(format!("{}: {}", row.label, visit.outcome));
+            }
+        }
+        if let Some(rows) = &mut self.rows
+            && let Some(place) = rows.get_mut(k)
+        {
+            *place = Some(row);
+        }
+    }
+
+    /// The quote must be the doctor's fee for the patient's plan. The doctor
+    /// is the one the center named, or (for a port alone) the slot's in the
+    /// data.
+    fn check_quote(&mut self, row: &PatientRow, cost: u64) {
+        let visit = &row.visit;
+        let doctor = visit
+            .doctor
+            .as_deref()
+            .or_else(|| visit.slot.and_then(|s| self.slot_doctor.get(&s).copied()));
+        let Some(table) = doctor.and_then(|d| self.fixtures.doctor(d)) else {
+            self.unknown_doctors
+                .insert(doctor.unwrap_or("unnamed").to_owned());
+            return;
+        };
+        self.quotes_checked += 1;
+        let expected = table.fees.cost(&row.plan);
+        if expected != Some(cost) && self.wrong_quotes.len() < QUOTED_PROBLEMS {
+            self.wrong_quotes.push(format!(
+                "{} was quoted {cost} by {}, expected {}",
+                row.label,
+                table.name,
+                expected.map_or("no cost (unknown plan)".to_owned(), |c| c.to_string())
+            ));
+        }
+    }
+
+    /// Checks the run against the patients' accounts and, when the center
+    /// ran here, its table's `holders`; sorts `given` by slot on the way.
+    pub(super) fn invariants(
+        &mut self,
+        roster: &Roster,
+        holders: Option<&[(u64, String)]>,
+    ) -> Vec<Invariant> {
+        let mut invariants = Vec::new();
+
+        // No slot given twice: by the patients' own accounts, and as the
+        // center's table records it when the center ran here.
+        self.given.sort_unstable();
+        let given = &self.given;
+        let mut twice = Vec::new();
+        for run in given
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter(|run| run.len() > 1)
+        {
+            let labels: Vec<String> = run.iter().map(|&(_, k)| roster.visitor(k).label).collect();
+            twice.push(format!("slot {} to {}", run[0].0, labels.join(", ")));
+        }
+        let mismatched =
+            holders.map_or_else(Vec::new, |holders| held_as_reported(holders, given, roster));
+        let ok = twice.is_empty() && mismatched.is_empty();
+        invariants.push(Invariant {
+            name: "no slot reserved twice".into(),
+            ok,
+            detail: if ok {
+                format!(
+                    "{}, each once, {}",
+                    plural(given.len() as u64, "slot booked", "slots booked"),
+                    if holders.is_some() {
+                        "as the center records"
+                    } else {
+                        "as the patients report"
+                    }
+                )
+            } else {
+                twice
+                    .into_iter()
+                    .chain(mismatched)
+                    .take(2 * QUOTED_PROBLEMS)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        });
+
+        let mut detail = if self.wrong_quotes.is_empty() {
+            plural(
+                self.quotes_checked as u64,
+                "quote checked",
+                "quotes checked",
+            )
+        } else {
+            self.wrong_quotes.join("; ")
+        };
+        if !self.unknown_doctors.is_empty() {
+            detail.push_str(&format!(
+                "; not checked: no fee table in the data for {}",
+                self.unknown_doctors
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        invariants.push(Invariant {
+            name: "every quote matches the doctor's table".into(),
+            ok: self.wrong_quotes.is_empty(),
+            detail,
+        });
+
+        invariants.push(Invariant {
+            name: "every patient reached an outcome".into(),
+            ok: self.reached == roster.count,
+            detail: format!(
+                "{} of {}",
+                self.reached,
+                plural(roster.count as u64, "patient", "patients")
+            ),
+        });
+        invariants.push(Invariant {
+            name: "no visit failed".into(),
+            ok: self.failed_count == 0,
+            detail: if self.failed_count == 0 {
+                "every visit ended in a quote, a refusal or a lost race: every booked patient was quoted".into()
+            } else {
+                format!("{} failed: {}", self.failed_count, self.failed.join("; "))
+            },
+        });
+        invariants
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Source;
+
+    #[test]
+    fn the_tables_and_the_accounts_are_compared_slot_by_slot() {
+        let source = Source::built_in();
+        let fixtures = Fixtures::load(&source).unwrap();
+        let roster = Roster::in_process(&fixtures, &source, 3);
+        let holders = [(1, "patient1".to_owned()), (4, "patient3".to_owned())];
+        assert!(held_as_reported(&holders, &[(1, 0), (4, 2)], &roster).is_empty());
+        assert_eq!(
+            held_as_reported(&holders, &[(1, 1), (2, 0), (4, 2), (9, 1)], &roster),
+            [
+                "the center holds slot 1 for patient1",
+                "patients report slot 2 but the center holds it for no one",
+                "patients report slot 9 but the center holds it for no one",
+            ]
+        );
+        assert_eq!(
+            held_as_reported(&holders, &[(4, 2), (4, 1)], &roster),
+            [
+                "the center holds slot 1 for patient1",
+                "the center holds slot 4 for patient3",
+            ]
+        );
+    }
+}

@@ -26,6 +26,7 @@ pub mod rng;
 pub mod shutdown;
 pub mod sim;
 pub mod slots;
+pub mod store;
 pub mod trace;
 
 use std::net::{SocketAddr, ToSocketAddrs};

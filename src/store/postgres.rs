@@ -105,6 +105,10 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             .connection_timeout(CONNECT_TIMEOUT)
+            // No `SELECT` round trip before every use: a connection found
+            // dead fails its one request (an `error` to that session,
+            // nothing confirmed) and the pool then replaces it.
+            .test_on_check_out(false)
             .build(PostgresConnectionManager::new(config, NoTls))
             .map_err(|e| {
                 StoreError::caused(label.clone(), ErrorKind::Unreachable, "cannot connect", &e)
@@ -168,6 +172,7 @@ fn set_up(client: &mut Client, slots: &[Slot], label: &str) -> Result<(), StoreE
         .map_err(|e| fail("cannot lock the set-up", e))?;
     tx.batch_execute(SCHEMA)
         .map_err(|e| fail("cannot make the schema", e))?;
+    let mut inserted = 0;
     for batch in slots.chunks(FILL_BATCH) {
         let mut indexes = Vec::with_capacity(batch.len());
         for slot in batch {
@@ -183,13 +188,21 @@ fn set_up(client: &mut Client, slots: &[Slot], label: &str) -> Result<(), StoreE
         let times: Vec<&str> = batch.iter().map(|s| s.time.as_str()).collect();
         let doctors: Vec<&str> = batch.iter().map(|s| s.doctor.as_str()).collect();
         let ports: Vec<i32> = batch.iter().map(|s| i32::from(s.port)).collect();
-        tx.execute(
-            "INSERT INTO slots (idx, day, time, doctor, port) \
+        inserted += tx
+            .execute(
+                "INSERT INTO slots (idx, day, time, doctor, port) \
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::int[]) \
              ON CONFLICT (idx) DO NOTHING",
-            &[&indexes, &days, &times, &doctors, &ports],
-        )
-        .map_err(|e| fail("cannot fill the slots", e))?;
+                &[&indexes, &days, &times, &doctors, &ports],
+            )
+            .map_err(|e| fail("cannot fill the slots", e))?;
+    }
+    if inserted > 0 {
+        // Without statistics the planner guesses a handful of free rows
+        // and sorts them all for the free list (4 ms at 20 000 slots,
+        // against 0.2 ms walking the partial index).
+        tx.batch_execute("ANALYZE slots")
+            .map_err(|e| fail("cannot analyze the slots", e))?;
     }
     let rows = tx
         .query(

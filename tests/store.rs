@@ -317,3 +317,15 @@ fn postgres_a_server_that_never_answers_does_not_hang_the_start() {
     assert_eq!(err.kind(), ErrorKind::Unreachable);
     assert!(err.to_string().contains("medsim:***@"), "{err}");
 }
+
+#[test]
+fn postgres_a_bad_url_is_refused_before_connecting_and_masked() {
+    let url = StoreUrl::parse("postgres://medsim:hunter2@127.0.0.1:notaport/medsim").unwrap();
+    let err = medsim::store::open(&url, &slots(), DEFAULT_LIST_CAP)
+        .err()
+        .expect("a bad port is refused");
+    assert_eq!(err.kind(), ErrorKind::BadUrl);
+    let text = err.to_string();
+    assert!(text.contains("medsim:***@127.0.0.1:notaport"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}

@@ -5,8 +5,8 @@
 //! The wire contract is `docs/PROTOCOL.md`. The house, bottom up:
 //! - [`protocol`] messages, framing and both readings of an answer (pure);
 //!   [`data`] the classic data files; [`net`] addresses and sockets;
-//! - the servers: [`slots`] (the slot table) and [`ledger`] under
-//!   [`center`]; [`doctor`]; [`system`] runs both in this process;
+//! - the servers: [`slots`] (the slot table), [`store`] (where it is
+//!   kept: memory, SQLite, PostgreSQL) and [`ledger`] under [`center`]; [`doctor`]; [`system`] runs both in this process;
 //! - [`client`], the one client of the protocol, under [`patient`] (the
 //!   person-facing one), [`sim`], [`check`] and [`bench`];
 //! - plumbing: [`cli`] (shared flag groups), [`console`], [`shutdown`],
@@ -31,6 +31,7 @@ pub mod shutdown;
 pub mod sim;
 pub mod slots;
 pub mod stats;
+pub mod store;
 pub mod system;
 pub mod table;
 pub mod trace;

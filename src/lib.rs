@@ -20,6 +20,7 @@ pub mod console;
 pub mod data;
 pub mod doctor;
 pub mod ledger;
+pub mod live;
 pub mod patient;
 pub mod protocol;
 pub mod rng;

@@ -641,6 +641,10 @@ fn the_step_button_lets_exactly_one_message_through() {
         std::thread::yield_now();
     }
     assert!(through.try_recv().is_err());
+    browser.wait_for(
+        "the patients held, shown",
+        "document.querySelector('#run-state').textContent === 'paused (3 waiting)'",
+    );
 
     browser.click("#step");
     through.recv_timeout(WAIT).expect("one message through");
@@ -659,6 +663,12 @@ fn the_step_button_lets_exactly_one_message_through() {
         assert!(Instant::now() < deadline, "the pace never changed");
         std::thread::yield_now();
     }
+    // A change made by the simulation, not the page, shows too.
+    controls.set_pace(Duration::from_millis(40));
+    browser.wait_for(
+        "the new pace",
+        "document.querySelector('#pace').value === '40'",
+    );
     controls.set_pace(Duration::ZERO);
 
     browser.click("#resume");

@@ -21,6 +21,52 @@
 //!   [`Event::Outcome`];
 //! - `serve(listener, hub, Some(controls), stop)` and keep the returned
 //!   [`LiveServer`] alive for the run; dropping it stops it.
+//!
+//! ```
+//! use medsim::live::{self, Controls, Event, Hub, SlotView, Transport};
+//! use medsim::shutdown::Shutdown;
+//!
+//! let shutdown = Shutdown::new();
+//! let hub = Hub::new();
+//! let controls = Controls::new({
+//!     let shutdown = shutdown.clone();
+//!     move || shutdown.is_triggered()
+//! });
+//! shutdown.on_trigger({
+//!     let controls = controls.clone();
+//!     move || controls.wake()
+//! });
+//! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! let server = live::serve(listener, hub.clone(), Some(controls.clone()), {
+//!     let shutdown = shutdown.clone();
+//!     move || shutdown.is_triggered()
+//! })?;
+//! println!("live view at {}", server.url());
+//!
+//! hub.publish(Event::Slots {
+//!     slots: vec![SlotView {
+//!         index: 1,
+//!         day: "Tue".into(),
+//!         time: "01pm".into(),
+//!         doctor: "doc1".into(),
+//!         holder: None,
+//!     }],
+//! });
+//! // In each patient thread, for session 0:
+//! controls.before_message();
+//! hub.message(0, "patient1", "center", "authenticate patient1 password111", Transport::Tcp);
+//! // In the center, once the reservation is decided:
+//! hub.publish(Event::Booked { index: 1, holder: "patient1".into() });
+//! // When the visit ends:
+//! hub.publish(Event::Outcome {
+//!     patient: "patient1".into(),
+//!     outcome: "booked".into(),
+//!     latency_us: 1800,
+//! });
+//! shutdown.trigger();
+//! drop(server); // joins its threads
+//! # Ok::<(), std::io::Error>(())
+//! ```
 
 mod controls;
 mod hub;

@@ -248,6 +248,9 @@ impl Context {
             return;
         }
         let mut reported_dropped = 0;
+        // Pause, pace and the number held can change without a POST (the
+        // simulation may set them): each change is sent as it is seen.
+        let mut reported_controls = self.controls.as_ref().map(state_json);
         let mut last_write = Instant::now();
         while !self.stopping() {
             let mut text = String::new();
@@ -269,6 +272,15 @@ impl Context {
                 text.push_str(&format!(
                     "data: {{\"type\":\"browser_dropped\",\"count\":{dropped}}}\n\n"
                 ));
+            }
+            if let Some(controls) = &self.controls {
+                let now = state_json(controls);
+                if reported_controls.as_ref() != Some(&now) {
+                    text.push_str(&format!(
+                        "data: {{\"type\":\"controls\",\"controls\":{now}}}\n\n"
+                    ));
+                    reported_controls = Some(now);
+                }
             }
             if text.is_empty() && last_write.elapsed() >= KEEP_ALIVE {
                 text.push_str(": keep-alive\n\n");

@@ -537,7 +537,7 @@ fn the_live_page_shows_bookings_losers_and_messages_in_order() {
     );
     assert_eq!(shown_messages(&mut browser), expected);
     // The diagram: one arrow per message, the lost datagram with a cross,
-    // lifelines patients first, then the center, then the doctor.
+    // lifelines patients first, then the center, then the doctors.
     browser.wait_for(
         "every arrow",
         &format!(
@@ -552,7 +552,7 @@ fn the_live_page_shows_bookings_losers_and_messages_in_order() {
     assert_eq!(
         browser
             .eval("[...document.querySelectorAll('#diagram g.party')].map(g => g.dataset.party)"),
-        json!(["patient1", "patient2", "center", "doc2"])
+        json!(["patient1", "patient2", "center", "doc1", "doc2"])
     );
     browser.wait_for(
         "the counters",
@@ -773,6 +773,17 @@ fn the_report_file_draws_the_run() {
         json!([["no slot reserved twice", "true"], ["every visit ended", "false"]])
     );
     assert_eq!(
+        browser.eval(
+            "[...document.querySelectorAll('#visits tr[data-patient]')].map(r => r.dataset.outcome)"
+        ),
+        json!(["booked", "no_slot"])
+    );
+    assert_eq!(
+        browser
+            .eval("[...document.querySelectorAll('#diagram g.party')].map(g => g.dataset.party)"),
+        json!(["patient1", "center", "doc1", "doc2"])
+    );
+    assert_eq!(
         browser.eval("document.querySelector('#command').textContent"),
         json!("$ medsim simulate --patients 2 --seed 7")
     );
@@ -791,6 +802,10 @@ fn the_report_file_draws_the_run() {
         browser.eval("document.querySelector('#controls').hidden"),
         json!(true)
     );
+    let png = browser.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("report.png");
+    std::fs::write(&out, &png).expect("save the screenshot");
 }
 
 #[test]

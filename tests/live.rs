@@ -342,6 +342,7 @@ impl Browser {
         while self.eval(&guarded) != json!(true) {
             if Instant::now() > deadline {
                 let body = self.eval("document.body ? document.body.innerText : ''");
+                let body: String = body.as_str().unwrap_or("").chars().take(3000).collect();
                 panic!("timed out waiting for {what} ({expression}); the page says:\n{body}");
             }
             std::thread::sleep(Duration::from_millis(25));
@@ -839,6 +840,18 @@ fn a_run_of_100000_patients_reaches_the_page_as_a_sample_and_counters() {
                     for text in texts {
                         hub.message(session, &name, "center", text, Transport::Tcp);
                     }
+                    // Everyone races for slot 1; patient0 wins.
+                    if session == 0 {
+                        hub.publish(Event::Booked {
+                            index: 1,
+                            holder: name.clone(),
+                        });
+                    } else {
+                        hub.publish(Event::Lost {
+                            index: 1,
+                            who: name.clone(),
+                        });
+                    }
                     hub.publish(Event::Outcome {
                         patient: name,
                         outcome: "taken".into(),
@@ -879,6 +892,29 @@ fn a_run_of_100000_patients_reaches_the_page_as_a_sample_and_counters() {
     );
     let listed = browser.eval("document.querySelectorAll('#messages li').length");
     assert!(listed.as_u64() <= Some(1000), "{listed}");
+    // The race: one holder, a few losers named, the rest counted.
+    browser.wait_for(
+        "the winner",
+        "document.querySelector('[data-slot=\"1\"]').dataset.holder === 'patient0'",
+    );
+    // The count shown is the hub's, not the sample's (1 in 100 is sent).
+    browser.wait_for(
+        "eight losers named, the rest counted",
+        "(() => { const c = document.querySelector('[data-slot=\"1\"] .losers'); \
+         return c.textContent.endsWith(' more') && c.textContent.split(', ').length === 8 \
+         && Number(c.dataset.lost) >= 1000; })()",
+    );
+    // Every loss and visit is counted, or among the dropped events (four
+    // threads publishing flat out overflow the hub's buffer by design).
+    browser.wait_for(
+        "every loss counted",
+        &format!(
+            "Number(document.querySelector('#c-lost').textContent) + \
+             Number(document.querySelector('#c-sessions').textContent) + \
+             Number(document.querySelector('#dropped').textContent) >= {}",
+            2 * PATIENTS - 1
+        ),
+    );
     let arrows = browser.eval("document.querySelectorAll('#diagram g.arrow').length");
     assert!(arrows.as_u64() <= Some(60), "{arrows}");
 }

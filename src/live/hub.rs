@@ -82,7 +82,8 @@ struct Shared {
 struct State {
     started: Instant,
     slots: Vec<SlotView>,
-    losers: BTreeMap<u64, Vec<String>>,
+    /// Per slot: losses counted, and the first few losers' names.
+    losers: BTreeMap<u64, (u64, Vec<String>)>,
     counters: Counters,
     /// Latencies of the visits ended since the last tick.
     window: Vec<u64>,
@@ -229,6 +230,13 @@ fn to_json(value: &impl serde::Serialize) -> Arc<str> {
         .into()
 }
 
+/// A loss as the page gets it: with `count`, the losses on that slot so
+/// far, since only a sample of them is sent.
+fn lost_json(index: u64, who: &str, count: u64) -> Arc<str> {
+    let value = serde_json::json!({"type": "lost", "index": index, "who": who, "count": count});
+    value.to_string().into()
+}
+
 impl Shared {
     fn new(config: HubConfig) -> Shared {
         let now = Instant::now();
@@ -326,13 +334,15 @@ impl Shared {
                 state.counters.lost += 1;
                 let n = state.losses_seen;
                 state.losses_seen += 1;
-                let names = state.losers.entry(index).or_default();
+                let (count, names) = state.losers.entry(index).or_default();
+                *count += 1;
                 if names.len() < LOSERS_PER_SLOT {
                     names.push(who.clone());
                 }
+                let count = *count;
                 self.config
                     .sampled(n)
-                    .then(|| to_json(&Event::Lost { index, who }))
+                    .then(|| lost_json(index, &who, count))
             }
             Event::Outcome {
                 patient,
@@ -340,7 +350,12 @@ impl Shared {
                 latency_us,
             } => {
                 state.counters.sessions += 1;
-                *state.counters.outcomes.entry(outcome.clone()).or_default() += 1;
+                match state.counters.outcomes.get_mut(&outcome) {
+                    Some(n) => *n += 1,
+                    None => {
+                        state.counters.outcomes.insert(outcome.clone(), 1);
+                    }
+                }
                 state.window.push(latency_us);
                 let n = state.outcomes_seen;
                 state.outcomes_seen += 1;
@@ -409,12 +424,14 @@ impl Shared {
         let mut initial = vec![to_json(&Event::Slots {
             slots: state.slots.clone(),
         })];
-        for (&index, names) in &state.losers {
-            for who in names {
-                initial.push(to_json(&Event::Lost {
-                    index,
-                    who: who.clone(),
-                }));
+        for (&index, (count, names)) in &state.losers {
+            for (i, who) in names.iter().enumerate() {
+                let so_far = if i + 1 == names.len() {
+                    *count
+                } else {
+                    i as u64 + 1
+                };
+                initial.push(lost_json(index, who, so_far));
             }
         }
         if let Some(paused) = state.paused {
@@ -513,6 +530,7 @@ mod tests {
         assert_eq!(events[0]["slots"][0]["index"], 1);
         assert_eq!(events[0]["slots"][1]["holder"], "patient1");
         assert_eq!(events[1]["type"], "lost");
+        assert_eq!(events[1]["count"], 1);
         let message = events
             .iter()
             .find(|e| e["type"] == "message")

@@ -9,6 +9,8 @@
 //!   kept: memory, SQLite, PostgreSQL) and [`ledger`] under [`center`]; [`doctor`]; [`system`] runs both in this process;
 //! - [`client`], the one client of the protocol, under [`patient`] (the
 //!   person-facing one), [`sim`], [`check`] and [`bench`];
+//! - the classroom: [`live`] (a live page of a running system, and the
+//!   same picture as an HTML report);
 //! - plumbing: [`cli`] (shared flag groups), [`console`], [`shutdown`],
 //!   [`stats`], [`table`], [`trace`], [`rng`].
 //!
@@ -23,6 +25,7 @@ pub mod console;
 pub mod data;
 pub mod doctor;
 pub mod ledger;
+pub mod live;
 pub mod net;
 pub mod patient;
 pub mod protocol;

@@ -18,9 +18,12 @@ use crate::center::Center;
 use crate::console::Console;
 use crate::data::{self, Fixtures, Slot, Users};
 use crate::doctor::Doctor;
+use crate::live::Hub;
 use crate::net;
 use crate::shutdown::Shutdown;
 use crate::slots::SlotBook;
+use crate::store::memory::MemoryStore;
+use crate::store::{self, Store, StoreUrl};
 
 pub use crate::center::{Limits, Summary as CenterSummary};
 pub use crate::slots::DEFAULT_LIST_CAP;
@@ -46,8 +49,15 @@ pub struct Options {
     /// The data's slots, for [`Slots::Data`].
     pub data_slots: Vec<Slot>,
     pub slots: Slots,
-    /// Slots reserved before the first session, with their holders.
+    /// Slots reserved before the first session, with their holders
+    /// (memory stores only).
     pub holders: Vec<(u64, String)>,
+    /// Where the slot table is kept.
+    pub store: StoreUrl,
+    /// How many centers share it, each on its own port.
+    pub centers: usize,
+    /// Where bookings and lost races are shown live.
+    pub live: Option<Hub>,
     pub limits: Limits,
     pub list_cap: usize,
     /// Where the parties print their phase messages.
@@ -69,6 +79,9 @@ impl Options {
             data_slots: fixtures.slots.clone(),
             slots: Slots::Data,
             holders: Vec::new(),
+            store: StoreUrl::Memory,
+            centers: 1,
+            live: None,
             limits: Limits::default(),
             list_cap: DEFAULT_LIST_CAP,
             console: Console::silent(),
@@ -79,12 +92,12 @@ impl Options {
     }
 }
 
-/// A running center and its doctors.
+/// A running system: its centers (usually one) and its doctors.
 pub struct System {
-    center: SocketAddr,
+    centers: Vec<(SocketAddr, Arc<Center>)>,
     doctors: Vec<(String, SocketAddr)>,
-    center_handle: Arc<Center>,
-    book: SlotBook,
+    /// The slot table, as the first center sees it.
+    store: Arc<dyn Store>,
     slot_count: usize,
     shutdown: Shutdown,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
@@ -96,7 +109,8 @@ impl System {
     ///
     /// # Errors
     ///
-    /// An address that cannot be bound, or a thread that cannot start.
+    /// An address that cannot be bound, a store that cannot be opened, or
+    /// a thread that cannot start.
     pub fn start(options: Options) -> anyhow::Result<System> {
         let shutdown = Shutdown::new();
         let mut threads = Vec::new();
@@ -126,51 +140,72 @@ impl System {
                 .map_or(slot.port, |(_, port)| *port),
             ..slot
         };
-        let book = match options.slots {
-            Slots::Data => SlotBook::from_slots(
-                options.data_slots.into_iter().map(port_of),
-                options.list_cap,
-            ),
-            Slots::Given(slots) => {
-                SlotBook::from_slots(slots.into_iter().map(port_of), options.list_cap)
+        let slots: Box<dyn Iterator<Item = Slot>> = match options.slots {
+            Slots::Data => Box::new(options.data_slots.into_iter().map(port_of)),
+            Slots::Given(slots) => Box::new(slots.into_iter().map(port_of)),
+            Slots::Generated(count) => Box::new(data::generated_slots(count, &ports)),
+        };
+        // One store a center, as separate processes would each open theirs;
+        // a memory table is this process's, so its centers share it.
+        let (stores, slot_count): (Vec<Arc<dyn Store>>, usize) = match &options.store {
+            StoreUrl::Memory => {
+                // Straight into the table: a large generated list is never held.
+                let book = SlotBook::from_slots(slots, options.list_cap);
+                let count = book.free_count();
+                book.restore(&options.holders);
+                let store: Arc<dyn Store> = Arc::new(MemoryStore::from_book(book));
+                (vec![store; options.centers.max(1)], count)
             }
-            Slots::Generated(count) => {
-                SlotBook::from_slots(data::generated_slots(count, &ports), options.list_cap)
+            url => {
+                let slots: Vec<Slot> = slots.collect();
+                let stores = (0..options.centers.max(1))
+                    .map(|_| store::open(url, &slots, options.list_cap))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (stores, slots.len())
             }
         };
-        // Every slot is free until the holders are restored.
-        let slot_count = book.free_count();
-        book.restore(&options.holders);
-        let listener = net::bind_tcp("the center", &options.center_listen)?;
-        let center_addr = net::loopback_if_unspecified(listener.local_addr()?);
-        let center = Arc::new(
-            Center::new(options.users, book.clone(), options.limits, options.console)
-                .show_passwords(options.show_passwords),
-        );
-        {
-            let center = Arc::clone(&center);
+        let mut centers = Vec::new();
+        for (k, store) in stores.iter().enumerate() {
+            let listener = net::bind_tcp("the center", &options.center_listen)?;
+            let addr = net::loopback_if_unspecified(listener.local_addr()?);
+            let center = Arc::new(
+                Center::new(
+                    options.users.clone(),
+                    Arc::clone(store),
+                    options.limits.clone(),
+                    options.console.clone(),
+                )
+                .show_passwords(options.show_passwords)
+                .with_live(options.live.clone()),
+            );
+            let serving = Arc::clone(&center);
             let shutdown = shutdown.clone();
             threads.push(
                 std::thread::Builder::new()
-                    .name("medsim-center".into())
-                    .spawn(move || center.serve(listener, &shutdown).map(drop))
+                    .name(format!("medsim-center-{}", k + 1))
+                    .spawn(move || serving.serve(listener, &shutdown).map(drop))
                     .context("starting the center")?,
             );
+            centers.push((addr, center));
         }
         Ok(System {
-            center: center_addr,
+            centers,
             doctors,
-            center_handle: center,
-            book,
+            store: Arc::clone(&stores[0]),
             slot_count,
             shutdown,
             threads,
         })
     }
 
-    /// The center's address.
+    /// The (first) center's address.
     pub fn center(&self) -> SocketAddr {
-        self.center
+        self.centers[0].0
+    }
+
+    /// Every center's address.
+    pub fn centers(&self) -> Vec<SocketAddr> {
+        self.centers.iter().map(|(addr, _)| *addr).collect()
     }
 
     /// Every doctor's name and address.
@@ -186,15 +221,14 @@ impl System {
             .map(|(_, addr)| *addr)
     }
 
-    /// Every reserved slot and its holder, in index order, as the center's
-    /// table has them.
-    pub fn holders(&self) -> Vec<(u64, String)> {
-        self.book.holders()
-    }
-
-    /// How many slots are free now.
-    pub fn free_count(&self) -> usize {
-        self.book.free_count()
+    /// Every reserved slot and its holder, in index order, as the store
+    /// has them.
+    ///
+    /// # Errors
+    ///
+    /// The store cannot answer.
+    pub fn holders(&self) -> anyhow::Result<Vec<(u64, String)>> {
+        Ok(self.store.holders()?)
     }
 
     /// How many slots the table has.
@@ -202,14 +236,22 @@ impl System {
         self.slot_count
     }
 
-    /// Sessions open at the center now.
+    /// Sessions open at the centers now.
     pub fn open_sessions(&self) -> usize {
-        self.center_handle.open_sessions()
+        self.centers.iter().map(|(_, c)| c.open_sessions()).sum()
     }
 
-    /// The center's counts so far.
+    /// The centers' counts so far, added up.
     pub fn summary(&self) -> CenterSummary {
-        self.center_handle.summary()
+        let mut total = CenterSummary::default();
+        for (_, center) in &self.centers {
+            let s = center.summary();
+            total.sessions += s.sessions;
+            total.bookings += s.bookings;
+            total.errors += s.errors;
+            total.busy += s.busy;
+        }
+        total
     }
 
     /// Stops every server, waits for each, and returns the center's counts.
@@ -225,7 +267,7 @@ impl System {
                 .map_err(|_| anyhow::anyhow!("a server thread panicked"))?
                 .context("serving")?;
         }
-        Ok(self.center_handle.summary())
+        Ok(self.summary())
     }
 }
 

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use medsim::data::{Fixtures, Source};
-use medsim::ledger::Ledger;
 use medsim::rng::SplitMix64;
+use medsim::store::Store as _;
+use medsim::store::sqlite::SqliteStore;
 use support::{Raw, Running, address_in};
 
 const USERS: usize = 5000;
@@ -35,7 +36,13 @@ fn write_fixtures(dir: &Path) {
     std::fs::write(dir.join("doc2.txt"), "insurance1 40\n").unwrap();
 }
 
-fn start_center(fixtures: &Path, ledger: &Path) -> (Running, SocketAddr) {
+/// A center on `store` (a `--store` URL), or on `--ledger FILE` for a
+/// store that is a plain path.
+fn start_center(fixtures: &Path, store: &str) -> (Running, SocketAddr) {
+    let (flag, value) = match store.strip_prefix("ledger:") {
+        Some(path) => ("--ledger", path),
+        None => ("--store", store),
+    };
     let mut center = Running::spawn(&[
         "center",
         "--listen",
@@ -43,8 +50,8 @@ fn start_center(fixtures: &Path, ledger: &Path) -> (Running, SocketAddr) {
         "--quiet",
         "--fixtures",
         fixtures.to_str().unwrap(),
-        "--ledger",
-        ledger.to_str().unwrap(),
+        flag,
+        value,
         "--list-cap",
         "1000",
     ]);
@@ -100,13 +107,14 @@ fn listed(addr: SocketAddr, k: usize) -> Vec<u64> {
 fn reservations_survive_kill_9_and_no_slot_is_ever_given_twice() {
     let dir = tempfile::tempdir().unwrap();
     write_fixtures(dir.path());
-    let ledger = dir.path().join("ledger");
+    let db = dir.path().join("slots.db");
+    let store = format!("sqlite:{}", db.display());
     let next_user = AtomicUsize::new(0);
     // Every slot some patient was told `DOCTOR PORT` for, and to whom.
     let mut given: HashMap<u64, usize> = HashMap::new();
 
     for round in 0..4 {
-        let (center, addr) = start_center(dir.path(), &ledger);
+        let (center, addr) = start_center(dir.path(), &store);
         let free = listed(addr, next_user.fetch_add(1, Ordering::SeqCst));
         for slot in given.keys() {
             assert!(
@@ -155,19 +163,23 @@ fn reservations_survive_kill_9_and_no_slot_is_ever_given_twice() {
     }
 
     let slots = Fixtures::load(&Source::dir(dir.path())).unwrap().slots;
-    let (_, replay) = Ledger::open(&ledger, &slots).unwrap();
-    let recorded: HashMap<u64, String> = replay.holders.into_iter().collect();
+    let recorded: HashMap<u64, String> = SqliteStore::open(&db, &slots, 1000)
+        .unwrap()
+        .holders()
+        .unwrap()
+        .into_iter()
+        .collect();
     for (slot, user) in &given {
         assert_eq!(
             recorded.get(slot),
             Some(&format!("u{user}")),
-            "slot {slot} was confirmed to u{user} but the ledger says otherwise"
+            "slot {slot} was confirmed to u{user} but the database says otherwise"
         );
     }
     assert!(given.len() >= 60, "four rounds of at least 15 bookings");
 
     // One more restart: nothing given is listed, or given again.
-    let (center, addr) = start_center(dir.path(), &ledger);
+    let (center, addr) = start_center(dir.path(), &store);
     let free = listed(addr, next_user.fetch_add(1, Ordering::SeqCst));
     assert_eq!(free.len() as u64, SLOTS - recorded.len() as u64);
     let (slot, _) = given.iter().next().unwrap();
@@ -179,18 +191,22 @@ fn reservations_survive_kill_9_and_no_slot_is_ever_given_twice() {
     let (status, _, stderr) = center.terminate();
     assert!(status.success(), "{stderr}");
     assert!(
-        stderr.contains(&format!("{} reservations restored", recorded.len())),
+        stderr.contains(&format!(
+            "center: sqlite store {}: {} reservations held",
+            db.display(),
+            recorded.len()
+        )),
         "{stderr}"
     );
 }
 
 #[test]
-fn a_torn_ledger_line_is_ignored_with_a_warning() {
+fn an_old_journal_is_converted_once_and_a_torn_line_ignored_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     write_fixtures(dir.path());
     let ledger = dir.path().join("ledger");
     std::fs::write(&ledger, "book 1 u0\nbook 2 u").unwrap();
-    let (center, addr) = start_center(dir.path(), &ledger);
+    let (center, addr) = start_center(dir.path(), &format!("ledger:{}", ledger.display()));
     let free = listed(addr, 10);
     assert_eq!(free[..2], [2, 3]);
     let (status, _, stderr) = center.terminate();
@@ -199,6 +215,27 @@ fn a_torn_ledger_line_is_ignored_with_a_warning() {
         stderr.contains("line 2: torn last line (8 bytes, never acknowledged) ignored"),
         "{stderr}"
     );
+    assert!(
+        stderr.contains("imported 1 reservation(s) from the journal"),
+        "{stderr}"
+    );
+    let journal = dir.path().join("ledger.journal");
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap(),
+        "book 1 u0\n",
+        "the old journal is kept beside the store, its torn line cut"
+    );
+    assert!(
+        std::fs::read(&ledger)
+            .unwrap()
+            .starts_with(b"SQLite format 3\0")
+    );
+    // Started again on the same file: an SQLite store now, nothing to convert.
+    let (center, addr) = start_center(dir.path(), &format!("ledger:{}", ledger.display()));
+    assert_eq!(listed(addr, 11)[..2], [2, 3]);
+    let (status, _, stderr) = center.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("imported"), "{stderr}");
 }
 
 #[test]
@@ -219,9 +256,15 @@ fn a_corrupt_ledger_stops_the_center_at_start_with_the_line() {
     assert_ne!(code, 0);
     assert!(stdout.is_empty(), "no ready line: {stdout}");
     assert!(
-        stderr.contains("ledger line 2: slot 1 booked by u1 while u0 holds it"),
+        stderr.contains("ledger.journal line 2: slot 1 booked by u1 while u0 holds it"),
         "{stderr}"
     );
+    // Left as it was found.
+    assert_eq!(
+        std::fs::read_to_string(&ledger).unwrap(),
+        "book 1 u0\nbook 1 u1\n"
+    );
+    assert!(!dir.path().join("ledger.journal").exists());
 }
 
 /// Waits (bounded) until connections to `addr` are refused.

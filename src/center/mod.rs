@@ -19,17 +19,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use crossbeam_channel::RecvTimeoutError;
 use parking_lot::Mutex;
 
 use crate::cli;
 use crate::console::Console;
 use crate::data::{Fixtures, Users};
-use crate::ledger::Ledger;
+use crate::live::Hub;
 use crate::net;
 use crate::protocol::{MIN_MESSAGE_LIMIT, words};
 use crate::shutdown::Shutdown;
-use crate::slots::{DEFAULT_LIST_CAP, SlotBook};
+use crate::slots::DEFAULT_LIST_CAP;
+use crate::store::{self, Store, StoreUrl};
 
 /// The center's limits; each has a flag and a documented default.
 #[derive(Debug, Clone)]
@@ -104,27 +106,28 @@ struct Counters {
 /// A health center: its users, its slot table, its limits and its console.
 pub struct Center {
     users: Users,
-    book: SlotBook,
+    store: Arc<dyn Store>,
     limits: Limits,
     console: Console,
     show_passwords: bool,
-    ledger: Option<Ledger>,
+    /// Where bookings and lost races are shown live, when someone watches.
+    live: Option<Hub>,
     counters: Counters,
     /// Sessions open now; bounded by `limits.max_sessions`.
-    live: Arc<AtomicUsize>,
+    open: Arc<AtomicUsize>,
 }
 
 impl Center {
-    pub fn new(users: Users, book: SlotBook, limits: Limits, console: Console) -> Center {
+    pub fn new(users: Users, store: Arc<dyn Store>, limits: Limits, console: Console) -> Center {
         Center {
             users,
-            book,
+            store,
             limits,
             console,
             show_passwords: false,
-            ledger: None,
+            live: None,
             counters: Counters::default(),
-            live: Arc::new(AtomicUsize::new(0)),
+            open: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -134,21 +137,20 @@ impl Center {
         self
     }
 
-    /// Records every reservation in `ledger` before confirming it. The book
-    /// should already hold what the ledger replayed.
-    pub fn with_ledger(mut self, ledger: Ledger) -> Center {
-        self.ledger = Some(ledger);
+    /// Shows every booking and lost race on `hub`.
+    pub fn with_live(mut self, hub: Option<Hub>) -> Center {
+        self.live = hub;
         self
     }
 
     /// The slot table this center reserves from.
-    pub fn book(&self) -> &SlotBook {
-        &self.book
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
     }
 
     /// Sessions open right now.
     pub fn open_sessions(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.open.load(Ordering::Acquire)
     }
 
     /// The counts so far.
@@ -214,14 +216,6 @@ impl Center {
             self.console.diagnostic(format_args!(
                 "center: sessions still open after the {:?} drain timeout were abandoned",
                 self.limits.drain_timeout
-            ));
-        }
-        if let Some(ledger) = &self.ledger
-            && let Err(e) = ledger.sync()
-        {
-            self.console.diagnostic(format_args!(
-                "center: flushing the ledger {}: {e}",
-                ledger.path().display()
             ));
         }
         Ok(self.summary())
@@ -294,10 +288,10 @@ impl Center {
                     "center: no thread for a new acceptor ({e}); accepting after this session"
                 ));
             }
-            if self.live.load(Ordering::Acquire) >= self.limits.max_sessions {
+            if self.open.load(Ordering::Acquire) >= self.limits.max_sessions {
                 self.refuse_busy(&stream, peer, &acceptors.busy_log);
             } else {
-                let _seat = Seat::take(&self.live);
+                let _seat = Seat::take(&self.open);
                 self.run_session(stream, peer, shutdown);
             }
             acceptors.accepting.fetch_add(1, Ordering::AcqRel);
@@ -456,10 +450,15 @@ pub struct Args {
     /// Sessions served at once; past it a new connection gets `error busy`.
     #[arg(long, default_value_t = Limits::default().max_sessions, value_name = "N")]
     pub max_sessions: usize,
-    /// Journal every reservation to FILE (fsync before confirming) and
-    /// replay it at start, so a restarted center never gives a slot twice.
-    /// Without it, reservations live as long as the process.
-    #[arg(long, value_name = "FILE")]
+    /// Where the reservations are kept: `memory` (gone at exit),
+    /// `sqlite:FILE` (durable before each `DOCTOR PORT`; made and filled
+    /// from the data files when missing), or `postgres://USER@HOST/DB`
+    /// (shared by several centers; the schema is made when missing).
+    #[arg(long, default_value = "memory", value_name = "URL", value_parser = parse_store)]
+    pub store: StoreUrl,
+    /// The same as `--store sqlite:FILE`. A FILE that still holds an old
+    /// text journal of medsim's is converted once (kept as FILE.journal).
+    #[arg(long, value_name = "FILE", conflicts_with = "store")]
     pub ledger: Option<PathBuf>,
     /// Time sessions in flight may run on after SIGINT or SIGTERM.
     #[arg(long, default_value = "5s", value_parser = cli::parse_duration, value_name = "DURATION")]
@@ -487,24 +486,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let fixtures = Fixtures::load(&args.fixtures.source())?;
     let limits = args.limits();
     let console = Console::standard(args.quiet);
-    let book = SlotBook::new(&fixtures.slots, args.list_cap);
-    let mut center = Center::new(fixtures.users, book.clone(), limits, console.clone())
-        .show_passwords(args.show_passwords);
-    // The ledger is replayed before the ready line: nothing is served
-    // before every recorded reservation is back in the table.
-    if let Some(path) = &args.ledger {
-        let (ledger, replay) = Ledger::open(path, &fixtures.slots)?;
-        for warning in &replay.warnings {
-            console.diagnostic(format_args!("center: warning: {warning}"));
-        }
-        book.restore(&replay.holders);
-        console.diagnostic(format_args!(
-            "center: ledger {}: {} reservations restored",
-            path.display(),
-            replay.holders.len()
-        ));
-        center = center.with_ledger(ledger);
+    // Every recorded reservation is in the table before the ready line:
+    // nothing is served before the store is open.
+    let store = open_store(args, &fixtures, &console)?;
+    match store.holders() {
+        Ok(holders) => console.diagnostic(format_args!(
+            "center: {}: {} held",
+            store.describe(),
+            crate::stats::plural(holders.len() as u64, "reservation", "reservations")
+        )),
+        Err(e) => anyhow::bail!("{e}"),
     }
+    let center = Center::new(fixtures.users, store, limits, console.clone())
+        .show_passwords(args.show_passwords);
     let listener = net::bind_tcp("the center", &args.listen)?;
     let local = listener.local_addr()?;
     let shutdown = Shutdown::new();
@@ -518,4 +512,61 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let summary = Arc::new(center).serve(listener, &shutdown)?;
     Console::standard(false).phases(&format!("center stopped: {summary}\n"));
     Ok(())
+}
+
+fn parse_store(text: &str) -> Result<StoreUrl, String> {
+    StoreUrl::parse(text).map_err(|e| e.to_string())
+}
+
+/// The first bytes of every SQLite file.
+const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+
+/// Opens the store the flags name. `--ledger FILE` is an SQLite store at
+/// FILE; an old text journal found there is moved to FILE.journal and
+/// imported once, with a message.
+fn open_store(
+    args: &Args,
+    fixtures: &Fixtures,
+    console: &Console,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let Some(path) = &args.ledger else {
+        return Ok(store::open(&args.store, &fixtures.slots, args.list_cap)?);
+    };
+    let head = std::fs::read(path).unwrap_or_default();
+    let is_journal = !head.is_empty() && !head.starts_with(SQLITE_MAGIC);
+    if !is_journal {
+        let url = StoreUrl::Sqlite(path.clone());
+        return Ok(store::open(&url, &fixtures.slots, args.list_cap)?);
+    }
+    let mut journal = path.clone().into_os_string();
+    journal.push(".journal");
+    let journal = PathBuf::from(journal);
+    anyhow::ensure!(
+        !journal.exists(),
+        "{} holds an old journal, and {} exists already: move one of them away",
+        path.display(),
+        journal.display()
+    );
+    std::fs::rename(path, &journal)
+        .with_context(|| format!("moving the journal {} aside", path.display()))?;
+    let converted = (|| -> anyhow::Result<Arc<dyn Store>> {
+        let db = store::sqlite::SqliteStore::open(path, &fixtures.slots, args.list_cap)?;
+        let import = store::sqlite::import_ledger(&journal, &db)?;
+        for warning in &import.warnings {
+            console.diagnostic(format_args!("center: warning: {warning}"));
+        }
+        console.diagnostic(format_args!(
+            "center: {}: {import} into the SQLite store {}; the journal is kept as {}",
+            path.display(),
+            path.display(),
+            journal.display()
+        ));
+        Ok(Arc::new(db))
+    })();
+    if converted.is_err() {
+        // Leave things as they were found.
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::rename(&journal, path);
+    }
+    converted
 }

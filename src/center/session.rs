@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::{Center, READ_CHUNK, SHUTDOWN_POLL};
 use crate::console::Transcript;
+use crate::live::Event;
 use crate::protocol::{self, Decoder, Dialect, ProtocolError, Request, words};
 use crate::shutdown::Shutdown;
 use crate::slots::Reservation;
@@ -177,7 +178,14 @@ impl<L: Link> Session<'_, L> {
             self.peer.port(),
             self.peer.ip()
         ));
-        let free = self.center.book.free_list();
+        let free = match self.center.store.free_list() {
+            Ok(free) => free,
+            Err(e) => {
+                self.log(format_args!("listing the free slots: {e}"));
+                self.refuse("the appointment store cannot answer now; try again later");
+                return false;
+            }
+        };
         if free.is_empty() {
             self.transcript.line(format_args!(
                 "Phase 2: The Health Center Server has no available time slots for patient with username {user}."
@@ -201,16 +209,17 @@ impl<L: Link> Session<'_, L> {
             "Phase 2: The Health Center Server receives a request for appointment {index} from patient with port number {} and username {user}.",
             self.peer.port()
         ));
-        match self.center.book.reserve(index, user) {
+        let reservation = match self.center.store.reserve(index, user) {
+            Ok(reservation) => reservation,
+            Err(e) => {
+                // Nothing was reserved: the store's check-and-set is one
+                // transaction, so a failed one leaves the slot as it was.
+                self.log(format_args!("reserving slot {index}: {e}"));
+                return self.refuse("the reservation could not be recorded; try again later");
+            }
+        };
+        match reservation {
             Reservation::Booked { doctor, port } => {
-                if let Some(ledger) = &self.center.ledger
-                    && let Err(e) = ledger.record_booking(index, user)
-                {
-                    // Not durable, so not confirmed: the slot stays free.
-                    self.center.book.cancel(index, user);
-                    self.log(format_args!("recording slot {index} in the ledger: {e}"));
-                    return self.refuse("the reservation could not be recorded; try again");
-                }
                 if self.answer(&format!("{doctor} {port}")) {
                     self.center
                         .counters
@@ -219,6 +228,12 @@ impl<L: Link> Session<'_, L> {
                     self.transcript.line(format_args!(
                         "Phase 2: The Health Center Server confirms the following appointment {index} to patient with username {user}."
                     ));
+                    if let Some(hub) = &self.center.live {
+                        hub.publish(Event::Booked {
+                            index,
+                            holder: user.to_owned(),
+                        });
+                    }
                 } else {
                     self.undo(index, user);
                 }
@@ -227,27 +242,28 @@ impl<L: Link> Session<'_, L> {
                 self.transcript.line(format_args!(
                     "Phase 2: The Health Center Server rejects the following appointment {index} to patient with username {user}."
                 ));
+                if let Some(hub) = &self.center.live {
+                    hub.publish(Event::Lost {
+                        index,
+                        who: user.to_owned(),
+                    });
+                }
                 self.answer(words::NOT_AVAILABLE);
             }
             Reservation::NoSuchSlot => self.refuse(&format!("no slot has index {index}")),
         }
     }
 
-    /// The patient never learned of its reservation: free the slot. The
-    /// cancel is journalled first, so the journal never shows a slot given
-    /// to a second patient before the first one's cancel.
+    /// The patient never learned of its reservation: free the slot.
     fn undo(&mut self, index: u64, user: &str) {
-        if let Some(ledger) = &self.center.ledger
-            && let Err(e) = ledger.record_cancel(index, user)
-        {
-            return self.log(format_args!(
-                "the answer for slot {index} could not be sent, and its cancel could not be recorded ({e}); the slot stays reserved"
-            ));
+        match self.center.store.cancel(index, user) {
+            Ok(_) => self.log(format_args!(
+                "the answer for slot {index} could not be sent; reservation cancelled"
+            )),
+            Err(e) => self.log(format_args!(
+                "the answer for slot {index} could not be sent, and its cancel failed ({e}); the slot stays reserved"
+            )),
         }
-        self.center.book.cancel(index, user);
-        self.log(format_args!(
-            "the answer for slot {index} could not be sent; reservation cancelled"
-        ));
     }
 
     fn dialect(&self) -> Dialect {

@@ -149,7 +149,7 @@ impl<'a> Crowd<'a> {
             &crate::cli::Doctors::default(),
             same_target,
         );
-        let holders = system.holders();
+        let holders = system.holders()?;
         let slots = system.slot_count();
         let summary = system.stop()?;
         Ok(self.report(

@@ -71,7 +71,7 @@ impl System {
 
     /// The center's table: every reserved slot and its holder.
     pub fn holders(&self) -> Vec<(u64, String)> {
-        self.inner.holders()
+        self.inner.holders().expect("the store answers")
     }
 
     pub fn summary(&self) -> CenterSummary {

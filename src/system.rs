@@ -141,22 +141,26 @@ impl System {
             ..slot
         };
         let slots: Box<dyn Iterator<Item = Slot>> = match options.slots {
-            Slots::Data => Box::new(options.data_slots.into_iter().map(port_of)),
-            Slots::Given(slots) => Box::new(slots.into_iter().map(port_of)),
+            Slots::Data => Box::new(options.data_slots.into_iter()),
+            Slots::Given(slots) => Box::new(slots.into_iter()),
             Slots::Generated(count) => Box::new(data::generated_slots(count, &ports)),
         };
         // One store a center, as separate processes would each open theirs;
         // a memory table is this process's, so its centers share it.
         let (stores, slot_count): (Vec<Arc<dyn Store>>, usize) = match &options.store {
             StoreUrl::Memory => {
-                // Straight into the table: a large generated list is never held.
-                let book = SlotBook::from_slots(slots, options.list_cap);
+                // The table tells the doctors' real ports; straight into it,
+                // so a large generated list is never held.
+                let book = SlotBook::from_slots(slots.map(port_of), options.list_cap);
                 let count = book.free_count();
                 book.restore(&options.holders);
                 let store: Arc<dyn Store> = Arc::new(MemoryStore::from_book(book));
                 (vec![store; options.centers.max(1)], count)
             }
             url => {
+                // A store outlives the run: it keeps the data's ports (the
+                // next run's doctors bind others), and clients reach this
+                // run's doctors by name.
                 let slots: Vec<Slot> = slots.collect();
                 let stores = (0..options.centers.max(1))
                     .map(|_| store::open(url, &slots, options.list_cap))

@@ -13,27 +13,13 @@ use medsim::data::{Fixtures, Source};
 use medsim::rng::SplitMix64;
 use medsim::store::Store as _;
 use medsim::store::sqlite::SqliteStore;
-use support::{Raw, Running, address_in};
+use support::{Raw, Running, address_in, try_booking};
 
 const USERS: usize = 5000;
 const SLOTS: u64 = 400;
 
 fn write_fixtures(dir: &Path) {
-    let users: String = (0..USERS).map(|k| format!("u{k} pw{k}\n")).collect();
-    let slots: String = (1..=SLOTS)
-        .map(|i| {
-            let (doctor, port) = if i % 2 == 1 {
-                ("doc1", 41720)
-            } else {
-                ("doc2", 42720)
-            };
-            format!("{i} Mon 10am {doctor} {port}\n")
-        })
-        .collect();
-    std::fs::write(dir.join("users.txt"), users).unwrap();
-    std::fs::write(dir.join("availabilities.txt"), slots).unwrap();
-    std::fs::write(dir.join("doc1.txt"), "insurance1 30\n").unwrap();
-    std::fs::write(dir.join("doc2.txt"), "insurance1 40\n").unwrap();
+    support::crowd_fixtures(dir, USERS, SLOTS);
 }
 
 /// A center on `store` (a `--store` URL), or on `--ledger FILE` for a
@@ -57,39 +43,6 @@ fn start_center(fixtures: &Path, store: &str) -> (Running, SocketAddr) {
     ]);
     let addr = address_in(&center.line());
     (center, addr)
-}
-
-/// One booking attempt as user `k`; `Ok(Some(slot))` when the center
-/// answered `DOCTOR PORT`, `Err` once the center is gone.
-fn try_booking(addr: SocketAddr, k: usize, rng: &mut SplitMix64) -> std::io::Result<Option<u64>> {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut writer = stream;
-    let mut ask = |text: String| -> std::io::Result<String> {
-        writer.write_all(text.as_bytes())?;
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(line.trim_end().to_owned())
-    };
-    if ask(format!("authenticate u{k} pw{k}\n"))? != "success" {
-        return Ok(None);
-    }
-    let list = ask("available\n".into())?;
-    let indexes: Vec<u64> = list
-        .split(' ')
-        .step_by(3)
-        .filter_map(|w| w.parse().ok())
-        .collect();
-    if indexes.is_empty() {
-        return Ok(None);
-    }
-    let pick = indexes[rng.below(indexes.len() as u64) as usize];
-    let answer = ask(format!("selection {pick}\n"))?;
-    Ok(answer.starts_with("doc").then_some(pick))
 }
 
 /// Lists the free slots as a fresh user.

@@ -136,19 +136,25 @@ impl<'a> Crowd<'a> {
         if let Some(count) = args.slots {
             options.slots = system::Slots::Generated(count);
         }
+        options.store = args.store.clone();
+        options.centers = args.centers;
         // `--choice same` races for the lowest index of the table.
         let same_target = match args.slots {
             Some(_) => 1,
             None => fixtures.slots.iter().map(|s| s.index).min().unwrap_or(1),
         };
         let system = System::start(options)?;
-        let (tally, wall) = self.visit(
-            fixtures,
-            &roster,
-            &system.center().to_string(),
-            &crate::cli::Doctors::default(),
-            same_target,
-        );
+        let centers: Vec<String> = system.centers().iter().map(|c| c.to_string()).collect();
+        // The doctors by name: a durable store names the data's ports.
+        let doctors = crate::cli::Doctors {
+            doctor_host: None,
+            doctors: system
+                .doctors()
+                .iter()
+                .map(|(name, addr)| (name.clone(), addr.to_string()))
+                .collect(),
+        };
+        let (tally, wall) = self.visit(fixtures, &roster, &centers, &doctors, same_target);
         let holders = system.holders()?;
         let slots = system.slot_count();
         let summary = system.stop()?;
@@ -182,7 +188,8 @@ impl<'a> Crowd<'a> {
             Choice::Same => self.lowest_listed(&roster.visitor(0).patient, center)?,
             Choice::First | Choice::Random => 0,
         };
-        let (tally, wall) = self.visit(fixtures, &roster, center, &args.doctors, same_target);
+        let centers = [center.to_owned()];
+        let (tally, wall) = self.visit(fixtures, &roster, &centers, &args.doctors, same_target);
         Ok(self.report(&roster, tally, wall, Target::Elsewhere(center.to_owned())))
     }
 
@@ -223,13 +230,13 @@ impl<'a> Crowd<'a> {
         }
     }
 
-    /// Every visitor of `roster` visits, `concurrency` at a time; each visit
-    /// is tallied as it ends.
+    /// Every visitor of `roster` visits, `concurrency` at a time, the
+    /// `centers` in turn; each visit is tallied as it ends.
     fn visit<'f>(
         &self,
         fixtures: &'f Fixtures,
         roster: &Roster,
-        center: &str,
+        centers: &[String],
         doctors: &crate::cli::Doctors,
         same_target: u64,
     ) -> (Tally<'f>, Duration) {
@@ -259,6 +266,7 @@ impl<'a> Crowd<'a> {
                         if k >= roster.count {
                             return;
                         }
+                        let center = &centers[k % centers.len()];
                         let row =
                             self.run_patient(k, &roster.visitor(k), center, doctors, same_target);
                         if row_tx.send((k, row)).is_err() {
@@ -327,6 +335,7 @@ impl<'a> Crowd<'a> {
             Target::InProcess { summary, slots, .. } => (Some(summary), Some(slots), None),
             Target::Elsewhere(addr) => (None, None, Some(addr)),
         };
+        let here = external_center.is_none();
         Report {
             patients: roster.count,
             slots,
@@ -342,6 +351,8 @@ impl<'a> Crowd<'a> {
             quote_retries: tally.retries,
             latency,
             center,
+            centers: here.then_some(self.args.centers),
+            store: here.then(|| self.args.store.masked()),
             external_center,
             invariants,
             rows: tally

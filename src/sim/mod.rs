@@ -26,7 +26,12 @@ use serde::{Deserialize, Serialize};
 use crate::cli::{self, Framing};
 use crate::data::Fixtures;
 use crate::patient::Visit;
+use crate::store::StoreUrl;
 use crate::system::{CenterSummary, DEFAULT_LIST_CAP};
+
+fn parse_store(text: &str) -> Result<StoreUrl, String> {
+    StoreUrl::parse(text).map_err(|e| e.to_string())
+}
 
 /// How simulated patients pick a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
@@ -90,6 +95,15 @@ pub struct Args {
     /// Most free slots the center lists in one answer.
     #[arg(long, default_value_t = DEFAULT_LIST_CAP, value_name = "N")]
     pub list_cap: usize,
+    /// Centers to start, all on one store, patients spread over them in
+    /// turn (at least 1).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub centers: usize,
+    /// Where the centers keep the slot table: `memory`, `sqlite:FILE` or
+    /// `postgres://USER@HOST/DB` (made and filled when missing; an existing
+    /// one must hold the run's slots).
+    #[arg(long, default_value = "memory", value_name = "URL", value_parser = parse_store)]
+    pub store: StoreUrl,
     /// How the patients frame their messages.
     #[command(flatten)]
     pub framing: Framing,
@@ -131,6 +145,8 @@ impl Default for Args {
             quote_timeout: Duration::from_millis(100),
             quote_attempts: 20,
             list_cap: DEFAULT_LIST_CAP,
+            centers: 1,
+            store: StoreUrl::Memory,
             framing: Framing::default(),
             center: None,
             doctors: cli::Doctors::default(),
@@ -146,6 +162,11 @@ impl Args {
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.patients >= 1, "--patients must be at least 1");
         anyhow::ensure!(self.slots != Some(0), "--slots must be at least 1");
+        anyhow::ensure!(self.centers >= 1, "--centers must be at least 1");
+        anyhow::ensure!(
+            self.center.is_none() || (self.centers == 1 && self.store == StoreUrl::Memory),
+            "--centers and --store start centers here; --center runs against one elsewhere"
+        );
         anyhow::ensure!(
             self.concurrency != Some(0),
             "--concurrency must be at least 1"
@@ -230,6 +251,11 @@ pub struct Report {
     /// The center's own counts, when it ran in this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub center: Option<CenterSummary>,
+    /// How many centers ran here, on which store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub centers: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
     /// The address of the center visited, when it ran elsewhere.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_center: Option<String>,

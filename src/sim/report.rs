@@ -12,11 +12,19 @@ use crate::table::{self, Align};
 /// Formats the report for people.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
-    let place = match (&report.external_center, report.slots) {
+    let mut place = match (&report.external_center, report.slots) {
         (Some(center), _) => format!("against the center at {center}"),
         (None, Some(slots)) => plural(slots as u64, "slot", "slots"),
         (None, None) => String::new(),
     };
+    if let (Some(centers), Some(store)) = (report.centers, &report.store)
+        && (centers > 1 || store != "memory")
+    {
+        place.push_str(&format!(
+            ", {} on store {store}",
+            plural(centers as u64, "center", "centers")
+        ));
+    }
     let choice = match report.choice {
         super::Choice::First => "first",
         super::Choice::Random => "random",

@@ -184,7 +184,7 @@ impl<'a> Tally<'a> {
                     "{}, each once, {}",
                     plural(given.len() as u64, "slot booked", "slots booked"),
                     if holders.is_some() {
-                        "as the center records"
+                        "as the store records"
                     } else {
                         "as the patients report"
                     }
@@ -234,10 +234,10 @@ impl<'a> Tally<'a> {
             ),
         });
         invariants.push(Invariant {
-            name: "no visit failed".into(),
+            name: "no visit failed (every booked patient was quoted)".into(),
             ok: self.failed_count == 0,
             detail: if self.failed_count == 0 {
-                "every visit ended in a quote, a refusal or a lost race: every booked patient was quoted".into()
+                "every visit ended in a quote, a refusal or a lost race".into()
             } else {
                 format!("{} failed: {}", self.failed_count, self.failed.join("; "))
             },

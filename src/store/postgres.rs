@@ -14,7 +14,11 @@
 //!   safe. As for SQLite, a center whose data files describe other slots
 //!   than the table holds is refused, naming the first slot that differs.
 //! - **Reservation.** One `UPDATE slots SET holder=$1 ... WHERE idx=$2 AND
-//!   holder IS NULL RETURNING doctor, port`, committed on its own. Under
+//!   holder IS NULL RETURNING doctor, port`, committed on its own. Each
+//!   attempt writes a token of its own (`attempt`), so when the connection
+//!   is lost with the outcome unknown the reservation is asked again on
+//!   another connection and recognises its own write (`OR attempt = $3`)
+//!   instead of calling its own booking taken. Under
 //!   READ COMMITTED a second updater of the same row waits for the first
 //!   to commit and then re-checks `holder IS NULL`, so exactly one wins
 //!   across every center. When no row comes back a `SELECT` tells
@@ -63,8 +67,26 @@ CREATE TABLE IF NOT EXISTS slots (
     holder TEXT NULL,
     booked_at TIMESTAMPTZ NULL
 );
+ALTER TABLE slots ADD COLUMN IF NOT EXISTS attempt BIGINT NULL;
 CREATE INDEX IF NOT EXISTS slots_free ON slots (idx) WHERE holder IS NULL;
 ";
+
+/// A number for each reservation attempt, unique among this process's
+/// attempts and (with the process id and the clock in it) across centers
+/// in practice: a retried reservation recognises its own earlier write.
+fn attempt_token() -> i64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mixed = (u64::from(std::process::id()) << 40)
+        ^ clock
+        ^ NEXT
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    mixed as i64
+}
 
 /// How many slots one `INSERT` carries when filling the table.
 const FILL_BATCH: usize = 10_000;
@@ -136,6 +158,45 @@ impl PostgresStore {
     fn query_error(&self, what: &str, e: &postgres::Error) -> StoreError {
         StoreError::caused(self.label.clone(), ErrorKind::Query, what, e)
     }
+
+    /// Runs `op` on a pooled connection. When the connection is lost (the
+    /// server closed it while it sat idle in the pool, restarted, or reset
+    /// it), `op` is run again on another, up to once per pooled
+    /// connection: a store that lost and regained its server serves the
+    /// next session instead of failing one per stale connection. Every
+    /// `op` here is safe to run twice (reads, a cancel, and a reservation
+    /// that knows its own write). Any other failure is returned as it is.
+    fn with_client<T>(
+        &self,
+        what: &str,
+        mut op: impl FnMut(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let mut client = self.client()?;
+            match op(&mut client) {
+                Ok(value) => return Ok(value),
+                Err(e) if connection_lost(&e) && tries <= POOL_SIZE => {}
+                Err(e) => return Err(self.query_error(what, &e)),
+            }
+        }
+    }
+}
+
+/// Whether `e` is the connection's end rather than the statement's
+/// failure: closed, reset, or the server's FATAL for a backend terminated
+/// or shut down.
+fn connection_lost(e: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    let io = std::error::Error::source(e).is_some_and(|cause| cause.is::<std::io::Error>());
+    e.is_closed()
+        || io
+        || e.code().is_some_and(|code| {
+            *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+        })
 }
 
 /// Connects on a helper thread and gives up after `limit`: the driver
@@ -240,17 +301,26 @@ impl Store for PostgresStore {
             return Ok(Reservation::NoSuchSlot);
         };
         let what = format!("cannot reserve slot {index}");
-        let mut client = self.client()?;
-        let booked = client
-            .query_opt(
-                "UPDATE slots SET holder = $1, booked_at = now() \
-                 WHERE idx = $2 AND holder IS NULL RETURNING doctor, port",
-                &[&holder, &at],
-            )
-            .map_err(|e| self.query_error(&what, &e))?;
-        if let Some(row) = booked {
-            let doctor: String = row.try_get(0).map_err(|e| self.query_error(&what, &e))?;
-            let port: i32 = row.try_get(1).map_err(|e| self.query_error(&what, &e))?;
+        // The conditional update is the whole check-and-set; the select
+        // after it only tells a taken slot from one that does not exist.
+        let attempt = attempt_token();
+        let (booked, exists) = self.with_client(&what, |client| {
+            let booked = client.query_opt(
+                "UPDATE slots SET holder = $1, booked_at = now(), attempt = $3 \
+                 WHERE idx = $2 AND (holder IS NULL OR attempt = $3) RETURNING doctor, port",
+                &[&holder, &at, &attempt],
+            )?;
+            let booked = match booked {
+                Some(row) => Some((row.try_get::<_, String>(0)?, row.try_get::<_, i32>(1)?)),
+                None => None,
+            };
+            let exists = booked.is_some()
+                || client
+                    .query_opt("SELECT 1 FROM slots WHERE idx = $1", &[&at])?
+                    .is_some();
+            Ok((booked, exists))
+        })?;
+        if let Some((doctor, port)) = booked {
             let port = u16::try_from(port).map_err(|_| {
                 StoreError::new(
                     self.label.clone(),
@@ -263,10 +333,7 @@ impl Store for PostgresStore {
                 port,
             });
         }
-        let exists = client
-            .query_opt("SELECT 1 FROM slots WHERE idx = $1", &[&at])
-            .map_err(|e| self.query_error(&what, &e))?;
-        Ok(if exists.is_some() {
+        Ok(if exists {
             Reservation::Taken
         } else {
             Reservation::NoSuchSlot
@@ -277,25 +344,24 @@ impl Store for PostgresStore {
         let Some(at) = db_index(index) else {
             return Ok(false);
         };
-        let changed = self
-            .client()?
-            .execute(
-                "UPDATE slots SET holder = NULL, booked_at = NULL WHERE idx = $1 AND holder = $2",
+        let changed = self.with_client(&format!("cannot cancel slot {index}"), |client| {
+            client.execute(
+                "UPDATE slots SET holder = NULL, booked_at = NULL, attempt = NULL \
+                 WHERE idx = $1 AND holder = $2",
                 &[&at, &holder],
             )
-            .map_err(|e| self.query_error(&format!("cannot cancel slot {index}"), &e))?;
+        })?;
         Ok(changed > 0)
     }
 
     fn free_list(&self) -> Result<Arc<FreeList>, StoreError> {
         let what = "cannot list the free slots";
-        let rows = self
-            .client()?
-            .query(
+        let rows = self.with_client(what, |client| {
+            client.query(
                 "SELECT idx, day, time FROM slots WHERE holder IS NULL ORDER BY idx LIMIT $1",
                 &[&self.list_cap],
             )
-            .map_err(|e| self.query_error(what, &e))?;
+        })?;
         let mut free = Vec::with_capacity(rows.len());
         for row in &rows {
             let index: i64 = row.try_get(0).map_err(|e| self.query_error(what, &e))?;
@@ -310,13 +376,12 @@ impl Store for PostgresStore {
 
     fn holders(&self) -> Result<Vec<(u64, String)>, StoreError> {
         let what = "cannot read the holders";
-        let rows = self
-            .client()?
-            .query(
+        let rows = self.with_client(what, |client| {
+            client.query(
                 "SELECT idx, holder FROM slots WHERE holder IS NOT NULL ORDER BY idx",
                 &[],
             )
-            .map_err(|e| self.query_error(what, &e))?;
+        })?;
         let mut holders = Vec::with_capacity(rows.len());
         for row in &rows {
             let index: i64 = row.try_get(0).map_err(|e| self.query_error(what, &e))?;

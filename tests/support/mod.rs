@@ -401,3 +401,86 @@ pub fn medsim(args: &[&str]) -> assert_cmd::assert::Assert {
         .timeout(Duration::from_secs(120))
         .assert()
 }
+
+/// Data files for a crowd: users `uK`/`pwK` for K below `users`, and
+/// `slots` slots, doc1 (port 41720) and doc2 (42720) in turn.
+pub fn crowd_fixtures(dir: &std::path::Path, users: usize, slots: u64) {
+    let users: String = (0..users).map(|k| format!("u{k} pw{k}\n")).collect();
+    let slots: String = (1..=slots)
+        .map(|i| {
+            let (doctor, port) = if i % 2 == 1 {
+                ("doc1", 41720)
+            } else {
+                ("doc2", 42720)
+            };
+            format!("{i} Mon 10am {doctor} {port}\n")
+        })
+        .collect();
+    std::fs::write(dir.join("users.txt"), users).unwrap();
+    std::fs::write(dir.join("availabilities.txt"), slots).unwrap();
+    std::fs::write(dir.join("doc1.txt"), "insurance1 30\n").unwrap();
+    std::fs::write(dir.join("doc2.txt"), "insurance1 40\n").unwrap();
+}
+
+/// A crowd user's session up to the list: logged in as `uK` at `center`,
+/// with the free indexes listed. `Err` when the center is gone or
+/// refuses.
+pub fn listed_session(
+    center: SocketAddr,
+    k: usize,
+) -> Result<(medsim::client::Conversation, Vec<u64>), String> {
+    use medsim::client::Conversation;
+    let mut c = Conversation::connect(center, Default::default(), READ_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let login = c
+        .ask(&format!("authenticate u{k} pw{k}"))
+        .map_err(|e| e.to_string())?;
+    if login != "success" {
+        return Err(format!("login answered {login:?}"));
+    }
+    let list = c.ask("available").map_err(|e| e.to_string())?;
+    let indexes = list
+        .split(' ')
+        .step_by(3)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    Ok((c, indexes))
+}
+
+/// One booking attempt as crowd user `k`, a listed slot at random:
+/// `Ok(Some(slot))` when the center answered `DOCTOR PORT`, `Ok(None)` when
+/// nothing was free or the slot was taken, `Err` once the center is gone.
+pub fn try_booking(
+    center: SocketAddr,
+    k: usize,
+    rng: &mut medsim::rng::SplitMix64,
+) -> Result<Option<u64>, String> {
+    let (mut c, indexes) = listed_session(center, k)?;
+    if indexes.is_empty() {
+        return Ok(None);
+    }
+    let pick = indexes[rng.below(indexes.len() as u64) as usize];
+    let answer = c
+        .ask(&format!("selection {pick}"))
+        .map_err(|e| e.to_string())?;
+    Ok(answer.starts_with("doc").then_some(pick))
+}
+
+/// `medsim center` on `store` (a `--store` URL) with the data in
+/// `fixtures`, on a free port; returns it and its address.
+pub fn center_process(fixtures: &std::path::Path, store: &str) -> (Running, SocketAddr) {
+    let mut center = Running::spawn(&[
+        "center",
+        "--listen",
+        "127.0.0.1:0",
+        "--quiet",
+        "--fixtures",
+        fixtures.to_str().unwrap(),
+        "--store",
+        store,
+        "--list-cap",
+        "1000",
+    ]);
+    let addr = address_in(&center.line());
+    (center, addr)
+}

@@ -262,6 +262,27 @@ pub fn render_listings<'a>(
     out
 }
 
+/// Renders listings for a classic session, as the seed center sends them:
+/// every triple followed by one space, the last one too (the seed patient
+/// walks the list space by space and needs it), as many of the lowest as
+/// fit one classic answer with its NUL.
+pub fn render_classic_listings<'a>(
+    listings: impl IntoIterator<Item = (u64, &'a str, &'a str)>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for (index, day, time) in listings {
+        let before = out.len();
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{index} {day} {time} ");
+        if out.len() > CLASSIC_ANSWER_MAX - 1 {
+            out.truncate(before);
+            break;
+        }
+    }
+    out
+}
+
 /// The center's words (PROTOCOL.md).
 pub mod words {
     pub const SUCCESS: &str = "success";
@@ -554,21 +575,24 @@ pub fn decode_datagram(bytes: &[u8], limit: usize) -> Result<(&str, Dialect), Pr
 /// How far the decoder has identified the peer's framing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// No terminator seen yet.
+    /// No message yet.
     Undecided,
+    /// The first message ended in `\n`: answers are lines, and messages
+    /// are read as a stream of lines.
     Line,
-    /// Classic, messages ended by NUL: wait for the NUL, drop the padding.
-    ClassicNul,
-    /// Classic without terminators: each arrival is one message.
-    ClassicBare,
+    /// The first message ended in a NUL or in silence: answers are classic,
+    /// and what follows a message's terminator in its arrival is the
+    /// sender's padding.
+    Classic,
 }
 
-/// Splits a stream into messages, deciding the dialect from the first one
-/// (PROTOCOL.md, "Framing"). Feed it each `recv()` with [`Decoder::feed`],
-/// then take messages with [`Decoder::next_message`] until it returns
-/// `Ok(None)`. When it [`Decoder::awaits_grace`] and the peer stays silent
-/// for the grace period, [`Decoder::end_of_grace`] takes what arrived as a
-/// terminator-less classic message.
+/// Splits a stream into messages, deciding the dialect of the answers from
+/// the first one (PROTOCOL.md, "Framing"). Feed it each `recv()` with
+/// [`Decoder::feed`], then take messages with [`Decoder::next_message`]
+/// until it returns `Ok(None)`. Every message ends at its terminator (`\n`
+/// or NUL) or at a pause: when it [`Decoder::awaits_grace`] and the peer
+/// stays silent for the grace period, [`Decoder::end_of_grace`] takes what
+/// arrived as a message without terminator, as classic peers send them.
 #[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
@@ -591,14 +615,14 @@ impl Decoder {
         match self.mode {
             Mode::Undecided => None,
             Mode::Line => Some(Dialect::Line),
-            Mode::ClassicNul | Mode::ClassicBare => Some(Dialect::Classic),
+            Mode::Classic => Some(Dialect::Classic),
         }
     }
 
-    /// True when text without any terminator is waiting for the first
-    /// message to be decided: the caller should wait only the grace period.
+    /// True when text without a terminator is waiting: the caller should
+    /// wait only the grace period for the rest of it.
     pub fn awaits_grace(&self) -> bool {
-        self.mode == Mode::Undecided && !self.buf.is_empty()
+        !self.buf.is_empty()
     }
 
     /// Bytes received that are not yet part of a whole message.
@@ -608,10 +632,6 @@ impl Decoder {
 
     /// Adds the bytes of one `recv()`.
     pub fn feed(&mut self, arrival: &[u8]) {
-        if self.mode == Mode::ClassicBare {
-            // One recv() is one message: whatever the last one left is gone.
-            self.buf.clear();
-        }
         self.buf.extend_from_slice(arrival);
     }
 
@@ -623,66 +643,47 @@ impl Decoder {
     /// without a terminator, [`ProtocolError::NotUtf8`] for a message that
     /// is not text. The session should answer and close after either.
     pub fn next_message(&mut self) -> Result<Option<String>, ProtocolError> {
-        let terminator = self.buf.iter().position(|&b| b == b'\n' || b == 0);
+        let Some(end) = self.buf.iter().position(|&b| b == b'\n' || b == 0) else {
+            return self.check_pending_limit();
+        };
         if self.mode == Mode::Undecided {
-            match terminator.map(|at| self.buf[at]) {
-                Some(b'\n') => self.mode = Mode::Line,
-                Some(_) => self.mode = Mode::ClassicNul,
-                None => return self.check_pending_limit(),
-            }
+            self.mode = if self.buf[end] == b'\n' {
+                Mode::Line
+            } else {
+                Mode::Classic
+            };
         }
-        match self.mode {
-            Mode::Line => {
-                let Some(end) = self.buf.iter().position(|&b| b == b'\n') else {
-                    return self.check_pending_limit();
-                };
-                let mut body = &self.buf[..end];
-                body = body.strip_suffix(b"\r").unwrap_or(body);
-                let message = self.text(body);
-                self.buf.drain(..=end);
-                message.map(Some)
-            }
-            Mode::ClassicNul => {
-                let Some(end) = self.buf.iter().position(|&b| b == 0) else {
-                    return self.check_pending_limit();
-                };
-                let message = self.text(&self.buf[..end]);
-                // The rest of this arrival is the sender's padding.
-                self.buf.clear();
-                message.map(Some)
-            }
-            Mode::ClassicBare => {
-                if self.buf.is_empty() {
-                    return Ok(None);
-                }
-                let end = self
-                    .buf
-                    .iter()
-                    .position(|&b| b == 0)
-                    .unwrap_or(self.buf.len());
-                let mut body = &self.buf[..end];
-                body = body.strip_suffix(b"\n").unwrap_or(body);
-                body = body.strip_suffix(b"\r").unwrap_or(body);
-                let message = self.text(body);
-                self.buf.clear();
-                message.map(Some)
-            }
-            Mode::Undecided => unreachable!("decided above"),
+        let mut body = &self.buf[..end];
+        body = body.strip_suffix(b"\r").unwrap_or(body);
+        let message = self.text(body);
+        if self.mode == Mode::Line && self.buf[end] == b'\n' {
+            // A stream of lines: the next one may have begun already.
+            self.buf.drain(..=end);
+        } else {
+            // A C string in a buffer: the rest of the arrival is padding.
+            self.buf.clear();
         }
+        message.map(Some)
     }
 
-    /// The peer fell silent with unterminated text as its first message:
-    /// that text is a classic message without terminator.
+    /// The peer fell silent with text but no terminator: that text is one
+    /// message (and, as a session's first, makes the session classic).
     ///
     /// # Errors
     ///
     /// As [`Decoder::next_message`].
     pub fn end_of_grace(&mut self) -> Result<Option<String>, ProtocolError> {
-        if !self.awaits_grace() {
+        if self.buf.is_empty() {
             return Ok(None);
         }
-        self.mode = Mode::ClassicBare;
-        self.next_message()
+        if self.mode == Mode::Undecided {
+            self.mode = Mode::Classic;
+        }
+        let mut body = std::mem::take(&mut self.buf);
+        if body.last() == Some(&b'\r') {
+            body.pop();
+        }
+        self.text(&body).map(Some)
     }
 
     fn check_pending_limit(&self) -> Result<Option<String>, ProtocolError> {
@@ -845,6 +846,17 @@ mod tests {
     }
 
     #[test]
+    fn classic_lists_follow_every_triple_with_a_space_and_fit_one_answer() {
+        let slots = [(1, "Tue", "01pm"), (2, "Mon", "03pm")];
+        assert_eq!(render_classic_listings(slots), "1 Tue 01pm 2 Mon 03pm ");
+        let many: Vec<(u64, &str, &str)> = (1..=20).map(|i| (i, "Mon", "10am")).collect();
+        let text = render_classic_listings(many);
+        assert!(text.len() < CLASSIC_ANSWER_MAX, "{}", text.len());
+        assert!(text.ends_with("10am "));
+        assert_eq!(text.split_whitespace().count() % 3, 0);
+    }
+
+    #[test]
     fn auth_answers_tolerate_classic_variations() {
         assert_eq!(parse_auth_answer("success"), Ok(AuthAnswer::Success));
         assert_eq!(parse_auth_answer("Success\n"), Ok(AuthAnswer::Success));
@@ -977,13 +989,37 @@ mod tests {
             Ok(Some("authenticate a b".to_owned()))
         );
         assert_eq!(decoder.dialect(), Some(Dialect::Classic));
-        // Later arrivals are one message each, with no grace to wait.
         assert!(!decoder.awaits_grace());
-        assert_eq!(decode_all(&mut decoder, b"available"), ["available"]);
+        // Each later message ends at its terminator or its own pause.
+        assert!(decode_all(&mut decoder, b"available").is_empty());
+        assert_eq!(decoder.end_of_grace(), Ok(Some("available".to_owned())));
         assert_eq!(
             decode_all(&mut decoder, b"selection 1\0xx"),
             ["selection 1"]
         );
+    }
+
+    #[test]
+    fn a_later_message_without_terminator_ends_at_the_pause_in_any_dialect() {
+        // Real classic patients: NUL on the first messages, the last bare.
+        let mut decoder = Decoder::new(100);
+        assert_eq!(
+            decode_all(&mut decoder, b"authenticate u p\0"),
+            ["authenticate u p"]
+        );
+        assert_eq!(decode_all(&mut decoder, b"available\0"), ["available"]);
+        assert!(decode_all(&mut decoder, b"selection 2").is_empty());
+        assert_eq!(decoder.end_of_grace(), Ok(Some("selection 2".to_owned())));
+        assert_eq!(decoder.dialect(), Some(Dialect::Classic));
+        // And a `\n` on the first message only.
+        let mut decoder = Decoder::new(100);
+        assert_eq!(
+            decode_all(&mut decoder, b"authenticate u p\n"),
+            ["authenticate u p"]
+        );
+        assert!(decode_all(&mut decoder, b"available").is_empty());
+        assert_eq!(decoder.end_of_grace(), Ok(Some("available".to_owned())));
+        assert_eq!(decoder.dialect(), Some(Dialect::Line));
     }
 
     #[test]

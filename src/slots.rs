@@ -14,7 +14,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::data::Slot;
-use crate::protocol::{CLASSIC_ANSWER_MAX, render_listings};
+use crate::protocol::{render_classic_listings, render_listings};
 
 /// The default of `--list-cap`: how many free slots one `available` answer
 /// lists at most (the lowest indexes).
@@ -44,6 +44,17 @@ pub struct FreeList {
 }
 
 impl FreeList {
+    /// The one rendering of a free list, from its rows in index order (at
+    /// most the list cap of them): a line of single-spaced triples, and the
+    /// classic answer (PROTOCOL.md).
+    pub fn from_rows<'a>(rows: impl Iterator<Item = (u64, &'a str, &'a str)> + Clone) -> FreeList {
+        FreeList {
+            line: render_listings(rows.clone(), usize::MAX),
+            classic: render_classic_listings(rows.clone()),
+            listed: rows.count(),
+        }
+    }
+
     /// True when no slot is free: the center answers `notavailable`.
     pub fn is_empty(&self) -> bool {
         self.listed == 0
@@ -206,13 +217,7 @@ impl State {
                 Some((*index, &*e.day, &*e.time))
             })
         };
-        let line = render_listings(lowest(), usize::MAX);
-        let classic = render_listings(lowest(), CLASSIC_ANSWER_MAX - 1);
-        FreeList {
-            line,
-            classic,
-            listed: self.free.len().min(cap),
-        }
+        FreeList::from_rows(lowest())
     }
 }
 
@@ -234,7 +239,11 @@ mod tests {
             list.line,
             "1 Tue 01pm 2 Mon 03pm 3 Thu 02pm 4 Wed 10am 5 Sat 12pm 6 Fri 04pm"
         );
-        assert_eq!(list.classic, list.line, "the six classic slots fit");
+        assert_eq!(
+            list.classic,
+            format!("{} ", list.line),
+            "the six classic slots fit, each followed by a space"
+        );
         assert_eq!(list.listed, 6);
     }
 
@@ -280,8 +289,8 @@ mod tests {
         let list = book.free_list();
         assert_eq!(list.listed, 50);
         assert_eq!(list.line.split(' ').count(), 150);
-        assert!(list.classic.len() < CLASSIC_ANSWER_MAX);
-        assert!(list.line.starts_with(&list.classic));
+        assert!(list.classic.len() < crate::protocol::CLASSIC_ANSWER_MAX);
+        assert!(list.line.starts_with(list.classic.trim_end()));
     }
 
     #[test]

@@ -56,9 +56,20 @@ const LOGIN: &str = "authenticate patient1 password111";
 fn each_bad_message_gets_its_error_and_the_center_keeps_serving() {
     let system = System::start();
     let cases: &[(&[&str], &str)] = &[
-        (&[""], "error empty message"),
-        (&["   "], "error empty message"),
-        (&["hello"], "error unknown command 'hello'"),
+        (&[""], "error empty message; expected 'authenticate'"),
+        (&["   "], "error empty message; expected 'authenticate'"),
+        (
+            &["hello"],
+            "error unknown command 'hello'; expected 'authenticate'",
+        ),
+        (
+            &["Authenticate patient1 password111"],
+            "error unknown command 'Authenticate'; expected 'authenticate' (commands are lowercase)",
+        ),
+        (
+            &[LOGIN, "available", "2"],
+            "error a bare index '2'; expected 'selection 2'",
+        ),
         (
             &["authenticate"],
             "error 'authenticate' takes 2 arguments, got 0",
@@ -157,7 +168,7 @@ fn bytes_that_are_not_utf8_are_refused() {
     c.send(b"authenticate \xff\xfe x\n");
     assert_eq!(
         c.line().as_deref(),
-        Some("error message is not valid UTF-8")
+        Some("error message is not valid UTF-8; expected 'authenticate'")
     );
     still_serves(&system);
 }
@@ -228,13 +239,14 @@ fn a_trickling_client_is_cut_off_at_the_idle_timeout() {
     let started = Instant::now();
     let mut writer = c.stream.try_clone().unwrap();
     let trickle = std::thread::spawn(move || {
-        // One byte every 200 ms, never a whole message: the pace of the
-        // attack, not a wait for the server.
-        for byte in b"available-and-more-and-more" {
+        // One byte every 50 ms, never a whole message and never the
+        // pause that would end one: the pace of the attack, not a wait for
+        // the server.
+        for byte in b"available-and-more-and-more-and-more" {
             if writer.write_all(&[*byte]).is_err() {
                 return;
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(50));
         }
     });
     assert_eq!(

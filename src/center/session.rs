@@ -102,6 +102,34 @@ struct Session<'a, L: Link> {
     user: Option<String>,
 }
 
+/// The reason of the `error` answer to a message that is no request: what
+/// was wrong, and what the session expected instead, so a student reading
+/// it knows what to send. Classic patients' usual departures get their own
+/// words: a bare index for a selection, a capitalised command.
+fn departure(stage: &Stage, e: &ProtocolError) -> String {
+    let expected = stage.expects();
+    match e {
+        ProtocolError::UnknownCommand(word) => {
+            if matches!(stage, Stage::Listed(_)) && protocol::parse_index(word).is_ok() {
+                format!(
+                    "a bare index '{}'; expected 'selection {}'",
+                    protocol::shorten(word),
+                    protocol::shorten(word)
+                )
+            } else if word.to_ascii_lowercase() == expected {
+                format!(
+                    "unknown command '{}'; expected '{expected}' (commands are lowercase)",
+                    protocol::shorten(word)
+                )
+            } else {
+                format!("{e}; expected '{expected}'")
+            }
+        }
+        ProtocolError::NotUtf8 | ProtocolError::Empty => format!("{e}; expected '{expected}'"),
+        _ => e.to_string(),
+    }
+}
+
 impl<L: Link> Session<'_, L> {
     fn run(&mut self) {
         let mut stage = Stage::Unauthenticated;
@@ -117,14 +145,14 @@ impl<L: Link> Session<'_, L> {
                     return self.refuse(&reason);
                 }
                 Incoming::ShuttingDown => return self.refuse("the center is shutting down"),
-                Incoming::Bad(e) => return self.refuse(&e.to_string()),
+                Incoming::Bad(e) => return self.refuse(&departure(&stage, &e)),
                 Incoming::Failed(e) => {
                     return self.log(format_args!("connection failed: {e}"));
                 }
             };
             let request = match Request::parse(&text) {
                 Ok(request) => request,
-                Err(e) => return self.refuse(&e.to_string()),
+                Err(e) => return self.refuse(&departure(&stage, &e)),
             };
             stage = match (stage, request) {
                 (Stage::Unauthenticated, Request::Authenticate { username, password }) => {
@@ -378,5 +406,234 @@ impl<L: Link> Session<'_, L> {
 impl<L: Link> Drop for Session<'_, L> {
     fn drop(&mut self) {
         self.transcript.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The session over byte scripts: each arrival is what one `recv()`
+    //! returns; after the last, the peer closes or falls silent.
+
+    use std::collections::VecDeque;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::center::Limits;
+    use crate::console::{Captured, Console};
+    use crate::data::{Fixtures, Source};
+    use crate::store::memory::MemoryStore;
+
+    /// What the peer does after its last arrival.
+    #[derive(Clone, Copy)]
+    enum Then {
+        Close,
+        Silence,
+    }
+
+    struct Script {
+        arrivals: VecDeque<Vec<u8>>,
+        then: Then,
+        wait: Duration,
+        written: Vec<u8>,
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            match self.arrivals.pop_front() {
+                Some(arrival) => {
+                    buf[..arrival.len()].copy_from_slice(&arrival);
+                    Ok(arrival.len())
+                }
+                None => match self.then {
+                    Then::Close => Ok(0),
+                    Then::Silence => {
+                        // A socket's read timeout, shortened: the deadlines
+                        // under test are a few milliseconds.
+                        std::thread::sleep(self.wait.min(Duration::from_millis(2)));
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
+                },
+            }
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.written.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Link for &mut Script {
+        fn set_read_timeout(&mut self, wait: Duration) -> io::Result<()> {
+            self.wait = wait;
+            Ok(())
+        }
+    }
+
+    /// Runs one session of `arrivals` against the built-in data; returns
+    /// what the center wrote, and its console.
+    fn session(arrivals: &[&[u8]], then: Then) -> (String, Captured) {
+        let (written, captured, _) = session_holding(arrivals, then);
+        (written, captured)
+    }
+
+    /// As [`session`], with the table's holders after it.
+    fn session_holding(arrivals: &[&[u8]], then: Then) -> (String, Captured, Vec<(u64, String)>) {
+        let fixtures = Fixtures::load(&Source::built_in()).unwrap();
+        let (console, captured) = Console::captured();
+        let limits = Limits {
+            grace: Duration::from_millis(10),
+            idle_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let store = Arc::new(MemoryStore::new(&fixtures.slots, 50));
+        let center = Center::new(fixtures.users, store.clone(), limits, console);
+        let mut script = Script {
+            arrivals: arrivals.iter().map(|a| a.to_vec()).collect(),
+            then,
+            wait: Duration::ZERO,
+            written: Vec::new(),
+        };
+        let peer = "127.0.0.1:5000".parse().unwrap();
+        center.serve_session(&mut script, peer, &Shutdown::new());
+        (
+            String::from_utf8_lossy(&script.written).into_owned(),
+            captured,
+            store.book().holders(),
+        )
+    }
+
+    const LIST: &str = "1 Tue 01pm 2 Mon 03pm 3 Thu 02pm 4 Wed 10am 5 Sat 12pm 6 Fri 04pm";
+
+    #[test]
+    fn a_line_session_logs_in_lists_and_books() {
+        let (written, captured) = session(
+            &[
+                b"authenticate patient1 password111\n",
+                b"available\n",
+                b"selection 3\n",
+            ],
+            Then::Close,
+        );
+        assert_eq!(written, format!("success\n{LIST}\ndoc1 41720\n"));
+        let phases = captured.phases();
+        assert!(
+            phases.contains(
+                "confirms the following appointment 3 to patient with username patient1."
+            )
+        );
+    }
+
+    #[test]
+    fn a_classic_session_is_answered_in_c_strings_with_the_seeds_list() {
+        let mut padded = b"authenticate patient2 password222\0".to_vec();
+        padded.resize(100, 0xA5);
+        let (written, _) = session(&[&padded, b"available\0", b"selection 2\0"], Then::Close);
+        assert_eq!(written, format!("success\0{LIST} \0doc2 42720\0"));
+    }
+
+    #[test]
+    fn a_bare_last_message_is_answered_at_the_pause_not_the_idle_limit() {
+        let started = Instant::now();
+        let (written, _) = session(
+            &[
+                b"authenticate patient2 password222\0",
+                b"available\0",
+                b"selection 2",
+            ],
+            Then::Silence,
+        );
+        assert!(written.ends_with("doc2 42720\0"), "{written:?}");
+        assert!(started.elapsed() < Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_wrong_password_gets_failure_and_the_session_ends() {
+        let (written, _) = session(
+            &[b"authenticate patient1 nope\n", b"available\n"],
+            Then::Close,
+        );
+        assert_eq!(written, "failure\n");
+    }
+
+    #[test]
+    fn each_departure_is_answered_at_once_naming_what_was_expected() {
+        let login: &[u8] = b"authenticate patient1 password111\0";
+        let cases: [(&[&[u8]], &str); 6] = [
+            (
+                &[b"available\0"],
+                "error expected 'authenticate', got 'available'\0",
+            ),
+            (
+                &[b"Authenticate patient1 password111\0"],
+                "error unknown command 'Authenticate'; expected 'authenticate' (commands are lowercase)\0",
+            ),
+            (
+                &[b"\xff\xfeauthenticate patient1 password111\0"],
+                "error message is not valid UTF-8; expected 'authenticate'\0",
+            ),
+            (
+                &[b"xx authenticate patient1 password111\0"],
+                "error unknown command 'xx'; expected 'authenticate'\0",
+            ),
+            (
+                &[login, b"available\0", b"1\0"],
+                "error a bare index '1'; expected 'selection 1'\0",
+            ),
+            (
+                &[login, b"selection 1\0"],
+                "error expected 'available', got 'selection'\0",
+            ),
+        ];
+        for (arrivals, last_answer) in cases {
+            let (written, captured) = session(arrivals, Then::Silence);
+            assert!(written.ends_with(last_answer), "{written:?}");
+            assert!(
+                captured
+                    .diagnostics()
+                    .contains(last_answer.trim_end_matches('\0')),
+                "logged too"
+            );
+        }
+    }
+
+    #[test]
+    fn a_silent_peer_is_told_and_dropped_at_the_idle_limit() {
+        let (written, _) = session(&[], Then::Silence);
+        assert_eq!(
+            written,
+            "error no whole message within 0.3s; disconnecting\n"
+        );
+    }
+
+    #[test]
+    fn nothing_is_reserved_before_a_login_or_after_a_failed_one() {
+        let (written, _, holders) = session_holding(&[b"selection 1\n"], Then::Close);
+        assert_eq!(written, "error expected 'authenticate', got 'selection'\n");
+        assert!(holders.is_empty());
+        let (written, _, holders) = session_holding(
+            &[
+                b"authenticate patient1 nope\n",
+                b"available\n",
+                b"selection 1\n",
+            ],
+            Then::Close,
+        );
+        assert_eq!(written, "failure\n");
+        assert!(holders.is_empty());
+        let (_, _, holders) = session_holding(
+            &[
+                b"authenticate patient1 password111\n",
+                b"available\n",
+                b"selection 1\n",
+            ],
+            Then::Close,
+        );
+        assert_eq!(holders, [(1, "patient1".to_owned())]);
     }
 }

@@ -87,7 +87,12 @@ impl Conversation {
         if answer == words::NOT_AVAILABLE {
             return Ok(Vec::new());
         }
-        strict_listing(&answer).map_err(|why| {
+        // A classic list follows every triple with a space (PROTOCOL.md).
+        let exact = match config.framing.dialect {
+            Dialect::Classic => answer.strip_suffix(' ').unwrap_or("\u{0}"),
+            Dialect::Line => &answer,
+        };
+        strict_listing(exact).map_err(|why| {
             self.log.push(why);
             self.evidence()
         })

@@ -26,7 +26,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::data::Slot;
-use crate::protocol::{CLASSIC_ANSWER_MAX, render_listings};
 #[allow(unused_imports)] // for the doc links
 use crate::slots::SlotBook;
 pub use crate::slots::{FreeList, Reservation};
@@ -288,13 +287,7 @@ pub fn mask_url(url: &str) -> String {
 pub fn render_free_list<'a>(
     rows: impl Iterator<Item = (u64, &'a str, &'a str)> + Clone,
 ) -> FreeList {
-    let line = render_listings(rows.clone(), usize::MAX);
-    let classic = render_listings(rows.clone(), CLASSIC_ANSWER_MAX - 1);
-    FreeList {
-        line,
-        classic,
-        listed: rows.count(),
-    }
+    FreeList::from_rows(rows)
 }
 
 /// The first slot where the slots a database holds (`stored`) and the data

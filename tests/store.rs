@@ -89,7 +89,7 @@ fn basics(store: &dyn Store) {
     let list = store.free_list().unwrap();
     assert!(!list.line.contains("2 Mon"), "{}", list.line);
     assert_eq!(list.listed, 5);
-    assert_eq!(list.classic, list.line);
+    assert_eq!(list.classic, format!("{} ", list.line));
     assert_eq!(store.holders().unwrap(), [(2, "patient1".to_owned())]);
     assert!(
         !store.cancel(2, "patient2").unwrap(),

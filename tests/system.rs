@@ -235,7 +235,8 @@ fn classic_session(system: &System, frame: impl Fn(&str) -> Vec<u8>) {
     c.send(&frame("available"));
     assert_eq!(
         classic_text(&c.classic_segment()),
-        "1 Tue 01pm 2 Mon 03pm 3 Thu 02pm 4 Wed 10am 5 Sat 12pm 6 Fri 04pm"
+        "1 Tue 01pm 2 Mon 03pm 3 Thu 02pm 4 Wed 10am 5 Sat 12pm 6 Fri 04pm ",
+        "every triple followed by a space, as the seed patient needs"
     );
     c.send(&frame("selection 5"));
     assert_eq!(
@@ -273,7 +274,12 @@ fn classic_slot_list_is_cut_to_fit_one_answer() {
     c.send(b"available\0");
     let list = classic_text(&c.classic_segment());
     assert!(list.starts_with("1 Mon 10am 2 Mon 10am"), "{list}");
-    assert_eq!(list.split(' ').count() % 3, 0, "whole triples only: {list}");
+    assert!(list.ends_with("10am "), "{list}");
+    assert_eq!(
+        list.split_whitespace().count() % 3,
+        0,
+        "whole triples only: {list}"
+    );
 }
 
 #[test]

@@ -204,6 +204,14 @@ impl Conversation {
                 let line: Vec<u8> = self.pending.drain(..=end).collect();
                 return Ok(String::from_utf8_lossy(&line).trim_end().to_owned());
             }
+            if self.framing.dialect == Dialect::Classic
+                && let Some(end) = self.pending.iter().position(|&b| b == 0)
+            {
+                // A second C string that arrived glued to the first.
+                let message: Vec<u8> = self.pending.drain(..=end).collect();
+                self.pending.clear();
+                return Ok(String::from_utf8_lossy(&message[..end]).into_owned());
+            }
             let n = match self.stream.read(&mut chunk) {
                 Ok(n) => n,
                 Err(e) => match e.kind() {
@@ -230,6 +238,10 @@ impl Conversation {
                 Dialect::Classic => {
                     let segment = &chunk[..n];
                     let end = segment.iter().position(|&b| b == 0).unwrap_or(n);
+                    self.pending.clear();
+                    if let Some(next) = glued_message(&segment[end..]) {
+                        self.pending.extend_from_slice(next);
+                    }
                     return Ok(String::from_utf8_lossy(&segment[..end]).into_owned());
                 }
                 Dialect::Line => {
@@ -261,6 +273,21 @@ impl Conversation {
             }
         }
     }
+}
+
+/// What follows a classic answer's NUL in the same segment: usually
+/// padding (zeros, or garbage from an uninitialised buffer), but a center
+/// that greets and answers at once sends two C strings in one segment
+/// (`21720\0success\0`). The rest is taken as a message only when it is
+/// printable text ended by its own NUL.
+fn glued_message(rest: &[u8]) -> Option<&[u8]> {
+    let rest = &rest[rest.iter().position(|&b| b != 0)?..];
+    let end = rest.iter().position(|&b| b == 0)?;
+    let text = &rest[..end];
+    let printable = text
+        .iter()
+        .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\n' || b == b'\r');
+    (printable && text.iter().any(u8::is_ascii_alphanumeric)).then_some(&rest[..=end])
 }
 
 /// Drops datagrams on purpose, to show retries at work (`--udp-loss`).
@@ -349,7 +376,8 @@ impl DoctorLink {
 
     /// Sends `plan` and waits for the answer, sending again on silence, at
     /// most `retries.attempts` times. `loss` drops datagrams on purpose;
-    /// `on_send` runs after each request goes (phase messages).
+    /// `announce` runs just before each request goes (phase messages, so a
+    /// shared console shows the request before the doctor's line about it).
     ///
     /// # Errors
     ///
@@ -361,7 +389,7 @@ impl DoctorLink {
         framing: Framing,
         retries: Retries,
         mut loss: Option<&mut Loss>,
-        on_send: &mut dyn FnMut(),
+        announce: &mut dyn FnMut(),
     ) -> io::Result<Quoted> {
         let request = protocol::encode_request(framing.dialect, plan, framing.classic_buffer);
         let mut buf = [0u8; 2048];
@@ -379,12 +407,12 @@ impl DoctorLink {
                 };
                 watch.observer.message(&watch.me, doctor, plan, transport);
             }
+            announce();
             if !lost_on_the_way {
                 // A send error (e.g. ICMP refused from an earlier try) is a
                 // lost datagram too: the bounded retries cover it.
                 let _ = self.socket.send(&request);
             }
-            on_send();
             let deadline = Instant::now() + retries.wait;
             loop {
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -443,6 +471,14 @@ mod tests {
 
     fn line() -> Framing {
         Framing::default()
+    }
+
+    #[test]
+    fn a_second_c_string_in_a_segment_is_kept_and_padding_is_not() {
+        assert_eq!(glued_message(b"\0success\0"), Some(&b"success\0"[..]));
+        assert_eq!(glued_message(b"\0\0\0"), None);
+        assert_eq!(glued_message(b"\0\xab\xcd\xab\0"), None);
+        assert_eq!(glued_message(b"\0success"), None, "no NUL: cut off");
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! both streams in memory.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal as _, Write};
+use std::io::Write;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -22,8 +22,6 @@ type Sink = Arc<Mutex<dyn Write + Send>>;
 pub struct Console {
     phases: Option<Sink>,
     diagnostics: Option<Sink>,
-    /// Someone watches as it happens: transcripts go out per exchange.
-    live: bool,
 }
 
 /// In-memory copies of what a captured console printed.
@@ -74,7 +72,6 @@ impl Console {
         Console {
             phases: (!quiet).then_some(stdout),
             diagnostics: Some(Arc::new(Mutex::new(std::io::stderr()))),
-            live: std::io::stdout().is_terminal(),
         }
     }
 
@@ -85,7 +82,6 @@ impl Console {
         Console {
             phases: Some(Arc::clone(&stderr)),
             diagnostics: Some(stderr),
-            live: std::io::stderr().is_terminal(),
         }
     }
 
@@ -95,7 +91,6 @@ impl Console {
         Console {
             phases: Some(Arc::new(Mutex::new(writer))),
             diagnostics: None,
-            live: false,
         }
     }
 
@@ -104,7 +99,6 @@ impl Console {
         Console {
             phases: None,
             diagnostics: None,
-            live: false,
         }
     }
 
@@ -118,7 +112,6 @@ impl Console {
             diagnostics: Some(Arc::new(Mutex::new(SharedBuffer(Arc::clone(
                 &captured.diagnostics,
             ))))),
-            live: false,
         };
         (console, captured)
     }
@@ -158,8 +151,9 @@ impl Console {
     }
 }
 
-/// Phase lines gathered and written together (one write per exchange, not
-/// per line); whatever is left is written on drop.
+/// Phase lines gathered and written together: one write per exchange,
+/// just before its answer goes, so lines appear as things happen and in
+/// causal order; whatever is left is written on drop.
 pub struct Transcript<'a> {
     console: &'a Console,
     text: String,
@@ -171,14 +165,6 @@ impl Transcript<'_> {
         if !self.console.is_quiet() {
             let _ = self.text.write_fmt(line);
             self.text.push('\n');
-        }
-    }
-
-    /// An exchange is over: its lines go out now if someone watches live,
-    /// with the rest of the session's otherwise.
-    pub fn exchange_done(&mut self) {
-        if self.console.live {
-            self.flush();
         }
     }
 

@@ -335,17 +335,28 @@ pub fn visit(
             username: patient.username.clone(),
             password: patient.password.clone(),
         };
-        center.send(&auth.to_string()).map_err(Failed::Send)?;
         let shown = if settings.show_password {
             format!(" and password {}", patient.password)
         } else {
             String::new()
         };
+        // Said just before it goes, so on a shared console it comes before
+        // the center's line about receiving it.
         say(format_args!(
             "Phase 1: Authentication request from {label} with username {}{shown} has been sent to the Health Center Server.",
             patient.username
         ));
-        let answer = center.receive()?;
+        center.send(&auth.to_string()).map_err(Failed::Send)?;
+        let mut answer = center.receive()?;
+        if protocol::parse_auth_answer(&answer).is_err() {
+            // Some classic centers greet first (a port number, a welcome):
+            // shown, and the answer to `authenticate` follows it.
+            say(format_args!(
+                "Phase 1: The Health Center Server greeted {label} with '{}'.",
+                protocol::shorten(&answer)
+            ));
+            answer = center.receive()?;
+        }
         match protocol::parse_auth_answer(&answer).map_err(protocol_error)? {
             AuthAnswer::Success => {
                 say(format_args!(

@@ -400,7 +400,7 @@ pub fn parse_slots_answer(text: &str) -> Result<SlotsAnswer, ProtocolError> {
     }
     let mut listings = Vec::with_capacity(tokens.len() / 3);
     for triple in tokens.chunks_exact(3) {
-        let index = parse_index(triple[0].trim_end_matches('.'))
+        let index = parse_index(triple[0].trim_matches('.'))
             .map_err(|_| unexpected("a list of 'INDEX DAY TIME' slots", text))?;
         listings.push(Listing {
             index,
@@ -890,6 +890,9 @@ mod tests {
             "1 Tue 01pm 2 Mon 03pm",
             "1 Tue 01pm\n2 Mon 03pm\n",
             "1 Tue 01pm . 2 Mon 03pm .",
+            "1 Tue 01pm  .2 Mon 03pm  .",
+            "1 Tue 01pm 2 Mon 03pm ",
+            "1 Tue 01pm\r\n2 Mon 03pm\r\n",
         ] {
             assert_eq!(parse_slots_answer(text), Ok(expected.clone()), "{text:?}");
         }

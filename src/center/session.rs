@@ -248,14 +248,14 @@ impl<L: Link> Session<'_, L> {
         };
         match reservation {
             Reservation::Booked { doctor, port } => {
+                self.transcript.line(format_args!(
+                    "Phase 2: The Health Center Server confirms the following appointment {index} to patient with username {user}."
+                ));
                 if self.answer(&format!("{doctor} {port}")) {
                     self.center
                         .counters
                         .bookings
                         .fetch_add(1, Ordering::Relaxed);
-                    self.transcript.line(format_args!(
-                        "Phase 2: The Health Center Server confirms the following appointment {index} to patient with username {user}."
-                    ));
                     if let Some(hub) = &self.center.live {
                         hub.publish(Event::Booked {
                             index,
@@ -303,9 +303,12 @@ impl<L: Link> Session<'_, L> {
         let mut bytes = std::mem::take(&mut self.out);
         bytes.clear();
         protocol::encode_into(self.dialect(), text, &mut bytes);
+        // The lines about this exchange go out before its answer: piped or
+        // not, they appear as it happens, and before anything the patient
+        // prints about the answer.
+        self.transcript.flush();
         let sent = self.stream.write_all(&bytes);
         self.out = bytes;
-        self.transcript.exchange_done();
         self.deadline = Instant::now() + self.center.limits.idle_timeout;
         match sent {
             Ok(()) => true,

@@ -201,3 +201,64 @@ fn a_doctor_that_dies_on_an_unknown_plan_is_named_and_not_passed() {
         "{findings:#?}"
     );
 }
+
+#[test]
+fn medsims_own_servers_pass_in_both_dialects_also_with_one_free_slot() {
+    for dialect in [Dialect::Line, Dialect::Classic] {
+        for held in [0, 5] {
+            let system = System::start_custom(|options| {
+                options.holders = (1..=held).map(|i| (i, "someone".to_owned())).collect();
+            });
+            let mut config = config(&system, system.center, 6);
+            config.framing.dialect = dialect;
+            let findings = check::check_with(&config, &Settings::default()).unwrap();
+            let failed: Vec<_> = findings
+                .cases
+                .iter()
+                .filter(|c| !matches!(c.verdict, Verdict::Pass | Verdict::Skip))
+                .collect();
+            assert!(failed.is_empty(), "{dialect} {held}: {failed:#?}");
+            assert_eq!(findings.listed_free, Some(6 - held as usize));
+            if held == 5 {
+                // The booking takes the last slot: what needs one is skipped.
+                let skipped: Vec<_> = findings
+                    .cases
+                    .iter()
+                    .filter(|c| c.verdict == Verdict::Skip)
+                    .map(|c| c.id.as_str())
+                    .collect();
+                assert!(skipped.contains(&"race/one-slot"), "{skipped:?}");
+                assert!(skipped.contains(&"malformed/selection-abc"), "{skipped:?}");
+                assert_eq!(
+                    evidence(&findings, "malformed/selection-abc"),
+                    "no free slot: the center answers 'notavailable' and closes, so no selection can follow"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cases_are_chosen_by_id_and_prefix() {
+    let system = System::start();
+    let config = config(&system, system.center, 4);
+    let settings = Settings {
+        cases: vec!["auth".into(), "race/one-slot".into()],
+        skip: vec!["auth/shared-flag".into()],
+        ..Settings::default()
+    };
+    let findings = check::check_with(&config, &settings).unwrap();
+    let ids: Vec<&str> = findings.cases.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            "auth/bad-password",
+            "auth/unknown-user",
+            "auth/list-after-failure",
+            "auth/select-after-failure",
+            "auth/success",
+            "auth/second-authenticate",
+            "race/one-slot",
+        ]
+    );
+}

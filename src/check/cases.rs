@@ -603,7 +603,9 @@ fn center_liveness(run: &mut Run, case: &str) -> Option<String> {
         run.center_down = Some(format!("{what} (case '{case}')"));
         return Some(format!("{what}: {why}"));
     };
-    let death = match proc.died() {
+    // A dying process closes its sockets before it is reaped: give it a
+    // moment to be seen dead.
+    let death = match proc.wait_for_exit(Duration::from_secs(1)) {
         Some(death) => format!("the center {death} on case '{case}'"),
         None => {
             proc.kill();
@@ -671,7 +673,7 @@ fn doctor_liveness(run: &mut Run, case: &str) -> Option<String> {
             config.plan, 3
         ));
     };
-    let death = match proc.died() {
+    let death = match proc.wait_for_exit(Duration::from_secs(1)) {
         Some(death) => format!("the doctors ({names}) {death} on case '{case}'"),
         None => {
             proc.kill();
@@ -1377,7 +1379,7 @@ fn wording_cases() -> Vec<Case<'static>> {
                         word.rule()
                     )),
                     Some(seen) => pass(format!(
-                        "as PROTOCOL.md says ({} answers seen)",
+                        "as PROTOCOL.md says ({} seen)",
                         seen.conforming
                     )),
                     None => skip("no such answer was seen"),

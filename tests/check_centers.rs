@@ -262,3 +262,27 @@ fn cases_are_chosen_by_id_and_prefix() {
         ]
     );
 }
+
+#[test]
+fn simulate_choice_same_releases_its_patients_together_and_catches_a_racy_center() {
+    let system = System::start();
+    let racy = fakes::Center {
+        racy: true,
+        ..fake(&system)
+    }
+    .serve();
+    let report = medsim::sim::simulate(&medsim::sim::Args {
+        patients: 8,
+        choice: medsim::sim::Choice::Same,
+        concurrency: Some(8),
+        framing: Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: None,
+        },
+        center: Some(racy.to_string()),
+        ..medsim::sim::Args::default()
+    })
+    .unwrap();
+    assert!(!report.ok(), "{}", medsim::sim::render(&report));
+    assert!(report.bookings > 1, "{}", medsim::sim::render(&report));
+}

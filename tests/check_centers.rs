@@ -2,9 +2,9 @@
 //! departure each, and against medsim's own servers: each gets its exact
 //! verdicts (issue 10).
 
-mod support;
 #[path = "support/fakes.rs"]
 mod fakes;
+mod support;
 
 use std::time::Duration;
 
@@ -91,13 +91,22 @@ fn a_center_granting_by_a_port_alone_under_a_race_is_a_double_booking() {
     let findings = run(&config(&system, center, 8));
     assert_eq!(
         not_passed(&findings),
-        vec![("race/one-slot", Verdict::Fail), ("wording/grant", Verdict::Warn)]
+        vec![
+            ("race/one-slot", Verdict::Fail),
+            ("wording/grant", Verdict::Warn)
+        ]
     );
     let race = evidence(&findings, "race/one-slot");
-    assert!(race.starts_with("DOUBLE BOOKING: slot 2 given to 8 clients (client 1 got '"), "{race}");
+    assert!(
+        race.starts_with("DOUBLE BOOKING: slot 2 given to 8 clients (client 1 got '"),
+        "{race}"
+    );
     let port = system.doctor("doc2").port();
     assert!(race.contains(&format!("client 8 got '{port}'")), "{race}");
-    assert!(evidence(&findings, "wording/grant").starts_with(&format!("got '{}' for a slot granted", system.doctor("doc1").port())));
+    assert!(evidence(&findings, "wording/grant").starts_with(&format!(
+        "got '{}' for a slot granted",
+        system.doctor("doc1").port()
+    )));
 }
 
 #[test]
@@ -110,7 +119,10 @@ fn a_shared_authenticated_flag_lets_bad_credentials_in() {
     .serve();
     let findings = run(&config(&system, center, 4));
     // Refused before anyone logged in; let in after.
-    assert_eq!(not_passed(&findings), vec![("auth/shared-flag", Verdict::Fail)]);
+    assert_eq!(
+        not_passed(&findings),
+        vec![("auth/shared-flag", Verdict::Fail)]
+    );
     assert_eq!(
         evidence(&findings, "auth/shared-flag"),
         "sent 'authenticate medsim-check-nobody ***', got 'success', an unknown user was let in \
@@ -127,11 +139,16 @@ fn a_center_that_books_without_login_fails_before_login_selection() {
     }
     .serve();
     let findings = run(&config(&system, center, 4));
-    assert_eq!(not_passed(&findings), vec![("login/selection", Verdict::Fail)]);
+    assert_eq!(
+        not_passed(&findings),
+        vec![("login/selection", Verdict::Fail)]
+    );
     let port = system.doctor("doc2").port();
     assert_eq!(
         evidence(&findings, "login/selection"),
-        format!("sent 'selection 6', got 'doc2 {port}', slot 6 booked on a connection that never logged in")
+        format!(
+            "sent 'selection 6', got 'doc2 {port}', slot 6 booked on a connection that never logged in"
+        )
     );
 }
 
@@ -145,7 +162,11 @@ fn lists_one_per_line_or_with_a_trailing_space_warn_and_every_case_runs() {
         }
         .serve();
         let findings = run(&config(&system, center, 4));
-        assert_eq!(not_passed(&findings), vec![("wording/list", Verdict::Warn)], "{list:?}");
+        assert_eq!(
+            not_passed(&findings),
+            vec![("wording/list", Verdict::Warn)],
+            "{list:?}"
+        );
     }
 }
 
@@ -171,14 +192,15 @@ fn a_greeting_and_capitalised_words_warn() {
         ]
     );
     assert!(
-        evidence(&findings, "wording/success").starts_with(
-            "got 'Success' for a good login (first in case 'auth-success'; "
-        ),
+        evidence(&findings, "wording/success")
+            .starts_with("got 'Success' for a good login (first in case 'auth-success'; "),
         "{findings:#?}"
     );
-    assert!(evidence(&findings, "wording/greeting").starts_with(
-        "the center sent '53124' before any request (first in case 'auth-failure'"
-    ));
+    assert!(
+        evidence(&findings, "wording/greeting").starts_with(
+            "the center sent '53124' before any request (first in case 'auth-failure'"
+        )
+    );
 }
 
 #[test]

@@ -203,8 +203,10 @@ impl<'s> Session<'s> {
             Ok(text) => {
                 self.shared.greets.store(true, Ordering::Relaxed);
                 self.shared.answered.store(true, Ordering::Relaxed);
-                self.log
-                    .push(format!("greeted with '{}' before any request", quote(&text)));
+                self.log.push(format!(
+                    "greeted with '{}' before any request",
+                    quote(&text)
+                ));
                 self.shared.note(Word::Greeting, false, || {
                     format!("the center sent '{}' before any request", quote(&text))
                 });
@@ -251,12 +253,16 @@ impl<'s> Session<'s> {
         let answer = self.ask(&format!("authenticate {user} {password}"))?;
         let reading = read(&answer);
         match reading {
-            Reading::Success => self.shared.note(Word::Success, answer == words::SUCCESS, || {
-                format!("got '{}' for a good login", quote(&answer))
-            }),
-            Reading::Failure => self.shared.note(Word::Failure, answer == words::FAILURE, || {
-                format!("got '{}' for a bad login", quote(&answer))
-            }),
+            Reading::Success => self
+                .shared
+                .note(Word::Success, answer == words::SUCCESS, || {
+                    format!("got '{}' for a good login", quote(&answer))
+                }),
+            Reading::Failure => self
+                .shared
+                .note(Word::Failure, answer == words::FAILURE, || {
+                    format!("got '{}' for a bad login", quote(&answer))
+                }),
             _ => {}
         }
         Ok((reading, answer))
@@ -693,8 +699,10 @@ fn doctor_liveness(run: &mut Run, case: &str) -> Option<String> {
         }
         Err(e) => {
             for name in &dead {
-                run.doctors_down
-                    .insert(name.clone(), format!("the doctors could not be restarted: {e}"));
+                run.doctors_down.insert(
+                    name.clone(),
+                    format!("the doctors could not be restarted: {e}"),
+                );
             }
             Some(format!("{death}{tail}; restarting them failed: {e}"))
         }
@@ -749,7 +757,12 @@ fn center_cases(config: &Config) -> Vec<Case<'static>> {
             second_authenticate,
         ),
         case("list/format", "list-format", Need::Center, list_format),
-        case("book/first", "booking (reserves 1 slot)", Need::Center, booking),
+        case(
+            "book/first",
+            "booking (reserves 1 slot)",
+            Need::Center,
+            booking,
+        ),
         case("book/taken", "taken-slot", Need::Center, taken_slot),
         case(
             "race/one-slot",
@@ -774,7 +787,10 @@ fn center_cases(config: &Config) -> Vec<Case<'static>> {
         ),
     ];
     for m in malformed_messages(config.framing.dialect) {
-        let (id, name) = (format!("malformed/{}", m.id), format!("malformed: {}", m.name));
+        let (id, name) = (
+            format!("malformed/{}", m.id),
+            format!("malformed: {}", m.name),
+        );
         cases.push(case(id, name, Need::Center, move |run| malformed(run, &m)));
     }
     cases.push(case(
@@ -867,7 +883,8 @@ fn list_after_failure(run: &mut Run) -> Outcome {
     match c.ask("available") {
         Ok(answer) => match read(&answer) {
             Reading::List(_) => {
-                c.log.push("slots listed to a session whose login failed".into());
+                c.log
+                    .push("slots listed to a session whose login failed".into());
                 fail(c.evidence())
             }
             Reading::Error | Reading::Failure | Reading::NotAvailable => pass(c.last_exchange()),
@@ -1012,15 +1029,15 @@ fn booking(run: &mut Run) -> Outcome {
         Ok((Reading::Grant, answer)) => {
             run.booked = Some(Booked {
                 index,
-                doctor: strict_assignment(&answer).or_else(|| {
-                    match protocol::parse_selection_answer(&answer) {
+                doctor: strict_assignment(&answer).or_else(
+                    || match protocol::parse_selection_answer(&answer) {
                         Ok(SelectionAnswer::Assigned {
                             doctor: Some(d),
                             port,
                         }) => Some((d, port)),
                         _ => None,
-                    }
-                }),
+                    },
+                ),
                 answer,
             });
             run.restarted = false;
@@ -1155,7 +1172,12 @@ fn race(run: &mut Run) -> Outcome {
         evidence.push_str(&format!(
             "; {} other: {}",
             others.len(),
-            others.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            others
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
         ));
     }
     if winners.len() == 1 && others.is_empty() {
@@ -1257,7 +1279,12 @@ fn malformed_messages(dialect: Dialect) -> Vec<Malformed> {
     };
     vec![
         text("empty", "empty message", Stage::Connected, ""),
-        text("unknown-command", "unknown command", Stage::Connected, "hello"),
+        text(
+            "unknown-command",
+            "unknown command",
+            Stage::Connected,
+            "hello",
+        ),
         text(
             "authenticate-0-args",
             "authenticate with no arguments",
@@ -1378,10 +1405,7 @@ fn wording_cases() -> Vec<Case<'static>> {
                         "{evidence} (first in case '{case}'; {departures} such answers); {}",
                         word.rule()
                     )),
-                    Some(seen) => pass(format!(
-                        "as PROTOCOL.md says ({} seen)",
-                        seen.conforming
-                    )),
+                    Some(seen) => pass(format!("as PROTOCOL.md says ({} seen)", seen.conforming)),
                     None => skip("no such answer was seen"),
                 }
             })

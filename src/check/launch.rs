@@ -93,8 +93,14 @@ impl Program {
         let all = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
         let outputs: [Option<Box<dyn Read + Send>>; 2] = [
-            child.stdout.take().map(|o| Box::new(o) as Box<dyn Read + Send>),
-            child.stderr.take().map(|e| Box::new(e) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|o| Box::new(o) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|e| Box::new(e) as Box<dyn Read + Send>),
         ];
         for output in outputs.into_iter().flatten() {
             let (tail, all) = (Arc::clone(&tail), Arc::clone(&all));

@@ -51,11 +51,7 @@ impl Plan {
     /// Bad data files.
     pub fn from_args(args: &Args, command: &str) -> anyhow::Result<Plan> {
         let fixtures = Fixtures::load(&args.fixtures.source())?;
-        let center = args
-            .center
-            .first()
-            .cloned()
-            .context("--center is needed")?;
+        let center = args.center.first().cloned().context("--center is needed")?;
         let host = center
             .rsplit_once(':')
             .map_or("127.0.0.1", |(host, _)| host)
@@ -255,7 +251,11 @@ fn exit_verdict(observed: &Observed, timeout: Duration) -> (Verdict, String) {
     match &observed.ended {
         Some((how, _, after)) if how.starts_with("died") => (
             Verdict::Fail,
-            format!("it {how} after {:.1}s{}", after.as_secs_f64(), observed.tail),
+            format!(
+                "it {how} after {:.1}s{}",
+                after.as_secs_f64(),
+                observed.tail
+            ),
         ),
         Some((how, _, after)) => (
             Verdict::Pass,
@@ -436,7 +436,10 @@ fn judge_stop(
     } else if o.requests.len() < allowed {
         (
             Verdict::Fail,
-            format!("expected {allowed} messages before '{answered}'; {}", sent(o)),
+            format!(
+                "expected {allowed} messages before '{answered}'; {}",
+                sent(o)
+            ),
         )
     } else {
         (

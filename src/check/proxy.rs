@@ -90,7 +90,12 @@ impl Proxies {
     /// # Errors
     ///
     /// `listen` cannot be bound.
-    pub fn udp(&mut self, name: &str, listen: &str, upstream: SocketAddr) -> anyhow::Result<SocketAddr> {
+    pub fn udp(
+        &mut self,
+        name: &str,
+        listen: &str,
+        upstream: SocketAddr,
+    ) -> anyhow::Result<SocketAddr> {
         let socket = net::bind_udp(&format!("doctor {name} (for the patient)"), listen)?;
         socket.set_read_timeout(Some(Duration::from_millis(20)))?;
         let addr = net::loopback_if_unspecified(socket.local_addr()?);

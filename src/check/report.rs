@@ -204,10 +204,7 @@ pub fn gradescope(findings: &Findings, strict: bool, weights: &[(String, f64)]) 
             })
         })
         .collect();
-    let score: f64 = tests
-        .iter()
-        .filter_map(|t| t["score"].as_f64())
-        .sum();
+    let score: f64 = tests.iter().filter_map(|t| t["score"].as_f64()).sum();
     let results = serde_json::json!({
         "score": score,
         "output": summary(findings).trim_end(),
@@ -257,7 +254,10 @@ mod tests {
         assert_eq!(json["score"], 2.0);
         assert_eq!(json["tests"][2]["status"], "failed");
         assert_eq!(json["tests"][2]["max_score"], 1.0);
-        assert_eq!(json["tests"][0]["name"], "auth/success: name of auth/success");
+        assert_eq!(
+            json["tests"][0]["name"],
+            "auth/success: name of auth/success"
+        );
         let weighted: serde_json::Value = serde_json::from_str(&gradescope(
             &findings(),
             true,

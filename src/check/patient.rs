@@ -380,7 +380,7 @@ fn judge_booking(plan: &Plan, o: &Observed, cases: &mut Vec<CaseResult>) {
         (Some((_, addr, port)), None) => (
             Verdict::Fail,
             format!(
-                "no datagram reached {doctor} at {addr}: the center named port {port}{};                  a program that adds another offset sends elsewhere",
+                "no datagram reached {doctor} at {addr}: the center named port {port}{}; a program that adds another offset sends elsewhere",
                 offset_note(plan.offset)
             ),
         ),

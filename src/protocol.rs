@@ -539,6 +539,26 @@ pub fn strict_listing(answer: &str) -> Result<Vec<u64>, String> {
     Ok(indexes)
 }
 
+/// The strict reading of a list in `dialect`: a classic list also follows
+/// its last triple with a space, as the seed center sends it and the seed
+/// patient needs it (PROTOCOL.md).
+///
+/// # Errors
+///
+/// What departs from that form, named.
+pub fn strict_listing_for(dialect: Dialect, answer: &str) -> Result<Vec<u64>, String> {
+    match dialect {
+        Dialect::Line => strict_listing(answer),
+        Dialect::Classic => match answer.strip_suffix(' ') {
+            Some(triples) => strict_listing(triples),
+            None => Err(
+                "expected a space after every triple, the last one too (the seed patient crashes without it)"
+                    .into(),
+            ),
+        },
+    }
+}
+
 /// The strict reading of a grant: `DOCTOR PORT` exactly.
 pub fn strict_assignment(answer: &str) -> Option<(String, u16)> {
     let (doctor, port) = answer.split_once(' ')?;
@@ -1101,6 +1121,16 @@ mod tests {
         assert!(strict_listing("2 Tue 01pm 1 Mon 03pm").is_err());
         assert!(strict_listing("x Tue 01pm").is_err());
         assert!(strict_listing("").is_err());
+    }
+
+    #[test]
+    fn the_strict_classic_list_ends_in_a_space() {
+        assert_eq!(
+            strict_listing_for(Dialect::Classic, "1 Tue 01pm 2 Mon 03pm "),
+            Ok(vec![1, 2])
+        );
+        assert!(strict_listing_for(Dialect::Classic, "1 Tue 01pm 2 Mon 03pm").is_err());
+        assert!(strict_listing_for(Dialect::Line, "1 Tue 01pm ").is_err());
     }
 
     #[test]

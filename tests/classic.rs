@@ -1,20 +1,20 @@
 //! medsim against the classic programs as they are: the seed's patient
 //! served unchanged by medsim's center and doctors, and medsim's patient
 //! and simulate driving classic centers and doctors to a quote. Every
-//! classic program here is a fake of ours (`support/classic.rs`), written
+//! classic program here is a fake of ours (`support/fakes.rs`), written
 //! from PROTOCOL.md's "Classic programs as they are".
 
 mod support;
 
-#[path = "support/classic.rs"]
-mod classic;
+#[path = "support/fakes.rs"]
+mod fakes;
 
 use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
-use classic::{
-    CenterStyle, FakeSlot, ListStyle, SeedPatient, classic_center, doctor_answering,
-    seed_list_indexes, seed_patient_visit,
+use fakes::{
+    Center, FakeSlot, ListForm, SeedPatient, doctor_answering, seed_list_indexes,
+    seed_patient_visit,
 };
 use predicates::str::contains;
 use support::{Running, System, address_in, medsim};
@@ -133,25 +133,25 @@ fn a_mixed_terminator_patient_is_answered_at_the_pause_not_the_idle_limit() {
     );
 }
 
-/// The six classic slots at the two doctors of `system`.
-fn slots(system: &System) -> Vec<FakeSlot> {
-    let doc1 = system.doctor("doc1").port();
-    let doc2 = system.doctor("doc2").port();
-    vec![
-        (1, "Tue", "01pm", "doc1", doc1),
-        (2, "Mon", "03pm", "doc2", doc2),
-        (3, "Thu", "02pm", "doc1", doc1),
-        (4, "Wed", "10am", "doc1", doc1),
-        (5, "Sat", "12pm", "doc2", doc2),
-        (6, "Fri", "04pm", "doc2", doc2),
-    ]
+/// A classic center that keeps the protocol, its slots at the doctors of
+/// `system`.
+fn good(system: &System) -> Center {
+    Center::good(system.doctor("doc1").port(), system.doctor("doc2").port())
 }
 
-/// `medsim patient --dialect classic` books slot 5 at a center of `style`
-/// and is quoted by doc2 (60 for insurance2).
-fn patient_books_at(style: CenterStyle) -> assert_cmd::assert::Assert {
+/// A good classic center but for its slots.
+fn with_slots(slots: Vec<FakeSlot>) -> Center {
+    Center {
+        slots,
+        ..Center::good(0, 0)
+    }
+}
+
+/// `medsim patient --dialect classic` books slot 5 at a center made by
+/// `style` and is quoted by doc2 (60 for insurance2).
+fn patient_books_at(style: impl FnOnce(Center) -> Center) -> assert_cmd::assert::Assert {
     let system = System::start();
-    let center = classic_center(style, slots(&system));
+    let center = style(good(&system)).serve();
     medsim(&[
         "patient",
         "--name",
@@ -173,9 +173,9 @@ fn patient_books_at(style: CenterStyle) -> assert_cmd::assert::Assert {
 
 #[test]
 fn the_classic_client_tolerates_a_greeting() {
-    patient_books_at(CenterStyle {
+    patient_books_at(|c| Center {
         greeting: Some("21720"),
-        ..CenterStyle::default()
+        ..c
     })
     .stdout(contains(
         "Phase 1: The Health Center Server greeted Patient 2 with '21720'.",
@@ -186,7 +186,7 @@ fn the_classic_client_tolerates_a_greeting() {
 fn the_classic_client_tolerates_a_greeting_glued_to_the_answer() {
     // Greeting and answer in one segment: two C strings, no padding.
     let system = System::start();
-    let slots = slots(&system);
+    let doc2 = system.doctor("doc2").port();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let center = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -198,7 +198,7 @@ fn the_classic_client_tolerates_a_greeting_glued_to_the_answer() {
         stream.write_all(b"5 Sat 12pm \0").unwrap();
         assert!(stream.read(&mut buf).unwrap() > 0);
         stream
-            .write_all(format!("doc2 {}\0", slots[4].4).as_bytes())
+            .write_all(format!("doc2 {doc2}\0").as_bytes())
             .unwrap();
     });
     medsim(&[
@@ -219,39 +219,36 @@ fn the_classic_client_tolerates_a_greeting_glued_to_the_answer() {
 
 #[test]
 fn the_classic_client_reads_space_dot_lists() {
-    patient_books_at(CenterStyle {
-        list: ListStyle::SpaceDot,
-        ..CenterStyle::default()
+    patient_books_at(|c| Center {
+        list: ListForm::SpaceDot,
+        ..c
     })
     .stdout(contains("\n5 Sat 12pm\n"));
 }
 
 #[test]
 fn the_classic_client_reads_one_slot_a_line_capitals_and_padding() {
-    patient_books_at(CenterStyle {
-        list: ListStyle::OnePerLine,
+    patient_books_at(|c| Center {
+        list: ListForm::PerLine,
         success: "Success",
         not_available: "not available",
-        pad: Some(100),
-        ..CenterStyle::default()
+        padding: 0xCD,
+        ..c
     });
 }
 
 #[test]
 fn the_classic_client_takes_a_port_alone_as_the_grant() {
-    patient_books_at(CenterStyle {
+    patient_books_at(|c| Center {
         port_alone: true,
-        ..CenterStyle::default()
+        ..c
     });
 }
 
 #[test]
 fn a_doctor_that_answers_an_empty_datagram_is_reported_as_such() {
     let empty = doctor_answering(b"");
-    let center = classic_center(
-        CenterStyle::default(),
-        vec![(1, "Tue", "01pm", "doc1", empty.port())],
-    );
+    let center = with_slots(vec![(1, "Tue", "01pm", "doc1", empty.port())]).serve();
     medsim(&[
         "patient",
         "--center",
@@ -265,10 +262,7 @@ fn a_doctor_that_answers_an_empty_datagram_is_reported_as_such() {
     .stderr(contains("the doctor answered with an empty message"));
     // simulate counts it as an outcome of its own.
     let empty = doctor_answering(b"");
-    let center = classic_center(
-        CenterStyle::default(),
-        vec![(1, "Tue", "01pm", "doc1", empty.port())],
-    );
+    let center = with_slots(vec![(1, "Tue", "01pm", "doc1", empty.port())]).serve();
     let run = medsim(&[
         "simulate",
         "--center",
@@ -290,10 +284,7 @@ fn doctor_routes_reach_a_doctor_the_center_did_not_name() {
     // seed's 42000); the doctor really is elsewhere.
     let system = System::start();
     let doc2 = system.doctor("doc2");
-    let center = classic_center(
-        CenterStyle::default(),
-        vec![(2, "Mon", "03pm", "doc2", doc2.port() - 720)],
-    );
+    let center = with_slots(vec![(2, "Mon", "03pm", "doc2", doc2.port() - 720)]).serve();
     let center = center.to_string();
     let base = [
         "patient",
@@ -315,7 +306,7 @@ fn doctor_routes_reach_a_doctor_the_center_did_not_name() {
 
 #[test]
 fn without_the_route_the_patient_says_the_doctor_did_not_answer() {
-    let center = classic_center(CenterStyle::default(), vec![(2, "Mon", "03pm", "doc2", 9)]);
+    let center = with_slots(vec![(2, "Mon", "03pm", "doc2", 9)]).serve();
     medsim(&[
         "patient",
         "--name",

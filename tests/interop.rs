@@ -93,7 +93,7 @@ fn check_passes_against_medsims_own_center_and_doctors_in_each_dialect() {
         ] {
             assert_eq!(names.get(case), Some(&Verdict::Pass), "{dialect}: {case}");
         }
-        assert_eq!(findings.listed_free, 6);
+        assert_eq!(findings.listed_free, Some(6));
         // Exactly the two slots the cases say they reserve are gone.
         assert_eq!(system.holders().len(), 2, "{dialect}");
     }
@@ -125,7 +125,7 @@ fn the_check_binary_prints_each_case_and_exits_zero_on_a_good_system() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("summary: 26 passed, 0 failed, 0 skipped\n"),
+        stdout.ends_with("summary: 37 passed, 0 failed, 0 skipped\n"),
         "{stdout}"
     );
     assert!(!stdout.contains("password111"), "{stdout}");
@@ -367,20 +367,32 @@ fn check_names_each_departure_of_a_classic_style_center() {
             .find(|c| c.name == name)
             .unwrap_or_else(|| panic!("no case {name}: {findings:#?}"))
     };
-    let auth = case("auth-success");
-    assert_eq!(auth.verdict, Verdict::Fail);
-    assert_eq!(
-        auth.evidence,
-        "sent 'authenticate patient1 ***', got 'Success', expected 'success'"
-    );
-    let failure = case("auth-failure");
-    assert_eq!(failure.verdict, Verdict::Fail);
+    // Read tolerantly, the semantic cases pass; each departure in wording
+    // is one WARN with its evidence.
+    assert_eq!(case("auth-success").verdict, Verdict::Pass);
+    assert_eq!(case("auth-failure").verdict, Verdict::Pass);
+    let success = case("wording: 'success'");
+    assert_eq!(success.verdict, Verdict::Warn);
     assert!(
-        failure
+        success
             .evidence
-            .ends_with("got 'failure', the connection was still open 2s after 'failure'"),
+            .starts_with("got 'Success' for a good login (first in case 'auth-success'"),
         "{}",
-        failure.evidence
+        success.evidence
+    );
+    let close = case("wording: closes after 'failure'");
+    assert_eq!(close.verdict, Verdict::Warn);
+    assert!(
+        close
+            .evidence
+            .starts_with("the connection was still open 2s after 'failure'"),
+        "{}",
+        close.evidence
+    );
+    assert_eq!(case("wording: 'DOCTOR PORT'").verdict, Verdict::Warn);
+    assert_eq!(
+        case("race of 5 clients for one slot (reserves 1 slot)").verdict,
+        Verdict::Pass
     );
     // The doctors are medsim's own: those cases pass.
     assert_eq!(case("doc2 quotes insurance2").verdict, Verdict::Pass);

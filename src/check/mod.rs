@@ -1,22 +1,40 @@
-//! `medsim check`: named conformance and race cases run against a live
-//! system (medsim's own or any other implementation of PROTOCOL.md), each
-//! reported PASS, FAIL or SKIP with its evidence: what was sent and what
+//! `medsim check`: named conformance, security and race cases run against
+//! a live system (medsim's own or any other implementation of
+//! PROTOCOL.md), each reported with its evidence: what was sent and what
 //! came back.
 //!
-//! This module owns what a check is (its configuration, flags and
-//! findings); the cases and their order are [`cases`]'s, the report
-//! [`report`]'s. The cases hold the center to PROTOCOL.md's exact words (a
-//! capitalised `Success` fails here, though medsim's patient tolerates it).
-//! Every conversation goes through `client`.
+//! Two levels of finding, as conformance suites have them: FAIL for what
+//! breaks the system's promise (a slot given twice, a list or a booking
+//! without valid credentials, a crash or hang, a wrong cost), WARN for
+//! wording and form (`Success`, `not available`, a port alone, list
+//! separators, a greeting, not closing). Answers are read tolerantly, as
+//! medsim's classic client reads them, so every semantic case runs
+//! whatever the wording; each departure in wording is reported once, in a
+//! `wording/...` case of its own. `--strict` makes a WARN fail.
+//!
+//! After every case check asks whether the center still accepts and
+//! answers and whether each doctor still quotes; a case that killed a
+//! server fails, and the cases after it are not run, unless check started
+//! the server itself (`--center-cmd`, `--doctor-cmd`, [`launch`]): then it
+//! names how it died, restarts it and goes on. `--patient-cmd` judges a
+//! patient program instead ([`patient`]).
+//!
+//! This module owns the configuration, flags and findings; the cases are
+//! [`cases`]'s, the reports [`report`]'s. Every conversation with a server
+//! goes through `client`.
 
 mod cases;
+pub mod launch;
+pub mod patient;
+mod proxy;
 mod report;
 
-pub use cases::check;
-pub use report::render;
+pub use cases::{check, check_with};
+pub use report::{gradescope, junit, render};
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
@@ -32,17 +50,25 @@ pub const UNKNOWN_PLAN: &str = "medsim-check-no-such-plan";
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     Pass,
+    /// A departure in wording or form: the promise holds (fails with
+    /// `--strict`).
+    Warn,
+    /// The system's promise is broken.
     Fail,
     /// Not run: what it needs is not there (e.g. no free slot left).
     Skip,
+    /// Not run: a server it needs stopped answering after an earlier case.
+    Blocked,
 }
 
 impl std::fmt::Display for Verdict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Verdict::Pass => "PASS",
+            Verdict::Warn => "WARN",
             Verdict::Fail => "FAIL",
             Verdict::Skip => "SKIP",
+            Verdict::Blocked => "NOT RUN",
         })
     }
 }
@@ -50,9 +76,13 @@ impl std::fmt::Display for Verdict {
 /// One case's result.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CaseResult {
+    /// Stable id (`auth/bad-password`, `race/one-slot`), for `--cases`,
+    /// `--skip` and graders.
+    pub id: String,
+    /// What the case checks, in words.
     pub name: String,
     pub verdict: Verdict,
-    /// What was sent and what came back, or why it was skipped.
+    /// What was sent and what came back, or why it was not run.
     pub evidence: String,
 }
 
@@ -85,6 +115,36 @@ pub struct DoctorTarget {
     pub expected: Option<u64>,
 }
 
+/// How a run goes beyond what to reach: which cases, how strict, other
+/// centers sharing the store, and the programs check starts itself.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Other centers sharing the first one's store: the race spreads its
+    /// clients over all of them.
+    pub more_centers: Vec<SocketAddr>,
+    /// Run only the cases whose id is or starts with one of these (all
+    /// when empty).
+    pub cases: Vec<String>,
+    /// Leave out the cases whose id is or starts with one of these.
+    pub skip: Vec<String>,
+    /// The center program check starts, watches and restarts.
+    pub center_cmd: Option<launch::Program>,
+    /// The doctors program check starts, watches and restarts.
+    pub doctor_cmd: Option<launch::Program>,
+}
+
+impl Settings {
+    /// Whether the case `id` is selected.
+    pub fn selects(&self, id: &str) -> bool {
+        let matches = |pattern: &String| {
+            id == pattern
+                || id.starts_with(pattern.as_str())
+                    && (pattern.ends_with('/') || id[pattern.len()..].starts_with('/'))
+        };
+        (self.cases.is_empty() || self.cases.iter().any(matches)) && !self.skip.iter().any(matches)
+    }
+}
+
 /// Slots the cases reserve, by case: the checker needs no more free slots
 /// than these add up to.
 pub const RESERVES: [(&str, usize); 2] = [("booking", 1), ("race", 1)];
@@ -92,8 +152,9 @@ pub const RESERVES: [(&str, usize); 2] = [("booking", 1), ("race", 1)];
 /// Everything a check found.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Findings {
-    /// Free slots the center listed before any case reserved one.
-    pub listed_free: usize,
+    /// Free slots the center listed before any case reserved one, when a
+    /// list was seen at all.
+    pub listed_free: Option<usize>,
     pub cases: Vec<CaseResult>,
 }
 
@@ -101,16 +162,26 @@ impl Findings {
     pub fn count(&self, verdict: Verdict) -> usize {
         self.cases.iter().filter(|c| c.verdict == verdict).count()
     }
+
+    /// Whether the run failed: any FAIL, or any WARN when `strict`.
+    pub fn failed(&self, strict: bool) -> bool {
+        self.count(Verdict::Fail) > 0 || strict && self.count(Verdict::Warn) > 0
+    }
 }
 
-/// Check a running system against the protocol: authentication, the
-/// list's format, booking, a taken slot, a race for one slot, malformed
-/// input, and each doctor's quotes. Exits 1 if any case fails.
+/// Check a running system against the protocol: authentication and its
+/// bypasses, the list, booking, a taken slot, a synchronised race for one
+/// slot, malformed input, the wording, and each doctor's quotes; or, with
+/// --patient-cmd, a patient program against medsim's own servers. Exits 1
+/// if any case fails (or warns, with --strict), 2 when nothing accepts
+/// connections at the center.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The center's address.
+    /// The center's address; give it more than once for several centers
+    /// sharing one store (the race spreads over all of them). With
+    /// --patient-cmd: where medsim's center listens for the program.
     #[arg(long, default_value = "127.0.0.1:21720", value_name = "ADDR")]
-    pub center: String,
+    pub center: Vec<String>,
     #[command(flatten)]
     pub doctors: cli::Doctors,
     #[command(flatten)]
@@ -133,9 +204,70 @@ pub struct Args {
     /// Time to wait for each answer (e.g. 5s, 500ms).
     #[arg(long, default_value = "5s", value_parser = cli::parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
+    /// Make every WARN (wording, form) a failure.
+    #[arg(long)]
+    pub strict: bool,
+    /// Run only these cases: ids or id prefixes, comma-separated or
+    /// repeated (e.g. `auth,race/one-slot`).
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub cases: Vec<String>,
+    /// Leave out these cases: ids or id prefixes.
+    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    pub skip: Vec<String>,
+    /// Start the center under test with `sh -c CMD` (in --dir); check
+    /// waits for it to accept at --center, names how it dies, shows the
+    /// tail of its output, and restarts it with fresh state.
+    #[arg(long, value_name = "CMD")]
+    pub center_cmd: Option<String>,
+    /// Start the doctors under test with `sh -c CMD` (in --dir), watched
+    /// and restarted as --center-cmd.
+    #[arg(long, value_name = "CMD")]
+    pub doctor_cmd: Option<String>,
+    /// Check a patient program, started with `sh -c CMD` (in --dir), against
+    /// medsim's own center (at --center) and doctors.
+    #[arg(long, value_name = "CMD")]
+    pub patient_cmd: Option<String>,
+    /// With --patient-cmd: the port the center names is the doctor's port
+    /// minus this (the seed patient adds 720 to what it is given).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub patient_port_offset: u16,
+    /// With --patient-cmd: how long the program may take, each run.
+    #[arg(long, default_value = "10s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    pub patient_timeout: Duration,
+    /// Directory the programs run in [default: the current one].
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Run the whole check (check and the programs it starts) in a private
+    /// network namespace with only loopback, so programs that hard-code
+    /// 127.0.0.1:21720 work and several checks run at once. Needs root and
+    /// `unshare`.
+    #[arg(long)]
+    pub netns: bool,
+    /// Write the findings as JUnit XML to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write the findings as a Gradescope autograder results.json to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub gradescope: Option<PathBuf>,
+    /// Points per case for --gradescope: ID_OR_PREFIX=POINTS,
+    /// comma-separated or repeated [default: 1 a case].
+    #[arg(long, value_name = "ID=POINTS", value_delimiter = ',', value_parser = parse_weight)]
+    pub weights: Vec<(String, f64)>,
     /// Print the findings as one JSON document.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_weight(text: &str) -> Result<(String, f64), String> {
+    let (id, points) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not ID=POINTS (e.g. race=5)"))?;
+    let points: f64 = points
+        .parse()
+        .ok()
+        .filter(|p: &f64| p.is_finite() && *p >= 0.0)
+        .ok_or_else(|| format!("'{points}' is not a number of points"))?;
+    Ok((id.to_owned(), points))
 }
 
 impl Args {
@@ -148,7 +280,8 @@ impl Args {
     pub fn config(&self) -> anyhow::Result<Config> {
         let source = self.fixtures.source();
         let fixtures = Fixtures::load(&source)?;
-        let center = net::resolve(&self.center)?;
+        let first = self.center.first().context("--center is needed")?;
+        let center = net::resolve(first)?;
         let routes = self.doctors.routes(&center.ip().to_string());
         let (username, password, data_plan) = match (&self.user, &self.password) {
             (Some(user), Some(password)) => (
@@ -198,35 +331,120 @@ impl Args {
             doctors,
         })
     }
+
+    /// The run's settings these flags describe.
+    ///
+    /// # Errors
+    ///
+    /// A --center that does not resolve.
+    pub fn settings(&self, config: &Config) -> anyhow::Result<Settings> {
+        let mut more_centers = Vec::new();
+        for addr in self.center.iter().skip(1) {
+            more_centers.push(net::resolve(addr)?);
+        }
+        let program = |cmd: &Option<String>, what: &str, ready: launch::Ready| {
+            cmd.as_ref().map(|cmd| launch::Program {
+                what: what.to_owned(),
+                command: cmd.clone(),
+                dir: self.dir.clone(),
+                ready,
+            })
+        };
+        Ok(Settings {
+            more_centers,
+            cases: self.cases.clone(),
+            skip: self.skip.clone(),
+            center_cmd: program(
+                &self.center_cmd,
+                "the center",
+                launch::Ready::Accepts(config.center),
+            ),
+            doctor_cmd: program(
+                &self.doctor_cmd,
+                "the doctors",
+                launch::Ready::Quotes(
+                    config.doctors.iter().map(|d| d.addr).collect(),
+                    config.plan.clone(),
+                ),
+            ),
+        })
+    }
 }
 
-/// The `check` subcommand: 0 when no case failed, 1 otherwise.
+/// Whether something accepts TCP connections at `addr` within `timeout`.
+pub(crate) fn accepts(addr: SocketAddr, timeout: Duration) -> bool {
+    TcpStream::connect_timeout(&addr, timeout).is_ok()
+}
+
+/// The `check` subcommand: 0 when no case failed, 1 otherwise, 2 when
+/// nothing accepts connections at the center.
 ///
 /// # Errors
 ///
-/// Bad flags or data files.
+/// Bad flags or data files, a report that cannot be written.
 pub fn run(args: &Args) -> anyhow::Result<u8> {
+    if args.netns && !launch::in_private_netns() {
+        return launch::rerun_in_private_netns();
+    }
     let config = args.config()?;
-    let findings = check(&config);
+    let started = Instant::now();
+    let findings = if let Some(cmd) = &args.patient_cmd {
+        let plan = patient::Plan::from_args(args, cmd)?;
+        patient::check_patient(&plan)?
+    } else {
+        let settings = args.settings(&config)?;
+        if settings.center_cmd.is_none() {
+            for addr in std::iter::once(config.center).chain(settings.more_centers.iter().copied())
+            {
+                if !accepts(addr, config.timeout) {
+                    eprintln!("nothing accepts connections at {addr}: is the center running?");
+                    return Ok(2);
+                }
+            }
+        }
+        check_with(&config, &settings)?
+    };
     if args.json {
         crate::console::out(&format!("{}\n", serde_json::to_string_pretty(&findings)?))?;
+    } else if args.patient_cmd.is_some() {
+        crate::console::out(&report::render_patient(args, &findings))?;
     } else {
         crate::console::out(&render(&config, &findings))?;
     }
-    Ok(if findings.count(Verdict::Fail) == 0 {
-        0
-    } else {
-        1
-    })
+    if let Some(path) = &args.junit {
+        std::fs::write(path, junit(&findings, args.strict, started.elapsed()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.gradescope {
+        std::fs::write(path, gradescope(&findings, args.strict, &args.weights))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(if findings.failed(args.strict) { 1 } else { 0 })
 }
 
 #[cfg(test)]
 mod tests {
+    use super::Settings;
     use super::cases::shown;
 
     #[test]
     fn evidence_masks_the_password() {
         assert_eq!(shown("authenticate u secret"), "authenticate u ***");
         assert_eq!(shown("available"), "available");
+    }
+
+    #[test]
+    fn cases_are_chosen_by_id_or_prefix() {
+        let settings = Settings {
+            cases: vec!["auth".into(), "race/one-slot".into()],
+            skip: vec!["auth/shared-flag".into()],
+            ..Settings::default()
+        };
+        assert!(settings.selects("auth/success"));
+        assert!(settings.selects("race/one-slot"));
+        assert!(!settings.selects("auth/shared-flag"));
+        assert!(!settings.selects("authx/y"));
+        assert!(!settings.selects("malformed/empty"));
+        assert!(Settings::default().selects("anything/at-all"));
     }
 }

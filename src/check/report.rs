@@ -1,7 +1,10 @@
 //! How check's findings read: for people, one line per case and a
-//! summary; for programs, the JSON of [`Findings`].
+//! summary; for programs, the JSON of [`Findings`]; for graders, JUnit XML
+//! and a Gradescope `results.json`.
 
-use super::{Config, Findings, RESERVES, Verdict};
+use std::time::Duration;
+
+use super::{Args, CaseResult, Config, Findings, RESERVES, Verdict};
 use crate::table::{self, Align};
 
 /// Formats the findings for people: the slots note, one line per case,
@@ -15,36 +18,254 @@ pub fn render(config: &Config, findings: &Findings) -> String {
         config.center, config.framing.dialect, config.username, config.doctor_host
     );
     let needed: usize = RESERVES.iter().map(|(_, n)| n).sum();
+    let listed = match findings.listed_free {
+        Some(free) => format!("the center listed {free} free"),
+        None => "no list was read from the center".into(),
+    };
     let _ = writeln!(
         out,
-        "slots: the cases reserve {needed} ({}); the center listed {} free",
+        "slots: the cases reserve {needed} ({}); {listed}",
         RESERVES
             .iter()
             .map(|(case, n)| format!("{case} {n}"))
             .collect::<Vec<_>>()
             .join(", "),
-        findings.listed_free
     );
-    out.push_str(&table::render_rows(
+    out.push_str(&cases_table(&findings.cases));
+    out.push_str(&summary(findings));
+    out
+}
+
+/// The findings of a patient check, for people.
+pub fn render_patient(args: &Args, findings: &Findings) -> String {
+    let mut out = format!(
+        "medsim check: patient program `{}`, medsim's center at {}\n",
+        args.patient_cmd.as_deref().unwrap_or_default(),
+        args.center.first().map_or("", String::as_str)
+    );
+    out.push_str(&cases_table(&findings.cases));
+    out.push_str(&summary(findings));
+    out
+}
+
+fn cases_table(cases: &[CaseResult]) -> String {
+    table::render_rows(
         &[
             ("verdict", Align::Left),
             ("case", Align::Left),
             ("evidence", Align::Left),
         ],
-        findings.cases.iter().map(|case| {
+        cases.iter().map(|case| {
             [
                 case.verdict.to_string(),
                 case.name.clone(),
                 case.evidence.clone(),
             ]
         }),
-    ));
+    )
+}
+
+fn summary(findings: &Findings) -> String {
+    let mut parts = vec![
+        format!("{} passed", findings.count(Verdict::Pass)),
+        format!("{} failed", findings.count(Verdict::Fail)),
+        format!("{} skipped", findings.count(Verdict::Skip)),
+    ];
+    let warned = findings.count(Verdict::Warn);
+    if warned > 0 {
+        parts.insert(1, format!("{warned} warned"));
+    }
+    let blocked = findings.count(Verdict::Blocked);
+    if blocked > 0 {
+        parts.push(format!("{blocked} not run"));
+    }
+    format!("summary: {}\n", parts.join(", "))
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 allows no other control characters.
+            c if c.is_control() && !matches!(c, '\n' | '\t') => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether a case counts as failed: a FAIL, or a WARN when `strict`.
+fn counts_as_failed(case: &CaseResult, strict: bool) -> bool {
+    case.verdict == Verdict::Fail || strict && case.verdict == Verdict::Warn
+}
+
+/// The findings as JUnit XML: one testcase per case (classname the id's
+/// first part), a `failure` with the evidence for each failure, `skipped`
+/// for cases not run; a WARN passes with its evidence in `system-out`
+/// unless `strict`.
+pub fn junit(findings: &Findings, strict: bool, took: Duration) -> String {
+    use std::fmt::Write as _;
+    let failures = findings
+        .cases
+        .iter()
+        .filter(|c| counts_as_failed(c, strict))
+        .count();
+    let skipped = findings.count(Verdict::Skip) + findings.count(Verdict::Blocked);
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "summary: {} passed, {} failed, {} skipped",
-        findings.count(Verdict::Pass),
-        findings.count(Verdict::Fail),
-        findings.count(Verdict::Skip)
+        "<testsuites name=\"medsim check\" tests=\"{n}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{t:.3}\">\n  <testsuite name=\"medsim check\" tests=\"{n}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{t:.3}\">",
+        n = findings.cases.len(),
+        t = took.as_secs_f64(),
     );
+    for case in &findings.cases {
+        let class = case.id.split('/').next().unwrap_or("check");
+        let _ = write!(
+            out,
+            "    <testcase classname=\"{}\" name=\"{}\"",
+            xml_escape(class),
+            xml_escape(&format!("{}: {}", case.id, case.name))
+        );
+        let evidence = xml_escape(&case.evidence);
+        if counts_as_failed(case, strict) {
+            let _ = writeln!(
+                out,
+                ">\n      <failure message=\"{evidence}\" type=\"{}\">{evidence}</failure>\n    </testcase>",
+                case.verdict
+            );
+        } else {
+            match case.verdict {
+                Verdict::Skip | Verdict::Blocked => {
+                    let _ = writeln!(
+                        out,
+                        ">\n      <skipped message=\"{evidence}\"/>\n    </testcase>"
+                    );
+                }
+                Verdict::Warn => {
+                    let _ = writeln!(
+                        out,
+                        ">\n      <system-out>WARN: {evidence}</system-out>\n    </testcase>"
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        out,
+                        ">\n      <system-out>{evidence}</system-out>\n    </testcase>"
+                    );
+                }
+            }
+        }
+    }
+    out.push_str("  </testsuite>\n</testsuites>\n");
     out
+}
+
+/// The points a case is worth: the last `--weights` entry whose id or
+/// prefix matches it, else 1.
+fn weight(id: &str, weights: &[(String, f64)]) -> f64 {
+    weights
+        .iter()
+        .rev()
+        .find(|(pattern, _)| {
+            id == pattern
+                || id.starts_with(pattern.as_str())
+                    && (pattern.ends_with('/') || id[pattern.len()..].starts_with('/'))
+        })
+        .map_or(1.0, |(_, points)| *points)
+}
+
+/// The findings as a Gradescope autograder `results.json`: one test per
+/// case with its score (full for PASS, and for WARN unless `strict`; none
+/// otherwise), max_score, status and output.
+pub fn gradescope(findings: &Findings, strict: bool, weights: &[(String, f64)]) -> String {
+    let tests: Vec<serde_json::Value> = findings
+        .cases
+        .iter()
+        .map(|case| {
+            let max = weight(&case.id, weights);
+            let earned = match case.verdict {
+                Verdict::Pass => true,
+                Verdict::Warn => !strict,
+                _ => false,
+            };
+            serde_json::json!({
+                "name": format!("{}: {}", case.id, case.name),
+                "score": if earned { max } else { 0.0 },
+                "max_score": max,
+                "status": if earned { "passed" } else { "failed" },
+                "output": format!("{} {}", case.verdict, case.evidence),
+            })
+        })
+        .collect();
+    let score: f64 = tests.iter().filter_map(|t| t["score"].as_f64()).sum();
+    let results = serde_json::json!({
+        "score": score,
+        "output": summary(findings).trim_end(),
+        "tests": tests,
+    });
+    serde_json::to_string_pretty(&results).unwrap_or_default() + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn findings() -> Findings {
+        let case = |id: &str, verdict| CaseResult {
+            id: id.into(),
+            name: format!("name of {id}"),
+            verdict,
+            evidence: format!("sent 'x' & got <{id}>"),
+        };
+        Findings {
+            listed_free: Some(6),
+            cases: vec![
+                case("auth/success", Verdict::Pass),
+                case("wording/success", Verdict::Warn),
+                case("race/one-slot", Verdict::Fail),
+                case("book/first", Verdict::Skip),
+            ],
+        }
+    }
+
+    #[test]
+    fn junit_has_a_failure_with_the_evidence_and_escapes_it() {
+        let xml = junit(&findings(), false, Duration::from_millis(1500));
+        assert!(xml.contains("tests=\"4\" failures=\"1\" errors=\"0\" skipped=\"1\""));
+        assert!(xml.contains(
+            "<failure message=\"sent &apos;x&apos; &amp; got &lt;race/one-slot&gt;\" type=\"FAIL\">"
+        ));
+        assert!(xml.contains("<skipped message="));
+        let strict = junit(&findings(), true, Duration::ZERO);
+        assert!(strict.contains("failures=\"2\""));
+    }
+
+    #[test]
+    fn gradescope_scores_one_point_a_case_unless_weighted() {
+        let json: serde_json::Value =
+            serde_json::from_str(&gradescope(&findings(), false, &[])).unwrap();
+        assert_eq!(json["score"], 2.0);
+        assert_eq!(json["tests"][2]["status"], "failed");
+        assert_eq!(json["tests"][2]["max_score"], 1.0);
+        assert_eq!(
+            json["tests"][0]["name"],
+            "auth/success: name of auth/success"
+        );
+        let weighted: serde_json::Value = serde_json::from_str(&gradescope(
+            &findings(),
+            true,
+            &[("race".into(), 5.0), ("auth/success".into(), 2.0)],
+        ))
+        .unwrap();
+        assert_eq!(weighted["score"], 2.0);
+        assert_eq!(weighted["tests"][2]["max_score"], 5.0);
+        assert_eq!(weighted["tests"][1]["status"], "failed");
+    }
 }

@@ -66,6 +66,8 @@ pub(super) struct Crowd<'a> {
     trace: Option<Trace>,
     watchers: Option<Arc<dyn Observer>>,
     console: Console,
+    /// `--choice same`: where the first patients wait for each other.
+    same_gate: Arc<SameGate>,
 }
 
 impl<'a> Crowd<'a> {
@@ -96,13 +98,15 @@ impl<'a> Crowd<'a> {
                     pace: args.pace,
                 }) as Arc<dyn Observer>
             });
+        let concurrency = args.concurrency.unwrap_or(default_concurrency).max(1);
         Crowd {
             args,
             seed,
-            concurrency: args.concurrency.unwrap_or(default_concurrency).max(1),
+            concurrency,
             trace,
             watchers,
             console,
+            same_gate: Arc::new(SameGate::new(concurrency.min(args.patients))),
         }
     }
 
@@ -301,7 +305,10 @@ impl<'a> Crowd<'a> {
                 CHOICE_SALT,
                 k as u64,
             ))),
-            Choice::Same => Box::new(patient::Fixed(same_target)),
+            Choice::Same => Box::new(Released {
+                gate: Arc::clone(&self.same_gate),
+                choice: same_target,
+            }),
         };
         let mut settings = self.settings(center, doctors, visitor.label.clone());
         settings.loss = (self.args.udp_loss > 0.0).then(|| Loss {
@@ -361,5 +368,89 @@ impl<'a> Crowd<'a> {
                 .map(|rows| rows.into_iter().flatten().collect()),
             diagram: None,
         }
+    }
+}
+
+/// The selection step of `--choice same`: the patients running at once
+/// wait here until all of them have listed, then select together, so a
+/// center that checks and reserves apart is caught. Only the first wave
+/// waits (later patients come as earlier ones leave, one at a time), and
+/// never longer than [`SameGate::WAIT`], so a patient that fails before
+/// listing holds no one.
+struct SameGate {
+    size: usize,
+    arrived: parking_lot::Mutex<usize>,
+    all_here: parking_lot::Condvar,
+}
+
+impl SameGate {
+    const WAIT: Duration = Duration::from_secs(2);
+
+    fn new(size: usize) -> SameGate {
+        SameGate {
+            size,
+            arrived: parking_lot::Mutex::new(0),
+            all_here: parking_lot::Condvar::new(),
+        }
+    }
+
+    fn pass(&self) {
+        let mut arrived = self.arrived.lock();
+        *arrived += 1;
+        if *arrived >= self.size {
+            self.all_here.notify_all();
+            return;
+        }
+        let deadline = Instant::now() + Self::WAIT;
+        while *arrived < self.size {
+            if self.all_here.wait_until(&mut arrived, deadline).timed_out() {
+                // Open the gate for good: whoever was missing is not coming.
+                *arrived = self.size;
+                self.all_here.notify_all();
+            }
+        }
+    }
+}
+
+/// `--choice same`'s chooser: waits at the gate, then chooses the slot.
+struct Released {
+    gate: Arc<SameGate>,
+    choice: u64,
+}
+
+impl Chooser for Released {
+    fn choose(&mut self, _listings: &[Listing]) -> std::io::Result<Option<u64>> {
+        self.gate.pass();
+        Ok(Some(self.choice))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_gate_releases_the_first_wave_together_and_then_stays_open() {
+        let gate = Arc::new(SameGate::new(3));
+        let released = Arc::new(AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            for _ in 0..2 {
+                let (gate, released) = (Arc::clone(&gate), Arc::clone(&released));
+                scope.spawn(move || {
+                    gate.pass();
+                    released.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            // The two wait for the third; none is through before it comes.
+            while *gate.arrived.lock() < 2 {
+                std::thread::yield_now();
+            }
+            assert_eq!(released.load(Ordering::SeqCst), 0);
+            gate.pass();
+        });
+        assert_eq!(released.load(Ordering::SeqCst), 2);
+        let started = Instant::now();
+        gate.pass();
+        assert!(started.elapsed() < SameGate::WAIT);
     }
 }

@@ -1,0 +1,310 @@
+//! `check` against fake classic centers and doctors, one defect or
+//! departure each, and against medsim's own servers: each gets its exact
+//! verdicts (issue 10).
+
+#[path = "support/fakes.rs"]
+mod fakes;
+mod support;
+
+use std::time::Duration;
+
+use medsim::check::{self, Config, DoctorTarget, Findings, Settings, Verdict};
+use medsim::cli::Framing;
+use medsim::protocol::Dialect;
+use support::System;
+
+fn config(system: &System, center: std::net::SocketAddr, race: usize) -> Config {
+    Config {
+        center,
+        doctor_host: "127.0.0.1".into(),
+        framing: Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: None,
+        },
+        username: "patient1".into(),
+        password: "password111".into(),
+        plan: "insurance1".into(),
+        race,
+        timeout: Duration::from_secs(3),
+        doctors: vec![
+            DoctorTarget {
+                name: "doc1".into(),
+                addr: system.doctor("doc1"),
+                expected: Some(30),
+            },
+            DoctorTarget {
+                name: "doc2".into(),
+                addr: system.doctor("doc2"),
+                expected: Some(40),
+            },
+        ],
+    }
+}
+
+/// Every case that did not pass, as (id, verdict).
+fn not_passed(findings: &Findings) -> Vec<(&str, Verdict)> {
+    findings
+        .cases
+        .iter()
+        .filter(|c| c.verdict != Verdict::Pass)
+        .map(|c| (c.id.as_str(), c.verdict))
+        .collect()
+}
+
+fn evidence<'f>(findings: &'f Findings, id: &str) -> &'f str {
+    &findings
+        .cases
+        .iter()
+        .find(|c| c.id == id)
+        .unwrap_or_else(|| panic!("no case {id}: {findings:#?}"))
+        .evidence
+}
+
+fn fake(system: &System) -> fakes::Center {
+    fakes::Center::good(system.doctor("doc1").port(), system.doctor("doc2").port())
+}
+
+fn run(config: &Config) -> Findings {
+    let findings = check::check(config);
+    eprintln!("{findings:#?}");
+    findings
+}
+
+#[test]
+fn a_good_classic_center_passes_every_case() {
+    let system = System::start();
+    let center = fake(&system).serve();
+    let findings = run(&config(&system, center, 8));
+    assert_eq!(not_passed(&findings), vec![]);
+    assert_eq!(findings.listed_free, Some(6));
+}
+
+#[test]
+fn a_center_granting_by_a_port_alone_under_a_race_is_a_double_booking() {
+    let system = System::start();
+    let center = fakes::Center {
+        racy: true,
+        port_alone: true,
+        ..fake(&system)
+    }
+    .serve();
+    let findings = run(&config(&system, center, 8));
+    assert_eq!(
+        not_passed(&findings),
+        vec![
+            ("race/one-slot", Verdict::Fail),
+            ("wording/grant", Verdict::Warn)
+        ]
+    );
+    let race = evidence(&findings, "race/one-slot");
+    assert!(
+        race.starts_with("DOUBLE BOOKING: slot 2 given to 8 clients (client 1 got '"),
+        "{race}"
+    );
+    let port = system.doctor("doc2").port();
+    assert!(race.contains(&format!("client 8 got '{port}'")), "{race}");
+    assert!(evidence(&findings, "wording/grant").starts_with(&format!(
+        "got '{}' for a slot granted",
+        system.doctor("doc1").port()
+    )));
+}
+
+#[test]
+fn a_shared_authenticated_flag_lets_bad_credentials_in() {
+    let system = System::start();
+    let center = fakes::Center {
+        shared_flag: true,
+        ..fake(&system)
+    }
+    .serve();
+    let findings = run(&config(&system, center, 4));
+    // Refused before anyone logged in; let in after.
+    assert_eq!(
+        not_passed(&findings),
+        vec![("auth/shared-flag", Verdict::Fail)]
+    );
+    assert_eq!(
+        evidence(&findings, "auth/shared-flag"),
+        "sent 'authenticate medsim-check-nobody ***', got 'success', an unknown user was let in \
+         while another session was logged in (an 'authenticated' flag shared by all sessions?)"
+    );
+}
+
+#[test]
+fn a_center_that_books_without_login_fails_before_login_selection() {
+    let system = System::start();
+    let center = fakes::Center {
+        books_without_login: true,
+        ..fake(&system)
+    }
+    .serve();
+    let findings = run(&config(&system, center, 4));
+    assert_eq!(
+        not_passed(&findings),
+        vec![("login/selection", Verdict::Fail)]
+    );
+    let port = system.doctor("doc2").port();
+    assert_eq!(
+        evidence(&findings, "login/selection"),
+        format!(
+            "sent 'selection 6', got 'doc2 {port}', slot 6 booked on a connection that never logged in"
+        )
+    );
+}
+
+#[test]
+fn lists_one_per_line_or_without_the_seeds_trailing_space_warn_and_every_case_runs() {
+    for list in [fakes::ListForm::PerLine, fakes::ListForm::Single] {
+        let system = System::start();
+        let center = fakes::Center {
+            list,
+            ..fake(&system)
+        }
+        .serve();
+        let findings = run(&config(&system, center, 4));
+        assert_eq!(
+            not_passed(&findings),
+            vec![("wording/list", Verdict::Warn)],
+            "{list:?}"
+        );
+    }
+}
+
+#[test]
+fn a_greeting_and_capitalised_words_warn() {
+    let system = System::start();
+    let center = fakes::Center {
+        greeting: Some("53124"),
+        success: "Success",
+        not_available: "not available",
+        closes_after_failure: false,
+        ..fake(&system)
+    }
+    .serve();
+    let findings = run(&config(&system, center, 4));
+    assert_eq!(
+        not_passed(&findings),
+        vec![
+            ("wording/success", Verdict::Warn),
+            ("wording/notavailable", Verdict::Warn),
+            ("wording/greeting", Verdict::Warn),
+            ("wording/close-after-failure", Verdict::Warn),
+        ]
+    );
+    assert!(
+        evidence(&findings, "wording/success")
+            .starts_with("got 'Success' for a good login (first in case 'auth-success'; "),
+        "{findings:#?}"
+    );
+    assert!(
+        evidence(&findings, "wording/greeting").starts_with(
+            "the center sent '53124' before any request (first in case 'auth-failure'"
+        )
+    );
+}
+
+#[test]
+fn a_doctor_that_dies_on_an_unknown_plan_is_named_and_not_passed() {
+    let system = System::start();
+    let center = fake(&system).serve();
+    let mut config = config(&system, center, 4);
+    config.doctors[0].addr = fakes::doctor(&[("insurance1", 30), ("insurance2", 20)], true);
+    let findings = run(&config);
+    // Not passed as "dropped", and doc2 is not blamed.
+    assert_eq!(
+        not_passed(&findings),
+        vec![("doctor/doc1/unknown-plan", Verdict::Fail)]
+    );
+    assert!(
+        evidence(&findings, "doctor/doc1/unknown-plan").starts_with(
+            "doctor doc1 stopped answering after this case (sent 'insurance1' to it 3 times); \
+             the case: sent 'medsim-check-no-such-plan', no answer (dropped)"
+        ),
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn medsims_own_servers_pass_in_both_dialects_also_with_one_free_slot() {
+    for dialect in [Dialect::Line, Dialect::Classic] {
+        for held in [0, 5] {
+            let system = System::start_custom(|options| {
+                options.holders = (1..=held).map(|i| (i, "someone".to_owned())).collect();
+            });
+            let mut config = config(&system, system.center, 6);
+            config.framing.dialect = dialect;
+            let findings = check::check_with(&config, &Settings::default()).unwrap();
+            let failed: Vec<_> = findings
+                .cases
+                .iter()
+                .filter(|c| !matches!(c.verdict, Verdict::Pass | Verdict::Skip))
+                .collect();
+            assert!(failed.is_empty(), "{dialect} {held}: {failed:#?}");
+            assert_eq!(findings.listed_free, Some(6 - held as usize));
+            if held == 5 {
+                // The booking takes the last slot: what needs one is skipped.
+                let skipped: Vec<_> = findings
+                    .cases
+                    .iter()
+                    .filter(|c| c.verdict == Verdict::Skip)
+                    .map(|c| c.id.as_str())
+                    .collect();
+                assert!(skipped.contains(&"race/one-slot"), "{skipped:?}");
+                assert!(skipped.contains(&"malformed/selection-abc"), "{skipped:?}");
+                assert_eq!(
+                    evidence(&findings, "malformed/selection-abc"),
+                    "no free slot: the center answers 'notavailable' and closes, so no selection can follow"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cases_are_chosen_by_id_and_prefix() {
+    let system = System::start();
+    let config = config(&system, system.center, 4);
+    let settings = Settings {
+        cases: vec!["auth".into(), "race/one-slot".into()],
+        skip: vec!["auth/shared-flag".into()],
+        ..Settings::default()
+    };
+    let findings = check::check_with(&config, &settings).unwrap();
+    let ids: Vec<&str> = findings.cases.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![
+            "auth/bad-password",
+            "auth/unknown-user",
+            "auth/list-after-failure",
+            "auth/select-after-failure",
+            "auth/success",
+            "auth/second-authenticate",
+            "race/one-slot",
+        ]
+    );
+}
+
+#[test]
+fn simulate_choice_same_releases_its_patients_together_and_catches_a_racy_center() {
+    let system = System::start();
+    let racy = fakes::Center {
+        racy: true,
+        ..fake(&system)
+    }
+    .serve();
+    let report = medsim::sim::simulate(&medsim::sim::Args {
+        patients: 8,
+        choice: medsim::sim::Choice::Same,
+        concurrency: Some(8),
+        framing: Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: None,
+        },
+        center: Some(racy.to_string()),
+        ..medsim::sim::Args::default()
+    })
+    .unwrap();
+    assert!(!report.ok(), "{}", medsim::sim::render(&report));
+    assert!(report.bookings > 1, "{}", medsim::sim::render(&report));
+}

@@ -1,0 +1,260 @@
+//! `check` at the edges and with programs it starts itself: nothing
+//! listening, a silent center, a center program that crashes and is
+//! restarted, and patient programs judged on the wire (issue 10).
+
+#[path = "support/fakes.rs"]
+mod fakes;
+mod support;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use support::{System, bin, output};
+
+/// A port free now (bound, then released for the program to bind).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn python_script(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn nothing_listening_is_one_line_and_exit_2() {
+    let port = free_port();
+    let started = Instant::now();
+    let (code, stdout, stderr) =
+        output(bin().args(["check", "--center", &format!("127.0.0.1:{port}")]));
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        format!("nothing accepts connections at 127.0.0.1:{port}: is the center running?\n")
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_silent_center_is_bounded_and_blocks_the_rest() {
+    let system = System::start();
+    let silent = fakes::silent_center();
+    let started = Instant::now();
+    let (code, stdout, stderr) = output(bin().args([
+        "check",
+        "--center",
+        &silent.to_string(),
+        "--doctor",
+        &format!("doc1={}", system.doctor("doc1")),
+        "--doctor",
+        &format!("doc2={}", system.doctor("doc2")),
+    ]));
+    let took = started.elapsed();
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert!(
+        stdout.contains("no list was read from the center"),
+        "{stdout}"
+    );
+    let first = stdout.lines().nth(2).unwrap();
+    assert!(
+        first.starts_with("FAIL     auth-failure")
+            && first.contains("the center accepts connections but answered nothing"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("NOT RUN  auth-success ")
+            && stdout.contains(
+                "not run: the center accepts connections but answered nothing (case 'auth-failure')"
+            ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("PASS     doc1 quotes insurance1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("summary: 5 passed, 1 failed, 6 skipped, 25 not run\n"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_center_launched_by_check_crashes_is_named_restarted_and_a_later_defect_found() {
+    let system = System::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = python_script(&dir, "center.py", fakes::CRASHING_CENTER_PY);
+    let port = free_port();
+    let junit = dir.path().join("junit.xml");
+    let gradescope = dir.path().join("results.json");
+    let (code, stdout, stderr) = output(bin().args([
+        "check",
+        "--center",
+        &format!("127.0.0.1:{port}"),
+        "--center-cmd",
+        &format!("exec python3 {script} {port}"),
+        "--dialect",
+        "classic",
+        "--race",
+        "4",
+        "--doctor",
+        &format!("doc1={}", system.doctor("doc1")),
+        "--doctor",
+        &format!("doc2={}", system.doctor("doc2")),
+        "--junit",
+        &junit.display().to_string(),
+        "--gradescope",
+        &gradescope.display().to_string(),
+    ]));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let line = |start: &str| {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in {stdout}"))
+            .to_owned()
+    };
+    let crash = line("FAIL  malformed: empty message");
+    assert!(
+        crash.contains(
+            "the center died with SIGSEGV on case 'malformed: empty message'; \
+             its last output: listening on"
+        ) && crash.contains("empty message: crashing; restarted it with fresh state"),
+        "{crash}"
+    );
+    // After the restart, the cases go on and find the later defect.
+    let later = line("FAIL  before login: available");
+    assert!(
+        later.contains("slots listed on a connection that never logged in"),
+        "{later}"
+    );
+    line("PASS  still serves a normal session");
+    assert!(!stdout.contains("NOT RUN"), "{stdout}");
+
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(
+            "<testcase classname=\"malformed\" name=\"malformed/empty: malformed: empty message\">"
+        ),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<failure message=\"the center died with SIGSEGV"),
+        "{xml}"
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&gradescope).unwrap()).unwrap();
+    let tests = results["tests"].as_array().unwrap();
+    let empty = tests
+        .iter()
+        .find(|t| t["name"] == "malformed/empty: malformed: empty message")
+        .unwrap();
+    assert_eq!(empty["score"], 0.0);
+    assert_eq!(empty["max_score"], 1.0);
+    assert_eq!(empty["status"], "failed");
+}
+
+/// `check --patient-cmd` with the python patient, env adding to its
+/// environment; the findings as (id, verdict, evidence).
+fn patient_check(env: &[(&str, &str)], timeout: &str) -> (i32, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = python_script(&dir, "patient.py", fakes::PATIENT_PY);
+    let mut cmd = bin();
+    cmd.args([
+        "check",
+        "--center",
+        "127.0.0.1:0",
+        "--doctor",
+        "doc1=127.0.0.1:0",
+        "--doctor",
+        "doc2=127.0.0.1:0",
+        "--patient-timeout",
+        timeout,
+        "--patient-cmd",
+        &format!("exec python3 {script}"),
+    ]);
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let (code, stdout, stderr) = output(&mut cmd);
+    (code, format!("{stdout}{stderr}"))
+}
+
+fn verdict_lines(out: &str) -> Vec<String> {
+    out.lines()
+        .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL") || l.starts_with("WARN"))
+        .map(|l| {
+            l.split("  ")
+                .filter(|w| !w.is_empty())
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect()
+}
+
+#[test]
+fn a_good_patient_program_passes() {
+    let (code, out) = patient_check(&[], "10s");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        verdict_lines(&out),
+        vec![
+            "PASS patient: sends 'authenticate USER PASS'",
+            "PASS patient: then 'available'",
+            "PASS patient: sends nothing for an invalid choice",
+            "PASS patient: sends 'selection N' for the choice",
+            "PASS patient: asks the doctor the center named",
+            "PASS patient: exits after its visit",
+            "PASS patient: stops after 'failure'",
+            "PASS patient: stops after 'notavailable'",
+        ],
+        "{out}"
+    );
+}
+
+#[test]
+fn a_patient_sending_its_plan_to_the_wrong_port_fails() {
+    let (code, out) = patient_check(&[("WRONG_OFFSET", "720")], "10s");
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("FAIL  patient: asks the doctor the center named"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.contains("no datagram reached doc2 at 127.0.0.1:"),
+        "{line}"
+    );
+    assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+}
+
+#[test]
+fn a_patient_that_never_exits_is_killed_and_failed_in_bounded_time() {
+    let started = Instant::now();
+    let (code, out) = patient_check(&[("NEVER_EXITS", "1")], "1s");
+    assert_eq!(code, 1, "{out}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(
+        verdict_lines(&out)
+            .iter()
+            .filter(|l| l.starts_with("FAIL"))
+            .cloned()
+            .collect::<Vec<_>>(),
+        vec![
+            "FAIL patient: exits after its visit",
+            "FAIL patient: stops after 'failure'",
+            "FAIL patient: stops after 'notavailable'",
+        ],
+        "{out}"
+    );
+    assert!(
+        out.contains("it was still running 1s after it started (killed)"),
+        "{out}"
+    );
+}

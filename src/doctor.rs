@@ -37,10 +37,13 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::stats::plural;
         write!(
             f,
-            "{} quotes, {} errors, {} dropped",
-            self.quotes, self.errors, self.dropped
+            "{}, {}, {} dropped",
+            plural(self.quotes, "quote", "quotes"),
+            plural(self.errors, "error", "errors"),
+            self.dropped
         )
     }
 }

@@ -71,20 +71,42 @@ impl Shutdown {
 }
 
 impl Shutdown {
-    /// Triggers this signal on the first SIGINT or SIGTERM.
+    /// Triggers this signal on the first SIGINT or SIGTERM; a second one
+    /// ends the process at once (status 130), as a person pressing Ctrl-C
+    /// twice means.
     ///
     /// # Errors
     ///
     /// The handlers could not be installed.
     pub fn stop_on_signals(&self) -> std::io::Result<()> {
+        self.stop_on_signals_saying(|| {})
+    }
+
+    /// As [`Shutdown::stop_on_signals`], running `on_first` right after the
+    /// first signal (to say what the process now waits for).
+    ///
+    /// # Errors
+    ///
+    /// The handlers could not be installed.
+    pub fn stop_on_signals_saying(
+        &self,
+        on_first: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<()> {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let shutdown = self.clone();
         std::thread::Builder::new()
             .name("medsim-signals".into())
             .spawn(move || {
-                if signals.forever().next().is_some() {
-                    shutdown.trigger();
+                let mut received = signals.forever();
+                if received.next().is_none() {
+                    return;
+                }
+                shutdown.trigger();
+                on_first();
+                if received.next().is_some() {
+                    eprintln!("medsim: stopped at once");
+                    std::process::exit(130);
                 }
             })?;
         Ok(())

@@ -228,7 +228,8 @@ fn wait_until_refused(addr: SocketAddr) {
             Instant::now() < deadline,
             "still accepting after the signal"
         );
-        std::thread::yield_now();
+        // A nap, not a spin: the center needs the cores to shut down.
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -247,9 +248,36 @@ fn sigterm_lets_the_session_in_flight_finish_then_exits_zero() {
     assert!(status.success(), "{stderr}");
     assert!(stdout.starts_with("center stopped: "), "{stdout}");
     assert!(
-        stdout.contains(" sessions, 1 bookings, 0 errors, 0 refused busy"),
+        stdout.contains("center stopped: 1 session, 1 booking, 0 errors, 0 refused busy"),
         "{stdout}"
     );
+}
+
+#[test]
+fn ctrl_c_says_what_it_waits_for_and_a_second_stops_at_once() {
+    let mut center = Running::spawn(&["center", "--listen", "127.0.0.1:0", "--quiet"]);
+    let addr = address_in(&center.line());
+    // A person at the prompt: logged in and listed, thinking.
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.ask("authenticate patient1 password111"), "success");
+    c.ask("available");
+    center.send_signal("INT");
+    wait_until_refused(addr);
+    let started = Instant::now();
+    center.send_signal("INT");
+    let (status, _, stderr) = center.finish();
+    assert_eq!(status.code(), Some(130), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the drain is 5 s; stopped after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr
+            .contains("center: stopping: waiting up to 5s for 1 session; Ctrl-C again to stop now"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("medsim: stopped at once"), "{stderr}");
 }
 
 #[test]
@@ -278,7 +306,7 @@ fn after_shutdown_an_idle_session_is_cut_at_the_drain_timeout() {
         "{:?}",
         started.elapsed()
     );
-    assert!(stdout.contains("1 errors"), "{stdout}");
+    assert!(stdout.contains(", 1 error, "), "{stdout}");
 }
 
 #[test]
@@ -300,7 +328,7 @@ fn doctors_stop_on_sigint_and_sigterm_with_a_summary() {
         let (status, stdout, stderr) = doctors.signal(signal);
         assert!(status.success(), "{signal}: {stderr}");
         assert!(
-            stdout.contains("doctor doc1 stopped: 1 quotes, 0 errors"),
+            stdout.contains("doctor doc1 stopped: 1 quote, 0 errors"),
             "{stdout}"
         );
         assert!(

@@ -228,9 +228,9 @@ fn disconnecting_after_each_step_leaves_no_reservation_behind() {
 }
 
 #[test]
-fn a_trickling_client_is_cut_off_at_the_idle_timeout() {
+fn a_trickling_client_is_cut_off_at_the_message_timeout() {
     let limits = Limits {
-        idle_timeout: Duration::from_secs(1),
+        message_timeout: Duration::from_secs(1),
         ..Limits::default()
     };
     let system = System::start_with(limits, None);
@@ -268,11 +268,12 @@ fn a_silent_client_is_dropped_at_the_idle_timeout() {
         idle_timeout: Duration::from_millis(300),
         ..Limits::default()
     };
+    // Thinking is allowed for the idle limit, not the message limit.
     let system = System::start_with(limits, None);
     let mut c = Raw::connect(system.center);
     assert_eq!(
         c.line().as_deref(),
-        Some("error no whole message within 0.3s; disconnecting")
+        Some("error no message for 0.3s; disconnecting")
     );
     assert_eq!(c.line(), None);
     system.wait_for_sessions_to_end();
@@ -329,7 +330,7 @@ fn running_out_of_descriptors_is_survived() {
     // A center allowed 40 descriptors, facing 60 connections: accept fails
     // with EMFILE until idle sessions are dropped, then serves again.
     let mut center = support::Running::spawn_shell(
-        "ulimit -n 40 && exec \"$MEDSIM\" center --listen 127.0.0.1:0 --idle-timeout 1 --quiet",
+        "ulimit -n 40 && exec \"$MEDSIM\" center --listen 127.0.0.1:0 --message-timeout 1s --idle-timeout 1s --quiet",
     );
     let addr = support::address_in(&center.line());
     let hogs: Vec<TcpStream> = (0..60).map(|_| TcpStream::connect(addr).unwrap()).collect();

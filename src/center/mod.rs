@@ -38,7 +38,11 @@ use crate::store::{self, Store, StoreUrl};
 pub struct Limits {
     /// Longest message accepted, in bytes (at least [`MIN_MESSAGE_LIMIT`]).
     pub message_limit: usize,
-    /// How long a session may take to send each whole message.
+    /// How long a session may take to send a whole message once its first
+    /// byte came: short, so a peer trickling bytes (slowloris) is cut off.
+    pub message_timeout: Duration,
+    /// How long a session may stay silent between an answer and the next
+    /// message: long, so a person thinking at a prompt keeps the session.
     pub idle_timeout: Duration,
     /// How long unterminated first text waits before it is taken as a
     /// classic message without terminator.
@@ -53,7 +57,8 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             message_limit: 512,
-            idle_timeout: Duration::from_secs(30),
+            message_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(300),
             grace: Duration::from_millis(100),
             max_sessions: 1024,
             drain_timeout: Duration::from_secs(5),
@@ -87,10 +92,14 @@ pub struct Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::stats::plural;
         write!(
             f,
-            "{} sessions, {} bookings, {} errors, {} refused busy",
-            self.sessions, self.bookings, self.errors, self.busy
+            "{}, {}, {}, {} refused busy",
+            plural(self.sessions, "session", "sessions"),
+            plural(self.bookings, "booking", "bookings"),
+            plural(self.errors, "error", "errors"),
+            self.busy
         )
     }
 }
@@ -333,7 +342,7 @@ impl Center {
     fn run_session(&self, stream: TcpStream, peer: SocketAddr, shutdown: &Shutdown) {
         let _ = stream.set_nodelay(true);
         // A peer that stops reading must not hold the thread forever.
-        let _ = stream.set_write_timeout(Some(self.limits.idle_timeout));
+        let _ = stream.set_write_timeout(Some(self.limits.message_timeout));
         self.serve_session(stream, peer, shutdown);
     }
 }
@@ -443,9 +452,13 @@ pub struct Args {
     /// `error message too long`.
     #[arg(long, default_value_t = Limits::default().message_limit, value_parser = parse_message_limit, value_name = "BYTES")]
     pub max_message: usize,
-    /// Time a session may take to send each whole message before it is
-    /// told `error ...` and dropped (e.g. 30s, 500ms).
+    /// Time a session may take to send a whole message once its first byte
+    /// came, before it is told `error ...` and dropped (slowloris).
     #[arg(long, default_value = "30s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    pub message_timeout: Duration,
+    /// Time a session may stay silent between an answer and its next
+    /// message (a person thinking at the prompt) before it is dropped.
+    #[arg(long, default_value = "5m", value_parser = cli::parse_duration, value_name = "DURATION")]
     pub idle_timeout: Duration,
     /// Sessions served at once; past it a new connection gets `error busy`.
     #[arg(long, default_value_t = Limits::default().max_sessions, value_name = "N")]
@@ -469,6 +482,7 @@ impl Args {
     fn limits(&self) -> Limits {
         Limits {
             message_limit: self.max_message,
+            message_timeout: self.message_timeout,
             idle_timeout: self.idle_timeout,
             max_sessions: self.max_sessions.max(1),
             drain_timeout: self.drain_timeout,
@@ -485,6 +499,7 @@ impl Args {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let fixtures = Fixtures::load(&args.fixtures.source())?;
     let limits = args.limits();
+    let limits_drain = limits.drain_timeout;
     let console = Console::standard(args.quiet);
     // Every recorded reservation is in the table before the ready line:
     // nothing is served before the store is open.
@@ -502,15 +517,28 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         .show_passwords(args.show_passwords);
     let listener = net::bind_tcp("the center", &args.listen)?;
     let local = listener.local_addr()?;
+    let center = Arc::new(center);
     let shutdown = Shutdown::new();
-    shutdown.stop_on_signals()?;
+    shutdown.stop_on_signals_saying({
+        let (center, drain) = (Arc::clone(&center), limits_drain);
+        move || {
+            let open = center.open_sessions();
+            if open > 0 {
+                eprintln!(
+                    "center: stopping: waiting up to {} for {}; Ctrl-C again to stop now",
+                    cli::show_duration(drain),
+                    crate::stats::plural(open as u64, "session", "sessions")
+                );
+            }
+        }
+    })?;
     // The address line is printed even with --quiet: scripts wait for it.
     Console::standard(false).phases(&format!(
         "Phase 1: The Health Center Server has port number {} and IP address {}.\n",
         local.port(),
         local.ip()
     ));
-    let summary = Arc::new(center).serve(listener, &shutdown)?;
+    let summary = center.serve(listener, &shutdown)?;
     Console::standard(false).phases(&format!("center stopped: {summary}\n"));
     Ok(())
 }

@@ -45,6 +45,7 @@ impl Center {
             peer,
             decoder: Decoder::new(self.limits.message_limit),
             deadline: Instant::now() + self.limits.idle_timeout,
+            message_deadline: None,
             drain_deadline: None,
             read_timeout: None,
             shutdown,
@@ -60,6 +61,9 @@ impl Center {
 enum Incoming {
     Message(String),
     Closed,
+    /// Silent past the idle limit.
+    Idle,
+    /// A message begun and not finished within the message limit.
     TimedOut,
     /// The drain after shutdown ran out before the next message.
     ShuttingDown,
@@ -89,9 +93,12 @@ struct Session<'a, L: Link> {
     stream: L,
     peer: SocketAddr,
     decoder: Decoder,
-    /// When the next whole message must have arrived. It moves only when an
-    /// answer is sent, so trickling bytes does not keep a session alive.
+    /// When the next message must begin: the idle limit after the last
+    /// answer.
     deadline: Instant,
+    /// When the message under way must be whole: the message limit after
+    /// its first byte. Trickling bytes do not move it.
+    message_deadline: Option<Instant>,
     /// Set once the session notices shutdown.
     drain_deadline: Option<Instant>,
     read_timeout: Option<Duration>,
@@ -140,6 +147,13 @@ impl<L: Link> Session<'_, L> {
                 Incoming::TimedOut => {
                     let reason = format!(
                         "no whole message within {}s; disconnecting",
+                        self.center.limits.message_timeout.as_secs_f64()
+                    );
+                    return self.refuse(&reason);
+                }
+                Incoming::Idle => {
+                    let reason = format!(
+                        "no message for {}s; disconnecting",
                         self.center.limits.idle_timeout.as_secs_f64()
                     );
                     return self.refuse(&reason);
@@ -310,6 +324,7 @@ impl<L: Link> Session<'_, L> {
         let sent = self.stream.write_all(&bytes);
         self.out = bytes;
         self.deadline = Instant::now() + self.center.limits.idle_timeout;
+        self.message_deadline = None;
         match sent {
             Ok(()) => true,
             Err(e) => {
@@ -351,9 +366,12 @@ impl<L: Link> Session<'_, L> {
             {
                 self.drain_deadline = Some(stopped + self.center.limits.drain_timeout);
             }
-            let deadline = self
-                .drain_deadline
-                .map_or(self.deadline, |d| d.min(self.deadline));
+            // A message under way has its own, shorter clock.
+            if self.decoder.pending() == 0 {
+                self.message_deadline = None;
+            }
+            let own = self.message_deadline.unwrap_or(self.deadline);
+            let deadline = self.drain_deadline.map_or(own, |d| d.min(own));
             if self.decoder.awaits_grace() && now >= last_arrival + self.center.limits.grace {
                 match self.decoder.end_of_grace() {
                     Ok(Some(text)) => return Incoming::Message(text),
@@ -363,9 +381,10 @@ impl<L: Link> Session<'_, L> {
                 continue;
             }
             if now >= deadline {
-                return match self.drain_deadline {
-                    Some(drain) if drain < self.deadline => Incoming::ShuttingDown,
-                    _ => Incoming::TimedOut,
+                return match (self.drain_deadline, self.message_deadline) {
+                    (Some(drain), _) if drain < own => Incoming::ShuttingDown,
+                    (_, Some(_)) => Incoming::TimedOut,
+                    (_, None) => Incoming::Idle,
                 };
             }
             let mut wait = (deadline - now).min(SHUTDOWN_POLL);
@@ -379,8 +398,12 @@ impl<L: Link> Session<'_, L> {
             match self.stream.read(&mut chunk) {
                 Ok(0) => return Incoming::Closed,
                 Ok(n) => {
-                    self.decoder.feed(&chunk[..n]);
                     last_arrival = Instant::now();
+                    if self.message_deadline.is_none() {
+                        self.message_deadline =
+                            Some(last_arrival + self.center.limits.message_timeout);
+                    }
+                    self.decoder.feed(&chunk[..n]);
                 }
                 Err(e)
                     if matches!(
@@ -435,6 +458,8 @@ mod tests {
 
     struct Script {
         arrivals: VecDeque<Vec<u8>>,
+        /// A pause before each arrival.
+        gap: Duration,
         then: Then,
         wait: Duration,
         written: Vec<u8>,
@@ -444,6 +469,7 @@ mod tests {
         fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
             match self.arrivals.pop_front() {
                 Some(arrival) => {
+                    std::thread::sleep(self.gap);
                     buf[..arrival.len()].copy_from_slice(&arrival);
                     Ok(arrival.len())
                 }
@@ -487,10 +513,20 @@ mod tests {
 
     /// As [`session`], with the table's holders after it.
     fn session_holding(arrivals: &[&[u8]], then: Then) -> (String, Captured, Vec<(u64, String)>) {
+        session_paced(arrivals, Duration::ZERO, then)
+    }
+
+    /// As [`session_holding`], each arrival `gap` after the one before.
+    fn session_paced(
+        arrivals: &[&[u8]],
+        gap: Duration,
+        then: Then,
+    ) -> (String, Captured, Vec<(u64, String)>) {
         let fixtures = Fixtures::load(&Source::built_in()).unwrap();
         let (console, captured) = Console::captured();
         let limits = Limits {
             grace: Duration::from_millis(10),
+            message_timeout: Duration::from_millis(100),
             idle_timeout: Duration::from_millis(300),
             ..Limits::default()
         };
@@ -498,6 +534,7 @@ mod tests {
         let center = Center::new(fixtures.users, store.clone(), limits, console);
         let mut script = Script {
             arrivals: arrivals.iter().map(|a| a.to_vec()).collect(),
+            gap,
             then,
             wait: Duration::ZERO,
             written: Vec::new(),
@@ -608,10 +645,26 @@ mod tests {
     #[test]
     fn a_silent_peer_is_told_and_dropped_at_the_idle_limit() {
         let (written, _) = session(&[], Then::Silence);
+        assert_eq!(written, "error no message for 0.3s; disconnecting\n");
+    }
+
+    #[test]
+    fn a_trickle_within_a_message_is_cut_at_the_message_limit() {
+        // A byte every 4 ms: never the 10 ms pause that ends a message,
+        // never a terminator; 60 of them outlast the 100 ms message limit
+        // long before the 300 ms idle limit.
+        let bytes: Vec<[u8; 1]> = b"authenticate patient1 password111 and more and more bytes"
+            .iter()
+            .map(|b| [*b])
+            .collect();
+        let arrivals: Vec<&[u8]> = bytes.iter().map(|b| &b[..]).collect();
+        let started = Instant::now();
+        let (written, _, _) = session_paced(&arrivals, Duration::from_millis(4), Then::Silence);
         assert_eq!(
             written,
-            "error no whole message within 0.3s; disconnecting\n"
+            "error no whole message within 0.1s; disconnecting\n"
         );
+        assert!(started.elapsed() < Duration::from_millis(250));
     }
 
     #[test]

@@ -239,7 +239,20 @@ pub struct Prompt<R, W> {
     pub output: W,
     /// Print the list before the prompt (when phase messages are off).
     pub show_list: bool,
+    /// Said once when the person has been at the prompt this long: the
+    /// center will not wait for ever.
+    pub reminder: Option<Reminder>,
 }
+
+/// A word to a person who has been at the prompt a while.
+pub struct Reminder {
+    pub after: Duration,
+    pub say: Box<dyn Fn() + Send>,
+}
+
+/// When to remind a person at the prompt that a medsim center waits 5
+/// minutes (its `--idle-timeout` default) for the next message.
+const REMIND_AFTER: Duration = Duration::from_secs(240);
 
 impl<R: BufRead, W: Write> Chooser for Prompt<R, W> {
     fn choose(&mut self, listings: &[Listing]) -> io::Result<Option<u64>> {
@@ -247,6 +260,18 @@ impl<R: BufRead, W: Write> Chooser for Prompt<R, W> {
             for listing in listings {
                 writeln!(self.output, "{listing}")?;
             }
+        }
+        // The reminder waits on its own thread; answering drops `_answered`
+        // and so cancels it.
+        let (_answered, cancelled) = crossbeam_channel::bounded::<()>(0);
+        if let Some(reminder) = self.reminder.take() {
+            std::thread::spawn(move || {
+                if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    cancelled.recv_timeout(reminder.after)
+                {
+                    (reminder.say)();
+                }
+            });
         }
         loop {
             writeln!(self.output, "{PROMPT}")?;
@@ -612,6 +637,14 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
                 input: stdin.lock(),
                 output: io::stdout(),
                 show_list: args.quiet,
+                reminder: Some(Reminder {
+                    after: REMIND_AFTER,
+                    say: Box::new(|| {
+                        eprintln!(
+                            "Still choosing? A medsim center closes a session after 5 minutes without a message (its --idle-timeout); choose within a minute."
+                        );
+                    }),
+                }),
             };
             self::visit(&mut settings, &patient, &mut prompt, &console)
         }
@@ -657,6 +690,7 @@ mod tests {
             input: &b"9\nabc\n\n2\n"[..],
             output: &mut output,
             show_list: false,
+            reminder: None,
         };
         assert_eq!(prompt.choose(&listings(&[1, 2])).unwrap(), Some(2));
         let text = String::from_utf8(output).unwrap();
@@ -671,12 +705,53 @@ mod tests {
             input: &b"7\n"[..],
             output: Vec::new(),
             show_list: true,
+            reminder: None,
         };
         assert_eq!(prompt.choose(&listings(&[1])).unwrap(), None);
         assert!(
             String::from_utf8(prompt.output)
                 .unwrap()
                 .starts_with("1 Mon 10am\n")
+        );
+    }
+
+    #[test]
+    fn a_person_slow_to_choose_is_reminded_once_and_a_quick_one_never() {
+        let remind = |tx: crossbeam_channel::Sender<()>| Reminder {
+            after: Duration::from_millis(30),
+            say: Box::new(move || {
+                let _ = tx.send(());
+            }),
+        };
+        // Slow: the answer comes only after the reminder was said.
+        let (said_tx, said) = crossbeam_channel::unbounded();
+        let (input, mut typing) = std::io::pipe().unwrap();
+        let person = std::thread::spawn(move || {
+            let mut prompt = Prompt {
+                input: io::BufReader::new(input),
+                output: Vec::new(),
+                show_list: false,
+                reminder: Some(remind(said_tx)),
+            };
+            prompt.choose(&listings(&[1, 2])).unwrap()
+        });
+        said.recv_timeout(Duration::from_secs(10))
+            .expect("the reminder is said");
+        typing.write_all(b"2\n").unwrap();
+        assert_eq!(person.join().unwrap(), Some(2));
+        // Quick: answered at once, never reminded.
+        let (said_tx, said) = crossbeam_channel::unbounded();
+        let mut prompt = Prompt {
+            input: &b"1\n"[..],
+            output: Vec::new(),
+            show_list: false,
+            reminder: Some(remind(said_tx)),
+        };
+        assert_eq!(prompt.choose(&listings(&[1])).unwrap(), Some(1));
+        assert_eq!(
+            said.recv_timeout(Duration::from_millis(100)),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected),
+            "the reminder was cancelled"
         );
     }
 

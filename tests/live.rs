@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use medsim::live::report::{InvariantView, OutcomeView, Snapshot};
 use medsim::live::{Controls, Event, Hub, LiveServer, SlotView, Transport, serve};
 use serde_json::{Value, json};
@@ -599,10 +601,6 @@ fn the_live_page_shows_bookings_losers_and_messages_in_order() {
     assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live.png");
     std::fs::write(&out, &png).expect("save the screenshot");
-    if std::env::var_os("MEDSIM_UPDATE_SCREENSHOT").is_some() {
-        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/live.png");
-        std::fs::write(docs, &png).expect("update docs/live.png");
-    }
 }
 
 #[test]
@@ -639,7 +637,7 @@ fn the_step_button_lets_exactly_one_message_through() {
     let deadline = Instant::now() + WAIT;
     while controls.waiting() < 3 {
         assert!(Instant::now() < deadline, "three patients never waited");
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(1));
     }
     assert!(through.try_recv().is_err());
     browser.wait_for(
@@ -662,7 +660,7 @@ fn the_step_button_lets_exactly_one_message_through() {
     let deadline = Instant::now() + WAIT;
     while controls.pace() != Duration::from_millis(250) {
         assert!(Instant::now() < deadline, "the pace never changed");
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(1));
     }
     // A change made by the simulation, not the page, shows too.
     controls.set_pace(Duration::from_millis(40));
@@ -917,4 +915,174 @@ fn a_run_of_100000_patients_reaches_the_page_as_a_sample_and_counters() {
     );
     let arrows = browser.eval("document.querySelectorAll('#diagram g.arrow').length");
     assert!(arrows.as_u64() <= Some(60), "{arrows}");
+}
+
+// ------------------------------------------------ the real parties, live ---
+
+/// The URL a `medsim` process printed for its live view.
+fn live_url(process: &mut support::Running) -> String {
+    let line = process.line_with("live view at ");
+    line.rsplit(' ').next().expect("a URL").to_owned()
+}
+
+#[test]
+fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    // --step: the run starts held; Enter (or the page's Step) lets one
+    // message go.
+    let (mut sim, mut typing) = support::Running::spawn_typed(&[
+        "simulate",
+        "--patients",
+        "3",
+        "--seed",
+        "2",
+        "--live",
+        "127.0.0.1:0",
+        "--step",
+    ]);
+    let url = live_url(&mut sim);
+    browser.open(&url);
+    browser.wait_for(
+        "the slot table",
+        "document.querySelectorAll('[data-slot]').length === 6",
+    );
+    browser.wait_for(
+        "the held run",
+        "document.querySelector('#run-state').dataset.paused === 'true'",
+    );
+    let count = "document.querySelectorAll('#messages li').length";
+    assert_eq!(browser.eval(count), json!(0), "nothing goes before a step");
+    // One step lets one request go; its answer comes back, and the next
+    // request is held again.
+    browser.click("#step");
+    browser.wait_for("the request and its answer", &format!("{count} === 2"));
+    browser.wait_for(
+        "the next request held",
+        "document.querySelector('#run-state').textContent === 'paused (1 waiting)'",
+    );
+    assert_eq!(browser.eval(count), json!(2));
+    let first = browser.eval("document.querySelector('#messages li').textContent");
+    assert!(
+        first
+            .as_str()
+            .unwrap_or("")
+            .contains("authenticate patient1 ***"),
+        "{first}"
+    );
+    // Enter in the terminal steps too.
+    typing.write_all(b"\n").expect("type Enter");
+    browser.wait_for("the second exchange", &format!("{count} === 4"));
+    // End of input: the run goes on by itself to the end.
+    drop(typing);
+    browser.wait_for(
+        "three slots booked",
+        "document.querySelectorAll('[data-state=\"booked\"]').length === 3",
+    );
+    browser.wait_for(
+        "every outcome",
+        "document.querySelector('#outcomes [data-outcome=\"quoted\"]').dataset.count === '3'",
+    );
+    let shown = shown_messages(&mut browser);
+    assert_eq!(
+        shown.first().map(|m| (m.0.as_str(), m.1.as_str())),
+        Some(("patient1", "center"))
+    );
+    // The README's picture: this page, of this run.
+    let png = browser.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    if std::env::var_os("MEDSIM_UPDATE_SCREENSHOT").is_some() {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/live.png");
+        std::fs::write(docs, png).expect("update docs/live.png");
+    }
+    // The page stays up after the run, until Ctrl-C.
+    sim.line_with("the live view stays at");
+    sim.send_signal("INT");
+    let (status, _, _) = sim.finish();
+    assert!(status.success());
+}
+
+#[test]
+fn a_center_shows_outside_patients_as_they_book() {
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    let (mut center, _typing) = support::Running::spawn_typed(&[
+        "center",
+        "--listen",
+        "127.0.0.1:0",
+        "--live",
+        "127.0.0.1:0",
+        "--quiet",
+    ]);
+    let addr = support::address_in(&center.line_with("has port number"));
+    let url = live_url(&mut center);
+    browser.open(&url);
+    browser.wait_for(
+        "the slot table",
+        "document.querySelectorAll('[data-state=\"free\"]').length === 6",
+    );
+    // Any program: here a raw client, as a student's would be.
+    let mut c = support::Raw::connect(addr);
+    assert_eq!(c.ask("authenticate patient2 password222"), "success");
+    c.ask("available");
+    assert!(c.ask("selection 4").starts_with("doc1 "));
+    browser.wait_for(
+        "slot 4 booked by patient2",
+        "document.querySelector('[data-slot=\"4\"]').dataset.holder === 'patient2'",
+    );
+    let port = c.stream.local_addr().unwrap().port().to_string();
+    browser.wait_for(
+        "the session's six messages",
+        "document.querySelectorAll('#messages li').length === 6",
+    );
+    let shown = shown_messages(&mut browser);
+    assert!(shown[0].0.ends_with(&port), "{shown:?}");
+    assert_eq!(shown[0].2, "authenticate patient2 ***", "{shown:?}");
+    assert!(shown[5].2.starts_with("doc1 "), "{shown:?}");
+    center.send_signal("TERM");
+    let (status, _, _) = center.finish();
+    assert!(status.success());
+}
+
+#[test]
+fn simulate_writes_the_run_as_one_html_file() {
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.html");
+    let run = support::medsim(&[
+        "simulate",
+        "--patients",
+        "4",
+        "--choice",
+        "same",
+        "--seed",
+        "3",
+        "--report",
+        file.to_str().unwrap(),
+    ])
+    .success();
+    let stdout = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+    assert!(stdout.contains("report:      "), "{stdout}");
+    browser.open(&format!("file://{}", file.display()));
+    browser.wait_for(
+        "the one booking",
+        "document.querySelectorAll('[data-state=\"booked\"]').length === 1",
+    );
+    let text = browser.eval("document.body.innerText");
+    let text = text.as_str().unwrap_or("");
+    assert!(text.contains("no slot reserved twice"), "{text}");
+    assert!(
+        text.contains("--report"),
+        "the command that made it: {text}"
+    );
+    let html = std::fs::read_to_string(&file).unwrap();
+    assert!(!html.contains("password111"), "passwords masked");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "everything embedded, no CDN"
+    );
 }

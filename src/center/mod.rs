@@ -121,6 +121,9 @@ pub struct Center {
     show_passwords: bool,
     /// Where bookings and lost races are shown live, when someone watches.
     live: Option<Hub>,
+    /// Also show every message of every session there (when the patients
+    /// are other programs, which cannot report their own).
+    show_messages: bool,
     counters: Counters,
     /// Sessions open now; bounded by `limits.max_sessions`.
     open: Arc<AtomicUsize>,
@@ -135,6 +138,7 @@ impl Center {
             console,
             show_passwords: false,
             live: None,
+            show_messages: false,
             counters: Counters::default(),
             open: Arc::new(AtomicUsize::new(0)),
         }
@@ -149,6 +153,12 @@ impl Center {
     /// Shows every booking and lost race on `hub`.
     pub fn with_live(mut self, hub: Option<Hub>) -> Center {
         self.live = hub;
+        self
+    }
+
+    /// Shows every session's messages on the live hub too.
+    pub fn showing_messages(mut self, show: bool) -> Center {
+        self.show_messages = show;
         self
     }
 
@@ -469,6 +479,12 @@ pub struct Args {
     /// (shared by several centers; the schema is made when missing).
     #[arg(long, default_value = "memory", value_name = "URL", value_parser = parse_store)]
     pub store: StoreUrl,
+    /// Serve a live view of this center in a browser at ADDR [default: a
+    /// free loopback port]: its slot table filling, and the messages of the
+    /// patients that connect, whatever program they are. The URL is
+    /// printed.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    pub live: Option<String>,
     /// The same as `--store sqlite:FILE`. A FILE that still holds an old
     /// text journal of medsim's is converted once (kept as FILE.journal).
     #[arg(long, value_name = "FILE", conflicts_with = "store")]
@@ -513,8 +529,31 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             crate::stats::plural(held.len() as u64, "reservation", "reservations")
         ));
     }
+    let hub = args.live.as_ref().map(|_| Hub::new());
+    if let Some(hub) = &hub {
+        let held = store.holders()?;
+        hub.publish(crate::live::Event::Slots {
+            slots: fixtures
+                .slots
+                .iter()
+                .take(1000)
+                .map(|s| crate::live::SlotView {
+                    index: s.index,
+                    day: s.day.clone(),
+                    time: s.time.clone(),
+                    doctor: s.doctor.clone(),
+                    holder: held
+                        .iter()
+                        .find(|(index, _)| *index == s.index)
+                        .map(|(_, holder)| holder.clone()),
+                })
+                .collect(),
+        });
+    }
     let center = Center::new(fixtures.users, store, limits, console.clone())
-        .show_passwords(args.show_passwords);
+        .show_passwords(args.show_passwords)
+        .with_live(hub.clone())
+        .showing_messages(true);
     let listener = net::bind_tcp("the center", &args.listen)?;
     let local = listener.local_addr()?;
     let center = Arc::new(center);
@@ -538,7 +577,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         local.port(),
         local.ip()
     ));
+    let live_view = match (&args.live, hub) {
+        (Some(addr), Some(hub)) => {
+            let listener = net::bind_tcp("the live view", addr)?;
+            let server = crate::live::serve(listener, hub, None, {
+                let shutdown = shutdown.clone();
+                move || shutdown.is_triggered()
+            })?;
+            console.diagnostic(format_args!("center: live view at {}", server.url()));
+            Some(server)
+        }
+        _ => None,
+    };
     let summary = center.serve(listener, &shutdown)?;
+    drop(live_view);
     Console::standard(false).phases(&format!("center stopped: {summary}\n"));
     Ok(())
 }

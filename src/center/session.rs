@@ -18,6 +18,7 @@ use crate::live::Event;
 use crate::protocol::{self, Decoder, Dialect, ProtocolError, Request, words};
 use crate::shutdown::Shutdown;
 use crate::slots::Reservation;
+use crate::trace;
 
 /// A session's byte stream: read, write, and a bounded wait for reads.
 pub trait Link: Read + Write {
@@ -38,8 +39,11 @@ impl Link for TcpStream {
 impl Center {
     /// Serves one session on `link` from `peer` until it ends.
     pub fn serve_session<L: Link>(&self, link: L, peer: SocketAddr, shutdown: &Shutdown) {
-        self.counters.sessions.fetch_add(1, Ordering::Relaxed);
+        let number = self.counters.sessions.fetch_add(1, Ordering::Relaxed);
         let mut session = Session {
+            // Only a watched center names its peers for the page.
+            shown_as: (self.live.is_some() && self.show_messages)
+                .then(|| (number, peer.to_string())),
             center: self,
             stream: link,
             peer,
@@ -104,6 +108,8 @@ struct Session<'a, L: Link> {
     read_timeout: Option<Duration>,
     shutdown: &'a Shutdown,
     transcript: Transcript<'a>,
+    /// The session's number and name on the live page, when one watches.
+    shown_as: Option<(u64, String)>,
     /// The framed answer, reused across the session's answers.
     out: Vec<u8>,
     user: Option<String>,
@@ -164,6 +170,7 @@ impl<L: Link> Session<'_, L> {
                     return self.log(format_args!("connection failed: {e}"));
                 }
             };
+            self.show(&text, true);
             let request = match Request::parse(&text) {
                 Ok(request) => request,
                 Err(e) => return self.refuse(&departure(&stage, &e)),
@@ -321,6 +328,7 @@ impl<L: Link> Session<'_, L> {
         // not, they appear as it happens, and before anything the patient
         // prints about the answer.
         self.transcript.flush();
+        self.show(text, false);
         let sent = self.stream.write_all(&bytes);
         self.out = bytes;
         self.deadline = Instant::now() + self.center.limits.idle_timeout;
@@ -339,6 +347,20 @@ impl<L: Link> Session<'_, L> {
         self.center.counters.errors.fetch_add(1, Ordering::Relaxed);
         self.log(format_args!("error {reason}"));
         self.answer(&format!("error {reason}"));
+    }
+
+    /// Shows one message of this session on the live page, if one watches:
+    /// the patients of a center are other programs, so the center draws
+    /// their conversation itself.
+    fn show(&self, text: &str, incoming: bool) {
+        if let (Some(hub), Some((number, peer))) = (&self.center.live, &self.shown_as) {
+            let (from, to) = if incoming {
+                (peer.as_str(), trace::CENTER)
+            } else {
+                (trace::CENTER, peer.as_str())
+            };
+            hub.message(*number, from, to, text, trace::Transport::Tcp);
+        }
     }
 
     /// Logs a problem of this session. Its phase lines so far go out

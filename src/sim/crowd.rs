@@ -1,6 +1,7 @@
 //! Running a crowd of patients: against a system started here (through
 //! `system`) or a center elsewhere, `concurrency` at a time, each visit
-//! tallied as it ends; the pace and the diagram watch every message.
+//! tallied as it ends; the classroom (a record, a pace, the live page)
+//! watches every message.
 
 use std::io::IsTerminal as _;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use super::classroom::{self, Classroom};
 use super::roster::{Roster, Visitor};
 use super::tally::Tally;
 use super::{Args, Choice, Latency, PatientRow, Report};
@@ -20,31 +22,10 @@ use crate::protocol::Listing;
 use crate::rng::SplitMix64;
 use crate::stats;
 use crate::system::{self, CenterSummary, System};
-use crate::trace::{Observer, Trace, Transport};
 
 /// Salts that give choices and losses independent streams.
 const CHOICE_SALT: u64 = 1;
 const LOSS_SALT: u64 = 2;
-
-/// What watches every patient's messages: a diagram's record and a pace.
-struct Watchers {
-    trace: Option<Trace>,
-    pace: Option<Duration>,
-}
-
-impl Observer for Watchers {
-    fn before_send(&self) {
-        if let Some(pace) = self.pace {
-            std::thread::sleep(pace);
-        }
-    }
-
-    fn message(&self, from: &str, to: &str, text: &str, transport: Transport) {
-        if let Some(trace) = &self.trace {
-            trace.record(from, to, text, transport);
-        }
-    }
-}
 
 /// Where the center of a run was.
 enum Target {
@@ -63,15 +44,18 @@ pub(super) struct Crowd<'a> {
     args: &'a Args,
     seed: u64,
     concurrency: usize,
-    trace: Option<Trace>,
-    watchers: Option<Arc<dyn Observer>>,
+    room: Classroom,
     console: Console,
+    /// The table at the end of an in-process run, as the page draws it.
+    final_slots: parking_lot::Mutex<Vec<crate::live::SlotView>>,
+    /// (ended at ms, latency µs) of a sample of the visits, for charts.
+    ends: parking_lot::Mutex<Vec<(u64, u64)>>,
     /// `--choice same`: where the first patients wait for each other.
     same_gate: Arc<SameGate>,
 }
 
 impl<'a> Crowd<'a> {
-    pub(super) fn new(args: &'a Args) -> Crowd<'a> {
+    pub(super) fn new(args: &'a Args) -> anyhow::Result<Crowd<'a>> {
         let seed = args.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -79,40 +63,31 @@ impl<'a> Crowd<'a> {
         });
         // A paced run is a demo: one patient at a time, so a seed replays it
         // message for message (concurrent patients race differently each run).
-        let default_concurrency = if args.pace.is_some() {
-            1
-        } else {
-            args.patients.min(64)
-        };
+        let shown = args.pace.is_some() || args.step;
+        let default_concurrency = if shown { 1 } else { args.patients.min(64) };
         // Paced runs are for an audience: every party says what it does.
-        let console = match (args.pace, args.json) {
-            (None, _) => Console::silent(),
-            (Some(_), false) => Console::standard(false),
-            (Some(_), true) => Console::phases_on_stderr(),
+        let console = match (shown, args.json) {
+            (false, _) => Console::silent(),
+            (true, false) => Console::standard(false),
+            (true, true) => Console::phases_on_stderr(),
         };
-        let trace = args.diagram.is_some().then(Trace::new);
-        let watchers: Option<Arc<dyn Observer>> =
-            (trace.is_some() || args.pace.is_some()).then(|| {
-                Arc::new(Watchers {
-                    trace: trace.clone(),
-                    pace: args.pace,
-                }) as Arc<dyn Observer>
-            });
         let concurrency = args.concurrency.unwrap_or(default_concurrency).max(1);
-        Crowd {
+        Ok(Crowd {
             args,
             seed,
             concurrency,
-            trace,
-            watchers,
+            room: Classroom::start(args)?,
             console,
+            final_slots: parking_lot::Mutex::new(Vec::new()),
+            ends: parking_lot::Mutex::new(Vec::new()),
             same_gate: Arc::new(SameGate::new(concurrency.min(args.patients))),
-        }
+        })
     }
 
     /// The run's diagram, when one was asked for.
     pub(super) fn diagram(&self, report: &Report, fixtures: &Fixtures) -> Option<String> {
-        let trace = self.trace.as_ref()?;
+        self.args.diagram.as_ref()?;
+        let trace = self.room.trace()?;
         let labels: Vec<String> = report
             .rows
             .iter()
@@ -142,6 +117,9 @@ impl<'a> Crowd<'a> {
         }
         options.store = args.store.clone();
         options.centers = args.centers;
+        options.live = self.room.hub();
+        self.room
+            .show_slots(classroom::slot_views(fixtures, args.slots, &[]).into_iter());
         // `--choice same` races for the lowest index of the table.
         let same_target = match args.slots {
             Some(_) => 1,
@@ -162,6 +140,7 @@ impl<'a> Crowd<'a> {
         let holders = system.holders()?;
         let slots = system.slot_count();
         let summary = system.stop()?;
+        *self.final_slots.lock() = classroom::slot_views(fixtures, args.slots, &holders);
         Ok(self.report(
             &roster,
             tally,
@@ -207,8 +186,8 @@ impl<'a> Crowd<'a> {
                 Ok(None)
             }
         }
-        let mut settings = self.settings(center, &crate::cli::Doctors::default(), String::new());
-        settings.watch = None;
+        let mut settings =
+            self.settings(center, &crate::cli::Doctors::default(), String::new(), None);
         let mut lowest = Lowest(None);
         let visit = patient::visit(&mut settings, patient, &mut lowest, &Console::silent());
         lowest.0.with_context(|| {
@@ -219,7 +198,15 @@ impl<'a> Crowd<'a> {
         })
     }
 
-    fn settings(&self, center: &str, doctors: &crate::cli::Doctors, me: String) -> Settings {
+    /// A patient's settings; `session` places it on the page, `None` for a
+    /// visit nobody watches.
+    fn settings(
+        &self,
+        center: &str,
+        doctors: &crate::cli::Doctors,
+        me: String,
+        session: Option<u64>,
+    ) -> Settings {
         let args = self.args;
         Settings {
             doctors: doctors.clone(),
@@ -229,7 +216,9 @@ impl<'a> Crowd<'a> {
                 attempts: args.quote_attempts,
             },
             label: patient::patient_label(&me),
-            watch: self.watchers.clone().map(|observer| Watch { observer, me }),
+            watch: session
+                .and_then(|k| self.room.observer(k))
+                .map(|observer| Watch { observer, me }),
             ..Settings::new(center)
         }
     }
@@ -246,7 +235,7 @@ impl<'a> Crowd<'a> {
     ) -> (Tally<'f>, Duration) {
         // The bar would draw over a paced run's phase messages.
         let progress = if !self.args.json
-            && self.args.pace.is_none()
+            && self.console.is_quiet()
             && std::io::stderr().is_terminal()
         {
             indicatif::ProgressBar::new(roster.count as u64).with_style(
@@ -310,7 +299,7 @@ impl<'a> Crowd<'a> {
                 choice: same_target,
             }),
         };
-        let mut settings = self.settings(center, doctors, visitor.label.clone());
+        let mut settings = self.settings(center, doctors, visitor.label.clone(), Some(k as u64));
         settings.loss = (self.args.udp_loss > 0.0).then(|| Loss {
             rate: self.args.udp_loss,
             rng: SplitMix64::for_item(seed, LOSS_SALT, k as u64),
@@ -318,16 +307,29 @@ impl<'a> Crowd<'a> {
         let started = Instant::now();
         let patient = &visitor.patient;
         let visit = patient::visit(&mut settings, patient, chooser.as_mut(), &self.console);
-        PatientRow {
+        let row = PatientRow {
             label: visitor.label.clone(),
             user: patient.username.clone(),
             plan: patient.plan.clone(),
             visit,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
-        }
+        };
+        self.room.visit_ended(&row, self.args.center.is_some());
+        row
+    }
+
+    /// What the run leaves for its HTML report: the final table, and when
+    /// a sample of the visits ended with their latencies.
+    pub(super) fn into_parts(self) -> (Classroom, Vec<crate::live::SlotView>, Vec<(u64, u64)>) {
+        (
+            self.room,
+            self.final_slots.into_inner(),
+            self.ends.into_inner(),
+        )
     }
 
     fn report(&self, roster: &Roster, mut tally: Tally, wall: Duration, target: Target) -> Report {
+        *self.ends.lock() = std::mem::take(&mut tally.ends);
         let latency = Latency {
             p50_ms: tally.latencies.quantile_us(0.50) / 1e3,
             p99_ms: tally.latencies.quantile_us(0.99) / 1e3,
@@ -367,6 +369,7 @@ impl<'a> Crowd<'a> {
                 .take()
                 .map(|rows| rows.into_iter().flatten().collect()),
             diagram: None,
+            html: None,
         }
     }
 }

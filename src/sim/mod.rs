@@ -9,6 +9,7 @@
 //! [`report`]'s. The servers come from `system`, the patients from
 //! `patient`.
 
+mod classroom;
 mod crowd;
 mod report;
 mod roster;
@@ -129,6 +130,19 @@ pub struct Args {
     /// follow.
     #[arg(long, value_parser = cli::parse_duration, value_name = "DURATION")]
     pub pace: Option<Duration>,
+    /// Serve a live view of the run in a browser at ADDR [default: a free
+    /// loopback port]; the URL is printed. It stays up after the run until
+    /// Ctrl-C.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    pub live: Option<String>,
+    /// Hold every message until Enter is pressed (one message per Enter),
+    /// and print every party's phase messages.
+    #[arg(long)]
+    pub step: bool,
+    /// Write the run as one self-contained HTML file (slot table, sequence
+    /// diagram for up to 20 patients, latency chart, invariants).
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 impl Default for Args {
@@ -153,6 +167,9 @@ impl Default for Args {
             users: None,
             diagram: None,
             pace: None,
+            live: None,
+            step: false,
+            report: None,
         }
     }
 }
@@ -175,6 +192,10 @@ impl Args {
             (0.0..1.0).contains(&self.udp_loss),
             "--udp-loss must be from 0 up to, not including, 1 (a loss of 1 would drop every datagram), not {}",
             self.udp_loss
+        );
+        anyhow::ensure!(
+            !(self.step && self.json),
+            "--step reads Enter from the terminal and prints phase messages; it does not mix with --json"
         );
         anyhow::ensure!(
             self.diagram.is_none() || self.patients <= DIAGRAM_LIMIT,
@@ -266,6 +287,9 @@ pub struct Report {
     /// Where the diagram went, when one was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diagram: Option<String>,
+    /// Where the HTML report went, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
 }
 
 impl Report {
@@ -275,14 +299,23 @@ impl Report {
     }
 }
 
-/// Runs a simulation and builds its report; a diagram asked for is
-/// written (to stdout for `-`).
+/// Runs a simulation and builds its report; a diagram or an HTML report
+/// asked for is written (a diagram to stdout for `-`). A live view stops
+/// with the run.
 ///
 /// # Errors
 ///
 /// Bad data files or flags, a socket that cannot be bound on loopback, or
 /// a diagram that cannot be written.
 pub fn simulate(args: &Args) -> anyhow::Result<Report> {
+    let (report, room) = simulate_watched(args)?;
+    room.stop();
+    Ok(report)
+}
+
+/// As [`simulate`], handing back the classroom, so a live view can stay
+/// up after the report is out.
+fn simulate_watched(args: &Args) -> anyhow::Result<(Report, classroom::Classroom)> {
     args.check()?;
     let source = args.fixtures.source();
     let fixtures = Fixtures::load(&source)?;
@@ -290,7 +323,7 @@ pub fn simulate(args: &Args) -> anyhow::Result<Report> {
         !fixtures.doctors.is_empty(),
         "the availabilities name no doctor"
     );
-    let crowd = crowd::Crowd::new(args);
+    let crowd = crowd::Crowd::new(args)?;
     let mut report = match &args.center {
         Some(center) => crowd.visit_elsewhere(&fixtures, &source, center)?,
         None => crowd.visit_in_process(&fixtures, &source)?,
@@ -308,7 +341,12 @@ pub fn simulate(args: &Args) -> anyhow::Result<Report> {
             report.diagram = Some(path.display().to_string());
         }
     }
-    Ok(report)
+    let (room, slots, ends) = crowd.into_parts();
+    if let Some(path) = &args.report {
+        classroom::write_report(path, &report, slots, room.trace(), &ends, &fixtures)?;
+        report.html = Some(path.display().to_string());
+    }
+    Ok((report, room))
 }
 
 /// The `simulate` subcommand. Returns 0 when every invariant holds, 1
@@ -318,7 +356,7 @@ pub fn simulate(args: &Args) -> anyhow::Result<Report> {
 ///
 /// As [`simulate`], or a report that cannot be written.
 pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let report = simulate(args)?;
+    let (report, room) = simulate_watched(args)?;
     let text = if args.json {
         format!("{}\n", serde_json::to_string_pretty(&report)?)
     } else {
@@ -334,5 +372,6 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     } else {
         crate::console::out(&text)?;
     }
+    room.finish()?;
     Ok(if report.ok() { 0 } else { 1 })
 }

@@ -110,6 +110,9 @@ pub fn render(report: &Report) -> String {
             "diagram:     {diagram} (Mermaid; view it in a Markdown file's ```mermaid block, or at mermaid.live)"
         );
     }
+    if let Some(html) = &report.html {
+        let _ = writeln!(out, "report:      {html} (open it in a browser)");
+    }
     let _ = writeln!(out, "invariants:");
     for inv in &report.invariants {
         let _ = writeln!(

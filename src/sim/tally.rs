@@ -31,7 +31,15 @@ pub(super) struct Tally<'a> {
     failed: Vec<String>,
     failed_count: usize,
     pub(super) rows: Option<Vec<Option<PatientRow>>>,
+    /// (ended at ms, latency µs) of every `stride`-th visit, for the
+    /// report's chart: at most [`ENDS_KEPT`], thinned as the run grows.
+    pub(super) ends: Vec<(u64, u64)>,
+    stride: usize,
+    started: std::time::Instant,
 }
+
+/// The most visits the chart of a report keeps.
+const ENDS_KEPT: usize = 20_000;
 
 /// Where the center's table (`holders`, in index order) and the patients'
 /// accounts (`given`, sorted) disagree: one walk over both.
@@ -86,6 +94,9 @@ impl<'a> Tally<'a> {
             failed: Vec::new(),
             failed_count: 0,
             rows: (patients <= TABLE_LIMIT).then(|| vec![None; patients]),
+            ends: Vec::new(),
+            stride: 1,
+            started: std::time::Instant::now(),
         }
     }
 
@@ -98,6 +109,21 @@ impl<'a> Tally<'a> {
             .or_insert(0) += 1;
         self.latencies
             .record(std::time::Duration::from_secs_f64(row.latency_ms / 1e3));
+        if self.reached.is_multiple_of(self.stride) {
+            if self.ends.len() >= ENDS_KEPT {
+                // Keep every other one, and take half as many from now on.
+                let mut k = 0;
+                self.ends.retain(|_| {
+                    k += 1;
+                    k % 2 == 0
+                });
+                self.stride *= 2;
+            }
+            self.ends.push((
+                self.started.elapsed().as_millis() as u64,
+                (row.latency_ms * 1e3) as u64,
+            ));
+        }
         self.retries += u64::from(visit.retries);
         if let Some(slot) = visit.slot {
             self.given.push((slot, k));

@@ -258,9 +258,39 @@ impl Running {
         Running::start(cmd, script.to_owned())
     }
 
+    /// As [`Running::spawn`], stderr joined to stdout (so its lines are
+    /// read in order too), and stdin a pipe handed back for typing.
+    pub fn spawn_typed(args: &[&str]) -> (Running, std::process::ChildStdin) {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg("exec \"$MEDSIM\" \"$@\" 2>&1")
+            .arg("medsim")
+            .args(args)
+            .env("MEDSIM", env!("CARGO_BIN_EXE_medsim"))
+            .stdin(Stdio::piped());
+        let mut running = Running::start_with(cmd, format!("medsim {}", args.join(" ")));
+        let stdin = running.child.stdin.take().unwrap();
+        (running, stdin)
+    }
+
+    /// The next stdout line that contains `text` (others are skipped).
+    pub fn line_with(&mut self, text: &str) -> String {
+        loop {
+            let line = self.line();
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
     fn start(mut cmd: Command, description: String) -> Running {
+        cmd.stdin(Stdio::null());
+        Running::start_with(cmd, description)
+    }
+
+    /// Starts `cmd` as it is set up for stdin, piping its stdout and stderr.
+    fn start_with(mut cmd: Command, description: String) -> Running {
         let mut child = cmd
-            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

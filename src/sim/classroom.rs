@@ -1,0 +1,340 @@
+//! simulate in front of a class: who watches the patients' messages (a
+//! diagram's record, a pace, the live page), the controls that pause, step
+//! and pace them (from the page, or Enter in the terminal with `--step`),
+//! and the run drawn as one HTML file afterwards (`--report`).
+//!
+//! The page itself is `live`'s; this module only wires a run to it. A run
+//! nobody watches gets no observer at all, so it pays nothing.
+
+use std::io::BufRead as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::{Args, PatientRow, Report};
+use crate::data::Fixtures;
+use crate::live::{self, Controls, Event, Hub, LiveServer, SlotView, report::Snapshot};
+use crate::net;
+use crate::patient::Outcome;
+use crate::shutdown::Shutdown;
+use crate::trace::{Observer, Trace, Transport};
+
+/// At most this many slots are drawn on the page: a table of a hundred
+/// thousand rows would only slow the browser.
+const DRAWN_SLOTS: usize = 1000;
+
+/// What watches a run, shared by every patient.
+struct Watchers {
+    trace: Option<Trace>,
+    pace: Option<Duration>,
+    controls: Option<Controls>,
+    hub: Option<Hub>,
+}
+
+/// One patient's view of the watchers: its session number places it on
+/// the page.
+struct PatientWatch {
+    watchers: Arc<Watchers>,
+    session: u64,
+}
+
+impl Observer for PatientWatch {
+    fn before_send(&self) {
+        match (&self.watchers.controls, self.watchers.pace) {
+            // The controls hold the pace, and pause or step it.
+            (Some(controls), _) => controls.before_message(),
+            (None, Some(pace)) => std::thread::sleep(pace),
+            (None, None) => {}
+        }
+    }
+
+    fn message(&self, from: &str, to: &str, text: &str, transport: Transport) {
+        if let Some(trace) = &self.watchers.trace {
+            trace.record(from, to, text, transport);
+        }
+        if let Some(hub) = &self.watchers.hub {
+            hub.message(self.session, from, to, text, transport);
+        }
+    }
+}
+
+/// A run's audience: the record, the pace, the page and its controls.
+pub(super) struct Classroom {
+    watchers: Option<Arc<Watchers>>,
+    server: Option<LiveServer>,
+    stop: Shutdown,
+}
+
+impl Classroom {
+    /// Sets up what `args` ask for; prints the page's address when there is
+    /// one.
+    ///
+    /// # Errors
+    ///
+    /// The page's address cannot be bound.
+    pub(super) fn start(args: &Args) -> anyhow::Result<Classroom> {
+        let stop = Shutdown::new();
+        // A report draws the messages of small runs, as a diagram does.
+        let traced = args.diagram.is_some()
+            || (args.report.is_some() && args.patients <= super::DIAGRAM_LIMIT);
+        let trace = traced.then(Trace::new);
+        let watched = args.live.is_some() || args.step;
+        let controls = watched.then(|| {
+            let controls = Controls::new({
+                let stop = stop.clone();
+                move || stop.is_triggered()
+            });
+            stop.on_trigger({
+                let controls = controls.clone();
+                move || controls.wake()
+            });
+            if let Some(pace) = args.pace {
+                controls.set_pace(pace);
+            }
+            controls
+        });
+        let hub = args.live.is_some().then(Hub::new);
+        let server = match (&args.live, &hub) {
+            (Some(addr), Some(hub)) => {
+                let listener = net::bind_tcp("the live view", addr)?;
+                let server = live::serve(listener, hub.clone(), controls.clone(), {
+                    let stop = stop.clone();
+                    move || stop.is_triggered()
+                })
+                .context("starting the live view")?;
+                eprintln!("medsim simulate: live view at {}", server.url());
+                Some(server)
+            }
+            _ => None,
+        };
+        if args.step
+            && let Some(controls) = &controls
+        {
+            controls.pause();
+            eprintln!("medsim simulate: --step: press Enter to let one message go");
+            let controls = controls.clone();
+            std::thread::spawn(move || {
+                for line in std::io::stdin().lock().lines() {
+                    if line.is_err() {
+                        break;
+                    }
+                    controls.step();
+                }
+                // No more input: let the run go on by itself.
+                controls.resume();
+            });
+        }
+        let wanted = trace.is_some() || args.pace.is_some() || controls.is_some() || hub.is_some();
+        Ok(Classroom {
+            watchers: wanted.then(|| {
+                Arc::new(Watchers {
+                    trace,
+                    pace: args.pace,
+                    controls,
+                    hub,
+                })
+            }),
+            server,
+            stop,
+        })
+    }
+
+    /// The observer of patient `session`, when anything watches.
+    pub(super) fn observer(&self, session: u64) -> Option<Arc<dyn Observer>> {
+        let watchers = Arc::clone(self.watchers.as_ref()?);
+        Some(Arc::new(PatientWatch { watchers, session }))
+    }
+
+    /// The page's hub, for the centers of this run to report to.
+    pub(super) fn hub(&self) -> Option<Hub> {
+        self.watchers.as_ref()?.hub.clone()
+    }
+
+    /// The run's record of messages, when one is kept.
+    pub(super) fn trace(&self) -> Option<&Trace> {
+        self.watchers.as_ref()?.trace.as_ref()
+    }
+
+    /// Shows the slot table on the page.
+    pub(super) fn show_slots(&self, slots: impl Iterator<Item = SlotView>) {
+        if let Some(hub) = self.hub() {
+            hub.publish(Event::Slots {
+                slots: slots.take(DRAWN_SLOTS).collect(),
+            });
+        }
+    }
+
+    /// A visit ended: its outcome on the page; with `from_patients` (no
+    /// center of ours to say so), its booking or lost race too.
+    pub(super) fn visit_ended(&self, row: &PatientRow, from_patients: bool) {
+        let Some(hub) = self.hub() else {
+            return;
+        };
+        let visit = &row.visit;
+        if from_patients {
+            match (&visit.outcome, visit.slot, visit.chosen) {
+                (_, Some(index), _) => hub.publish(Event::Booked {
+                    index,
+                    holder: row.label.clone(),
+                }),
+                (Outcome::Taken, None, Some(index)) => hub.publish(Event::Lost {
+                    index,
+                    who: row.label.clone(),
+                }),
+                _ => {}
+            }
+        }
+        hub.publish(Event::Outcome {
+            patient: row.label.clone(),
+            outcome: visit.outcome.label().to_owned(),
+            latency_us: (row.latency_ms * 1e3) as u64,
+        });
+    }
+
+    /// The run is over and nobody is to look further: everything stops.
+    pub(super) fn stop(self) {
+        self.stop.trigger();
+    }
+
+    /// The run is over: patients held by the controls are let go; with a
+    /// page, it stays up (for the class to look at the end) until Ctrl-C.
+    ///
+    /// # Errors
+    ///
+    /// The signal handlers could not be installed.
+    pub(super) fn finish(self) -> anyhow::Result<()> {
+        if let Some(server) = self.server {
+            eprintln!(
+                "medsim simulate: the run is over; the live view stays at {} until Ctrl-C",
+                server.url()
+            );
+            let waiting = Shutdown::new();
+            waiting.stop_on_signals()?;
+            let (done, wait) = crossbeam_channel::bounded::<()>(0);
+            waiting.on_trigger(move || drop(done));
+            let _ = wait.recv();
+            self.stop.trigger();
+            drop(server);
+        } else {
+            self.stop.trigger();
+        }
+        Ok(())
+    }
+}
+
+/// The slot table as the page draws it, from the data's slots and who
+/// holds them.
+pub(super) fn slot_views(
+    fixtures: &Fixtures,
+    generated: Option<u64>,
+    holders: &[(u64, String)],
+) -> Vec<SlotView> {
+    let slots: Vec<crate::data::Slot> = match generated {
+        Some(count) => {
+            let doctors: Vec<(String, u16)> = fixtures
+                .doctors
+                .iter()
+                .map(|d| (d.name.clone(), d.port))
+                .collect();
+            crate::data::generated_slots(count.min(DRAWN_SLOTS as u64), &doctors).collect()
+        }
+        None => fixtures.slots.iter().take(DRAWN_SLOTS).cloned().collect(),
+    };
+    slots
+        .into_iter()
+        .map(|s| SlotView {
+            holder: holders
+                .iter()
+                .find(|(index, _)| *index == s.index)
+                .map(|(_, holder)| holder.clone()),
+            index: s.index,
+            day: s.day,
+            time: s.time,
+            doctor: s.doctor,
+        })
+        .collect()
+}
+
+/// Writes the run as one self-contained HTML file.
+///
+/// # Errors
+///
+/// The file cannot be written.
+pub(super) fn write_report(
+    path: &Path,
+    report: &Report,
+    slots: Vec<SlotView>,
+    trace: Option<&Trace>,
+    ends: &[(u64, u64)],
+    fixtures: &Fixtures,
+) -> anyhow::Result<()> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let mut snapshot = Snapshot::new(
+        format!(
+            "medsim simulate: {}",
+            crate::stats::plural(report.patients as u64, "patient", "patients")
+        ),
+        command,
+    );
+    // The names that hold slots are the patients' logins; the rows name them.
+    snapshot.slots = slots;
+    let rows = report.rows.as_deref().unwrap_or_default();
+    snapshot.lost = rows
+        .iter()
+        .filter(|r| r.visit.outcome == Outcome::Taken)
+        .filter_map(|r| {
+            r.visit.chosen.map(|index| live::report::LostView {
+                index,
+                who: r.label.clone(),
+            })
+        })
+        .collect();
+    let patients: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
+    let doctors: Vec<String> = fixtures.doctors.iter().map(|d| d.name.clone()).collect();
+    match trace {
+        Some(trace) => snapshot.add_trace(&trace.events(), &patients, &doctors),
+        None => {
+            snapshot.patients = patients;
+            snapshot.doctors = doctors;
+        }
+    }
+    snapshot.outcomes = rows
+        .iter()
+        .map(|r| live::report::OutcomeView {
+            patient: r.label.clone(),
+            outcome: r.visit.outcome.label().to_owned(),
+            latency_us: (r.latency_ms * 1e3) as u64,
+        })
+        .collect();
+    let wall_ms = (report.wall_seconds * 1e3) as u64;
+    snapshot.set_latency_series(ends, (wall_ms / 40).max(1));
+    snapshot.summary = vec![
+        ("patients".into(), report.patients.to_string()),
+        ("bookings".into(), report.bookings.to_string()),
+        (
+            "throughput".into(),
+            format!("{:.0} patients/s", report.patients_per_second),
+        ),
+        (
+            "latency".into(),
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms",
+                report.latency.p50_ms, report.latency.p99_ms
+            ),
+        ),
+        ("wall time".into(), format!("{:.3} s", report.wall_seconds)),
+    ];
+    snapshot.invariants = report
+        .invariants
+        .iter()
+        .map(|i| live::report::InvariantView {
+            name: i.name.clone(),
+            ok: i.ok,
+            detail: i.detail.clone(),
+        })
+        .collect();
+    live::report::write_html(path, &snapshot)
+        .with_context(|| format!("writing the report to {}", path.display()))
+}

@@ -7,7 +7,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 
-use support::{Running, address_in, bin, output};
+use predicates::prelude::PredicateBooleanExt as _;
+use support::{Running, address_in, bin, medsim, output};
 
 /// Doctors on ephemeral ports, then a center whose data points at them:
 /// the four-terminal demo of the README, minus the patients.
@@ -421,4 +422,135 @@ fn every_subcommand_has_help() {
         assert_eq!(code, 0);
         assert!(stdout.contains("Usage: medsim "), "{sub}: {stdout}");
     }
+}
+
+// ------------------------------------------- found tried as a new user ---
+
+#[test]
+fn a_closed_pipe_ends_every_printing_subcommand_quietly() {
+    // `| head -1`: the reader leaves after one line.
+    for command in [
+        "\"$MEDSIM\" simulate --patients 5 --pace 1ms | head -1",
+        "\"$MEDSIM\" simulate --patients 30 | head -1",
+        "\"$MEDSIM\" completions bash | head -1",
+        "\"$MEDSIM\" simulate --patients 3 --diagram - | head -1",
+    ] {
+        let out = std::process::Command::new("bash")
+            .args(["-c", &format!("set -o pipefail; {command}")])
+            .env("MEDSIM", env!("CARGO_BIN_EXE_medsim"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{command}: {stderr}");
+        assert!(!stderr.contains("failed printing"), "{command}: {stderr}");
+        assert_eq!(out.status.code(), Some(0), "{command}: {stderr}");
+    }
+}
+
+#[test]
+fn runs_that_would_report_nothing_are_refused_with_the_reason() {
+    medsim(&["simulate", "--patients", "0"])
+        .code(1)
+        .stderr("medsim: --patients must be at least 1\n");
+    medsim(&["simulate", "--slots", "0"])
+        .code(1)
+        .stderr("medsim: --slots must be at least 1\n");
+    // Help and check agree on the range of --udp-loss.
+    medsim(&["simulate", "--udp-loss", "1"])
+        .code(1)
+        .stderr(predicates::str::contains(
+            "--udp-loss must be from 0 up to, not including, 1",
+        ));
+    medsim(&["simulate", "--help"])
+        .success()
+        .stdout(predicates::str::is_match(r"from 0\s+up\s+to,\s+not\s+including,\s+1").unwrap());
+}
+
+#[test]
+fn a_classic_buffer_without_the_classic_dialect_is_refused() {
+    for sub in ["patient", "simulate", "check"] {
+        medsim(&[sub, "--classic-buffer", "100"])
+            .code(1)
+            .stderr(predicates::str::contains(
+                "--classic-buffer pads classic messages: add --dialect classic",
+            ));
+    }
+}
+
+#[test]
+fn a_diagram_to_dash_goes_to_stdout_and_the_report_to_stderr() {
+    let run = medsim(&[
+        "simulate",
+        "--patients",
+        "2",
+        "--seed",
+        "1",
+        "--diagram",
+        "-",
+    ])
+    .success();
+    let out = run.get_output();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.starts_with("sequenceDiagram\n"), "{stdout}");
+    assert!(!stdout.contains("invariants:"), "{stdout}");
+    assert!(stderr.contains("diagram:     stdout (Mermaid;"), "{stderr}");
+    assert!(!std::path::Path::new("-").exists(), "no file named '-'");
+    // To a file, the report says where it went and how to view it.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("run.mmd");
+    medsim(&[
+        "simulate",
+        "--patients",
+        "2",
+        "--diagram",
+        file.to_str().unwrap(),
+    ])
+    .success()
+    .stdout(predicates::str::contains(format!(
+        "diagram:     {} (Mermaid; view it in a Markdown file's ```mermaid block, or at mermaid.live)",
+        file.display()
+    )));
+}
+
+#[test]
+fn the_report_speaks_of_one_patient_as_one() {
+    medsim(&["simulate", "--patients", "1", "--seed", "1"])
+        .success()
+        .stdout(predicates::str::starts_with(
+            "medsim simulate: 1 patient, 6 slots,",
+        ))
+        .stdout(predicates::str::contains(
+            "no slot reserved twice: 1 slot booked, each once",
+        ))
+        .stdout(predicates::str::contains(
+            "every quote matches the doctor's table: 1 quote checked",
+        ))
+        .stdout(predicates::str::contains(" (1 patient in "))
+        .stdout(predicates::str::contains(") (").not());
+}
+
+#[test]
+fn a_lost_race_shows_its_slot_and_outcomes_read_as_words() {
+    medsim(&[
+        "simulate",
+        "--patients",
+        "3",
+        "--choice",
+        "same",
+        "--seed",
+        "4",
+    ])
+    .success()
+    .stdout(predicates::str::is_match(r"\npatient\d +1  -  +- +0  taken +").unwrap())
+    .stdout(predicates::str::contains("outcomes:    quoted 1, taken 2"))
+    .stdout(predicates::str::contains("no_slots").not());
+}
+
+#[test]
+fn the_patients_help_shows_its_defaults() {
+    medsim(&["patient", "--help"])
+        .success()
+        .stdout(predicates::str::contains("[default: patient1]"))
+        .stdout(predicates::str::contains("[default: 10s]"));
 }

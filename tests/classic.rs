@@ -19,55 +19,13 @@ use fakes::{
 use predicates::str::contains;
 use support::{Running, System, address_in, medsim};
 
-/// The seed's data, but for the doctors' ports: the center names each
-/// doctor's real port less `offset`, as the seed's data (41000) does for
-/// its patient (which adds 720).
-fn write_seed_data(dir: &std::path::Path, doc1: u16, doc2: u16, offset: u16) {
-    let (d1, d2) = (doc1 - offset, doc2 - offset);
-    let files = [
-        (
-            "users.txt",
-            "patient1 password111\npatient2 password222\n".to_owned(),
-        ),
-        (
-            "availabilities.txt",
-            format!(
-                "1 Tue 01pm doc1 {d1}\n2 Mon 03pm doc2 {d2}\n3 Thu 02pm doc1 {d1}\n4 Wed 10am doc1 {d1}\n5 Sat 12pm doc2 {d2}\n6 Fri 04pm doc2 {d2}\n"
-            ),
-        ),
-        (
-            "doc1.txt",
-            "insurance1 30\ninsurance2 20\ninsurance3 50\n".to_owned(),
-        ),
-        (
-            "doc2.txt",
-            "insurance1 40\ninsurance2 60\ninsurance3 10\n".to_owned(),
-        ),
-        ("patient1.txt", "patient1 password111\n".to_owned()),
-        ("patient2.txt", "patient2 password222\n".to_owned()),
-        ("patient1insurance.txt", "insurance1\n".to_owned()),
-        ("patient2insurance.txt", "insurance2\n".to_owned()),
-    ];
-    for (name, text) in files {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
-}
-
 #[test]
 fn the_seed_patient_completes_all_three_phases_against_medsim() {
     // As the README runs it: doctors on their ports, the center's data
     // naming them 720 lower, the seed patient adding 720.
-    let mut doctors = Running::spawn(&[
-        "doctor",
-        "--listen",
-        "doc1=127.0.0.1:0",
-        "--listen",
-        "doc2=127.0.0.1:0",
-    ]);
-    let doc1 = address_in(&doctors.line()).port();
-    let doc2 = address_in(&doctors.line()).port();
+    let (_doctors, doc1, doc2) = support::doctor_processes();
     let dir = tempfile::tempdir().unwrap();
-    write_seed_data(dir.path(), doc1, doc2, 720);
+    support::classic_fixtures(dir.path(), doc1 - 720, doc2 - 720);
     let mut center = Running::spawn(&[
         "center",
         "--listen",

@@ -4,7 +4,6 @@ mod support;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::process::Stdio;
 
 use predicates::prelude::PredicateBooleanExt as _;
@@ -18,36 +17,6 @@ struct Demo {
     center: SocketAddr,
     doctors: Running,
     center_process: Running,
-}
-
-fn write_fixtures(dir: &Path, doc1: u16, doc2: u16) {
-    let files = [
-        (
-            "users.txt",
-            "patient1 password111\npatient2 password222\n".to_owned(),
-        ),
-        (
-            "availabilities.txt",
-            format!(
-                "1 Tue 01pm doc1 {doc1}\n2 Mon 03pm doc2 {doc2}\n3 Thu 02pm doc1 {doc1}\n4 Wed 10am doc1 {doc1}\n5 Sat 12pm doc2 {doc2}\n6 Fri 04pm doc2 {doc2}\n"
-            ),
-        ),
-        (
-            "doc1.txt",
-            "insurance1 30\ninsurance2 20\ninsurance3 50\n".to_owned(),
-        ),
-        (
-            "doc2.txt",
-            "insurance1 40\ninsurance2 60\ninsurance3 10\n".to_owned(),
-        ),
-        ("patient1.txt", "patient1 password111\n".to_owned()),
-        ("patient2.txt", "patient2 password222\n".to_owned()),
-        ("patient1insurance.txt", "insurance1\n".to_owned()),
-        ("patient2insurance.txt", "insurance2\n".to_owned()),
-    ];
-    for (name, text) in files {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
 }
 
 impl Demo {
@@ -70,7 +39,7 @@ impl Demo {
             "{doc2}"
         );
         let dir = tempfile::tempdir().unwrap();
-        write_fixtures(
+        support::classic_fixtures(
             dir.path(),
             address_in(&doc1).port(),
             address_in(&doc2).port(),
@@ -325,7 +294,7 @@ fn simulate_prints_a_readable_summary() {
 #[test]
 fn center_refuses_malformed_data_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    write_fixtures(dir.path(), 41720, 42720);
+    support::classic_fixtures(dir.path(), 41720, 42720);
     std::fs::write(
         dir.path().join("availabilities.txt"),
         "1 Tue 01pm doc1 41720\n2 Mon 03pm doc2\n",
@@ -350,7 +319,7 @@ fn center_refuses_malformed_data_with_file_and_line() {
 #[test]
 fn inconsistent_data_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    write_fixtures(dir.path(), 41720, 42720);
+    support::classic_fixtures(dir.path(), 41720, 42720);
     let fixtures = dir.path().to_str().unwrap();
     std::fs::write(
         dir.path().join("availabilities.txt"),

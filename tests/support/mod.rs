@@ -496,9 +496,14 @@ pub fn try_booking(
     Ok(answer.starts_with("doc").then_some(pick))
 }
 
-/// `medsim center` on `store` (a `--store` URL) with the data in
-/// `fixtures`, on a free port; returns it and its address.
+/// `medsim center` on `store` (a `--store` URL, or `ledger:FILE` for
+/// `--ledger FILE`) with the data in `fixtures`, on a free port; returns it
+/// and its address.
 pub fn center_process(fixtures: &std::path::Path, store: &str) -> (Running, SocketAddr) {
+    let (flag, value) = match store.strip_prefix("ledger:") {
+        Some(path) => ("--ledger", path),
+        None => ("--store", store),
+    };
     let mut center = Running::spawn(&[
         "center",
         "--listen",
@@ -506,11 +511,59 @@ pub fn center_process(fixtures: &std::path::Path, store: &str) -> (Running, Sock
         "--quiet",
         "--fixtures",
         fixtures.to_str().unwrap(),
-        "--store",
-        store,
+        flag,
+        value,
         "--list-cap",
         "1000",
     ]);
     let addr = address_in(&center.line());
     (center, addr)
+}
+
+/// `medsim doctor` with doc1 and doc2 on free ports; returns it and their
+/// ports.
+pub fn doctor_processes() -> (Running, u16, u16) {
+    let mut doctors = Running::spawn(&[
+        "doctor",
+        "--listen",
+        "doc1=127.0.0.1:0",
+        "--listen",
+        "doc2=127.0.0.1:0",
+    ]);
+    let doc1 = address_in(&doctors.line()).port();
+    let doc2 = address_in(&doctors.line()).port();
+    (doctors, doc1, doc2)
+}
+
+/// The classic data files (the built-in ones: users, six slots, fee
+/// tables, patient1 and patient2 with their plans), the slots naming doc1
+/// at port `doc1` and doc2 at `doc2`.
+pub fn classic_fixtures(dir: &std::path::Path, doc1: u16, doc2: u16) {
+    let files = [
+        (
+            "users.txt",
+            "patient1 password111\npatient2 password222\n".to_owned(),
+        ),
+        (
+            "availabilities.txt",
+            format!(
+                "1 Tue 01pm doc1 {doc1}\n2 Mon 03pm doc2 {doc2}\n3 Thu 02pm doc1 {doc1}\n4 Wed 10am doc1 {doc1}\n5 Sat 12pm doc2 {doc2}\n6 Fri 04pm doc2 {doc2}\n"
+            ),
+        ),
+        (
+            "doc1.txt",
+            "insurance1 30\ninsurance2 20\ninsurance3 50\n".to_owned(),
+        ),
+        (
+            "doc2.txt",
+            "insurance1 40\ninsurance2 60\ninsurance3 10\n".to_owned(),
+        ),
+        ("patient1.txt", "patient1 password111\n".to_owned()),
+        ("patient2.txt", "patient2 password222\n".to_owned()),
+        ("patient1insurance.txt", "insurance1\n".to_owned()),
+        ("patient2insurance.txt", "insurance2\n".to_owned()),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
 }

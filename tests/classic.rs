@@ -320,3 +320,32 @@ fn a_sessions_error_lines_stand_after_its_phase_lines_in_one_file() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!(phase < error, "{text}");
 }
+
+#[test]
+fn the_seed_data_shipped_in_fixtures_names_the_seeds_ports() {
+    // What the README's "classic programs" commands use.
+    let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seed");
+    let (_center, addr) = {
+        let mut center = Running::spawn(&[
+            "center",
+            "--listen",
+            "127.0.0.1:0",
+            "--quiet",
+            "--fixtures",
+            seed,
+        ]);
+        let addr = address_in(&center.line());
+        (center, addr)
+    };
+    let mut c = support::Raw::connect(addr);
+    c.send(b"authenticate patient1 password111\0");
+    assert_eq!(c.classic_segment(), b"success\0");
+    c.send(b"available\0");
+    let list = c.classic_segment();
+    assert_eq!(
+        seed_list_indexes(std::str::from_utf8(&list[..list.len() - 1]).unwrap()),
+        Ok(vec![1, 2, 3, 4, 5, 6])
+    );
+    c.send(b"selection 2\0");
+    assert_eq!(c.classic_segment(), b"doc2 42000\0");
+}

@@ -7,30 +7,18 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use medsim::client::Retries;
 use medsim::console::Console;
-use medsim::data::{Patient, Source};
 use medsim::patient::{self, Fixed, Outcome, Settings};
 use medsim::system::Limits;
 use support::{Raw, System, udp_ask};
 
-fn fixture_patient(name: &str) -> Patient {
-    Patient::load(&Source::built_in(), name).unwrap()
-}
-
 /// A normal visit still books and gets its quote: the center survived.
 fn still_serves(system: &System) {
     let first_free = system.first_free();
-    let mut settings = Settings {
-        quote: Retries {
-            wait: Duration::from_millis(500),
-            attempts: 4,
-        },
-        ..Settings::new(system.center.to_string())
-    };
+    let mut settings = support::patient_settings(system.center, Duration::from_millis(500), 4);
     let visit = patient::visit(
         &mut settings,
-        &fixture_patient("patient1"),
+        &support::fixture_patient("patient1"),
         &mut Fixed(first_free),
         &Console::silent(),
     );
@@ -428,14 +416,7 @@ fn fake_center(stop_after: usize, silent: bool, doctor_port: u16) -> SocketAddr 
 }
 
 fn quick_settings(center: SocketAddr) -> Settings {
-    Settings {
-        answer_timeout: Duration::from_millis(500),
-        quote: Retries {
-            wait: Duration::from_millis(100),
-            attempts: 3,
-        },
-        ..Settings::new(center.to_string())
-    }
+    support::patient_settings(center, Duration::from_millis(100), 3)
 }
 
 #[test]
@@ -446,7 +427,7 @@ fn a_silent_doctor_ends_in_bounded_retries() {
     let started = Instant::now();
     let visit = patient::visit(
         &mut quick_settings(center),
-        &fixture_patient("patient1"),
+        &support::fixture_patient("patient1"),
         &mut Fixed(1),
         &Console::silent(),
     );
@@ -468,7 +449,7 @@ fn a_silent_doctor_ends_in_bounded_retries() {
 fn a_center_closing_or_falling_silent_mid_session_is_a_connection_error() {
     let visit = patient::visit(
         &mut quick_settings(fake_center(1, false, 1)),
-        &fixture_patient("patient1"),
+        &support::fixture_patient("patient1"),
         &mut Fixed(1),
         &Console::silent(),
     );
@@ -478,7 +459,7 @@ fn a_center_closing_or_falling_silent_mid_session_is_a_connection_error() {
     );
     let visit = patient::visit(
         &mut quick_settings(fake_center(2, true, 1)),
-        &fixture_patient("patient1"),
+        &support::fixture_patient("patient1"),
         &mut Fixed(1),
         &Console::silent(),
     );

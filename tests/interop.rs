@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 use medsim::check::{self, Config, DoctorTarget, Verdict};
 use medsim::cli::Framing;
 use medsim::console::Console;
-use medsim::data::{Fixtures, Patient, Source};
+use medsim::data::{Fixtures, Source};
 use medsim::patient::{self, Fixed, Outcome, Settings};
 use medsim::protocol::Dialect;
 use medsim::sim::{self, Choice};
@@ -322,7 +322,7 @@ fn classic_slots(system: &System) -> Vec<(u64, &'static str, u16)> {
 fn the_classic_dialect_client_books_at_a_classic_style_center() {
     let system = System::start();
     let classic = classic_style_center(classic_slots(&system));
-    let patient = Patient::load(&Source::built_in(), "patient2").unwrap();
+    let patient = support::fixture_patient("patient2");
     for (index, outcome, cost) in [(2, Outcome::Quoted, Some(60)), (2, Outcome::Taken, None)] {
         let mut settings = Settings {
             framing: Framing {

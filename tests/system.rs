@@ -8,23 +8,13 @@ use std::time::Duration;
 
 use medsim::center::Limits;
 use medsim::console::Console;
-use medsim::data::{Patient, Source, Users};
+use medsim::data::{Patient, Users};
 use medsim::patient::{self, Fixed, Outcome, Settings};
 use medsim::protocol::{CLASSIC_ANSWER_MAX, Dialect};
 use support::{Raw, System, many_slots, udp_ask};
 
-fn fixture_patient(name: &str) -> Patient {
-    Patient::load(&Source::built_in(), name).unwrap()
-}
-
 fn settings(system: &System) -> Settings {
-    Settings {
-        quote: medsim::client::Retries {
-            wait: Duration::from_millis(500),
-            attempts: 4,
-        },
-        ..Settings::new(system.center.to_string())
-    }
+    support::patient_settings(system.center, Duration::from_millis(500), 4)
 }
 
 #[test]
@@ -32,13 +22,13 @@ fn two_patients_book_two_slots_and_pay_the_tables_costs() {
     let system = System::start();
     let p1 = patient::visit(
         &mut settings(&system),
-        &fixture_patient("patient1"),
+        &support::fixture_patient("patient1"),
         &mut Fixed(1),
         &Console::silent(),
     );
     let p2 = patient::visit(
         &mut settings(&system),
-        &fixture_patient("patient2"),
+        &support::fixture_patient("patient2"),
         &mut Fixed(2),
         &Console::silent(),
     );
@@ -79,7 +69,7 @@ fn patient_phase_messages_follow_the_classic_demo() {
     };
     let visit = patient::visit(
         &mut s,
-        &fixture_patient("patient1"),
+        &support::fixture_patient("patient1"),
         &mut Fixed(3),
         &console,
     );
@@ -117,7 +107,7 @@ fn wrong_password_gets_failure_and_the_session_closes() {
         &mut settings(&system),
         &Patient {
             password: "nope".into(),
-            ..fixture_patient("patient1")
+            ..support::fixture_patient("patient1")
         },
         &mut Fixed(1),
         &Console::silent(),
@@ -140,7 +130,7 @@ fn a_taken_slot_is_refused_and_leaves_the_list() {
     assert_eq!(c.line(), None);
     let visit = patient::visit(
         &mut settings(&system),
-        &fixture_patient("patient2"),
+        &support::fixture_patient("patient2"),
         &mut Fixed(4),
         &Console::silent(),
     );
@@ -294,7 +284,7 @@ fn medsims_own_patient_speaks_classic_too() {
     };
     let visit = patient::visit(
         &mut s,
-        &fixture_patient("patient2"),
+        &support::fixture_patient("patient2"),
         &mut Fixed(6),
         &Console::silent(),
     );

@@ -567,3 +567,26 @@ pub fn classic_fixtures(dir: &std::path::Path, doc1: u16, doc2: u16) {
         std::fs::write(dir.join(name), text).unwrap();
     }
 }
+
+/// A patient of the built-in data (`patient1`, `patient2`).
+pub fn fixture_patient(name: &str) -> medsim::data::Patient {
+    medsim::data::Patient::load(&Source::built_in(), name).unwrap()
+}
+
+/// A patient's settings for `center`, waiting `quote_wait` for each of
+/// `attempts` quotes (and as long for the center's answers, at least
+/// 500 ms).
+pub fn patient_settings(
+    center: SocketAddr,
+    quote_wait: Duration,
+    attempts: u32,
+) -> medsim::patient::Settings {
+    medsim::patient::Settings {
+        answer_timeout: quote_wait.max(Duration::from_millis(500)),
+        quote: medsim::client::Retries {
+            wait: quote_wait,
+            attempts,
+        },
+        ..medsim::patient::Settings::new(center.to_string())
+    }
+}

@@ -572,14 +572,30 @@ fn a_paced_run_prints_every_partys_phase_messages() {
         &format!("{pace_ms}ms"),
     ]));
     assert_eq!(code, 0, "{stdout}{stderr}");
-    for line in [
+    // Every party's lines, in the order things happened: each request is
+    // said to be sent before its receiver says it came, and each answer
+    // received after its sender says it went.
+    let in_order = [
+        "Phase 1: Authentication request from Patient 1 with username patient1 has been sent",
         "Phase 1: The Health Center Server has received request from a patient with username patient1.",
+        "Phase 1: The Health Center Server sends the response success to patient with username patient1.",
         "Phase 1: Patient 1 authentication result: success.",
+        "Phase 2: The Health Center Server, receives a request for available time slots",
         "Phase 2: The Health Center Server sends available time slots to patient with username patient1.",
+        "Phase 2: The following appointments are available for Patient 1:",
+        "Phase 2: The Health Center Server receives a request for appointment",
+        "Phase 2: The Health Center Server confirms the following appointment",
+        "Phase 2: The requested appointment is available and reserved to Patient 1.",
+        "Phase 3: The cost estimation request from Patient 1 with insurance plan insurance1 has been sent",
         "Phase 3: Doctor doc1 receives the request from the patient with port number",
         "Phase 3: Patient 1 receives 30$ estimation cost from doctor with port number",
-    ] {
-        assert!(stdout.contains(line), "missing {line:?} in {stdout}");
+    ];
+    let mut from = 0;
+    for line in in_order {
+        let at = stdout[from..]
+            .find(line)
+            .unwrap_or_else(|| panic!("{line:?} missing or out of order in {stdout}"));
+        from += at + line.len();
     }
     // The report follows the phase messages, and the four paced steps
     // (login, list, selection, quote) took at least their pauses.

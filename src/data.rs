@@ -108,6 +108,15 @@ impl Source {
     }
 
     fn require(&self, name: &str) -> Result<File, DataError> {
+        if let Some(dir) = &self.dir
+            && !dir.is_dir()
+        {
+            return Err(DataError {
+                file: dir.display().to_string(),
+                line: None,
+                reason: "no such directory (--fixtures names a directory of data files)".into(),
+            });
+        }
         self.read(name)?.ok_or_else(|| DataError {
             file: self.label(name),
             line: None,

@@ -75,6 +75,7 @@ pub fn bind_tcp(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket
         .bind(&resolved.into())
+        .map_err(in_use_hint)
         .with_context(|| format!("binding {what} on {addr}"))?;
     socket
         .listen(1024)
@@ -102,8 +103,20 @@ pub fn bind_udp(what: &str, addr: &str) -> anyhow::Result<UdpSocket> {
     let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
     socket
         .bind(&resolved.into())
+        .map_err(in_use_hint)
         .with_context(|| format!("binding {what} on {addr}"))?;
     Ok(socket.into())
+}
+
+/// An address in use says what to do about it.
+fn in_use_hint(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "{e}: something (another medsim?) already listens there; port 0 (e.g. 127.0.0.1:0) picks a free one"
+        )
+    } else {
+        e.into()
+    }
 }
 
 #[cfg(test)]

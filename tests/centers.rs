@@ -246,6 +246,24 @@ fn simulate_spreads_patients_over_centers_and_reads_the_store() {
         .holders()
         .unwrap();
     assert_eq!(held.len(), 1, "{held:?}");
+    // Again on the same store: the earlier booking is the store's, not
+    // this run's, and the race is for a slot still free.
+    let run = support::medsim(&[
+        "simulate",
+        "--patients",
+        "50",
+        "--centers",
+        "2",
+        "--store",
+        &url,
+        "--choice",
+        "same",
+        "--json",
+    ])
+    .success();
+    let again: medsim::sim::Report = serde_json::from_slice(&run.get_output().stdout).unwrap();
+    assert!(again.ok(), "{}", medsim::sim::render(&again));
+    assert_eq!((again.bookings, again.held_before), (1, Some(1)));
 }
 
 #[test]

@@ -64,19 +64,19 @@ fn a_silent_center_is_bounded_and_blocks_the_rest() {
     );
     let first = stdout.lines().nth(2).unwrap();
     assert!(
-        first.starts_with("FAIL     auth-failure")
+        support::check_line(first, "FAIL", "auth-failure").is_some()
             && first.contains("the center accepts connections but answered nothing"),
         "{stdout}"
     );
     assert!(
-        stdout.contains("NOT RUN  auth-success ")
+        support::has_check_line(&stdout, "NOT RUN", "auth-success")
             && stdout.contains(
                 "not run: the center accepts connections but answered nothing (case 'auth-failure')"
             ),
         "{stdout}"
     );
     assert!(
-        stdout.contains("PASS     doc1 quotes insurance1"),
+        support::has_check_line(&stdout, "PASS", "doc1 quotes insurance1"),
         "{stdout}"
     );
     assert!(
@@ -113,14 +113,12 @@ fn a_center_launched_by_check_crashes_is_named_restarted_and_a_later_defect_foun
         &gradescope.display().to_string(),
     ]));
     assert_eq!(code, 1, "{stdout}{stderr}");
-    let line = |start: &str| {
-        stdout
-            .lines()
-            .find(|l| l.starts_with(start))
-            .unwrap_or_else(|| panic!("no line {start:?} in {stdout}"))
+    let line = |verdict: &str, name: &str| {
+        support::check_line(&stdout, verdict, name)
+            .unwrap_or_else(|| panic!("no {verdict} line for {name:?} in {stdout}"))
             .to_owned()
     };
-    let crash = line("FAIL  malformed: empty message");
+    let crash = line("FAIL", "malformed: empty message");
     assert!(
         crash.contains(
             "the center died with SIGSEGV on case 'malformed: empty message'; \
@@ -129,12 +127,12 @@ fn a_center_launched_by_check_crashes_is_named_restarted_and_a_later_defect_foun
         "{crash}"
     );
     // After the restart, the cases go on and find the later defect.
-    let later = line("FAIL  before login: available");
+    let later = line("FAIL", "before login: available");
     assert!(
         later.contains("slots listed on a connection that never logged in"),
         "{later}"
     );
-    line("PASS  still serves a normal session");
+    line("PASS", "still serves a normal session");
     assert!(!stdout.contains("NOT RUN"), "{stdout}");
 
     let xml = std::fs::read_to_string(&junit).unwrap();
@@ -186,16 +184,11 @@ fn patient_check(env: &[(&str, &str)], timeout: &str) -> (i32, String) {
     (code, format!("{stdout}{stderr}"))
 }
 
+/// `VERDICT name` of each case line.
 fn verdict_lines(out: &str) -> Vec<String> {
     out.lines()
-        .filter(|l| l.starts_with("PASS") || l.starts_with("FAIL") || l.starts_with("WARN"))
-        .map(|l| {
-            l.split("  ")
-                .filter(|w| !w.is_empty())
-                .take(2)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .filter_map(support::check_fields)
+        .map(|f| format!("{} {}", f[0], f.get(2).map_or("", String::as_str)))
         .collect()
 }
 
@@ -221,11 +214,9 @@ fn a_good_patient_program_passes() {
 
 #[test]
 fn a_patient_sending_its_plan_to_the_wrong_port_fails() {
-    let (code, out) = patient_check(&[("WRONG_OFFSET", "720")], "10s");
+    let (code, out) = patient_check(&[("PORT_OFFSET", "720")], "10s");
     assert_eq!(code, 1, "{out}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("FAIL  patient: asks the doctor the center named"))
+    let line = support::check_line(&out, "FAIL", "patient: asks the doctor the center named")
         .unwrap_or_else(|| panic!("{out}"));
     assert!(
         line.contains("no datagram reached doc2 at 127.0.0.1:"),

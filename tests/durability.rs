@@ -151,7 +151,11 @@ fn an_old_journal_is_converted_once_and_a_torn_line_ignored_with_a_warning() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("imported 1 reservation(s) from the journal"),
+        stderr.contains(&format!(
+            "center: {} is an SQLite store now: imported 1 reservation from the journal {}.journal, which stays beside it",
+            ledger.display(),
+            ledger.display()
+        )),
         "{stderr}"
     );
     let journal = dir.path().join("ledger.journal");

@@ -637,10 +637,8 @@ fn open_store(
             console.diagnostic(format_args!("center: warning: {warning}"));
         }
         console.diagnostic(format_args!(
-            "center: {}: {import} into the SQLite store {}; the journal is kept as {}",
-            path.display(),
-            path.display(),
-            journal.display()
+            "center: {} is an SQLite store now: {import}, which stays beside it",
+            path.display()
         ));
         Ok(Arc::new(db))
     })();

@@ -388,11 +388,13 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     }
     let config = args.config()?;
     let started = Instant::now();
+    let mut more_centers = Vec::new();
     let findings = if let Some(cmd) = &args.patient_cmd {
         let plan = patient::Plan::from_args(args, cmd)?;
         patient::check_patient(&plan)?
     } else {
         let settings = args.settings(&config)?;
+        more_centers.clone_from(&settings.more_centers);
         if settings.center_cmd.is_none() {
             for addr in std::iter::once(config.center).chain(settings.more_centers.iter().copied())
             {
@@ -404,12 +406,20 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         }
         check_with(&config, &settings)?
     };
+    if findings.cases.is_empty() && !(args.cases.is_empty() && args.skip.is_empty()) {
+        eprintln!(
+            "no case is selected by --cases {} --skip {}: ids are like auth/bad-password, race/one-slot, malformed/empty (--json lists them all)",
+            args.cases.join(","),
+            args.skip.join(",")
+        );
+        return Ok(2);
+    }
     if args.json {
         crate::console::out(&format!("{}\n", serde_json::to_string_pretty(&findings)?))?;
     } else if args.patient_cmd.is_some() {
         crate::console::out(&report::render_patient(args, &findings))?;
     } else {
-        crate::console::out(&render(&config, &findings))?;
+        crate::console::out(&render(&config, &more_centers, &findings))?;
     }
     if let Some(path) = &args.junit {
         std::fs::write(path, junit(&findings, args.strict, started.elapsed()))

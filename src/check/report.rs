@@ -9,13 +9,29 @@ use crate::table::{self, Align};
 
 /// Formats the findings for people: the slots note, one line per case,
 /// then the summary.
-pub fn render(config: &Config, findings: &Findings) -> String {
+pub fn render(
+    config: &Config,
+    more_centers: &[std::net::SocketAddr],
+    findings: &Findings,
+) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let centers = std::iter::once(config.center)
+        .chain(more_centers.iter().copied())
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>();
     let _ = writeln!(
         out,
-        "medsim check: center {} ({} dialect), user {}, doctors at {}",
-        config.center, config.framing.dialect, config.username, config.doctor_host
+        "medsim check: {} {} ({} dialect), user {}, doctors at {}",
+        if centers.len() == 1 {
+            "center"
+        } else {
+            "centers"
+        },
+        centers.join(", "),
+        config.framing.dialect,
+        config.username,
+        config.doctor_host
     );
     let needed: usize = RESERVES.iter().map(|(_, n)| n).sum();
     let listed = match findings.listed_free {
@@ -52,12 +68,14 @@ fn cases_table(cases: &[CaseResult]) -> String {
     table::render_rows(
         &[
             ("verdict", Align::Left),
+            ("id", Align::Left),
             ("case", Align::Left),
             ("evidence", Align::Left),
         ],
         cases.iter().map(|case| {
             [
                 case.verdict.to_string(),
+                case.id.clone(),
                 case.name.clone(),
                 case.evidence.clone(),
             ]

@@ -153,8 +153,30 @@ impl Snapshot {
             "<script id=\"snapshot\" type=\"application/json\">{}</script>",
             json_for_script(&json)
         );
-        super::PAGE.replacen("<!--SNAPSHOT-->", &data, 1)
+        // The title is the run's even before (or without) the page's
+        // script: for a reader that shows the file as text, or a tab.
+        let title = html_escape(&self.title);
+        super::PAGE
+            .replacen("<!--SNAPSHOT-->", &data, 1)
+            .replacen(
+                "<title>medsim: live</title>",
+                &format!("<title>{title}</title>"),
+                1,
+            )
+            .replacen(
+                "<h1 id=\"title\">medsim: live</h1>",
+                &format!("<h1 id=\"title\">{title}</h1>"),
+                1,
+            )
     }
+}
+
+/// Text as HTML shows it.
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 /// Writes `snapshot` to `path` as one self-contained HTML file.

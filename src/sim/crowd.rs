@@ -50,6 +50,8 @@ pub(super) struct Crowd<'a> {
     final_slots: parking_lot::Mutex<Vec<crate::live::SlotView>>,
     /// (ended at ms, latency µs) of a sample of the visits, for charts.
     ends: parking_lot::Mutex<Vec<(u64, u64)>>,
+    /// Reservations the store held before this run (not this run's).
+    held_before: AtomicUsize,
     /// `--choice same`: where the first patients wait for each other.
     same_gate: Arc<SameGate>,
 }
@@ -60,6 +62,9 @@ impl<'a> Crowd<'a> {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
+                // 53 bits: a seed printed in JSON is read back exactly by
+                // JavaScript and jq, so it repeats the run.
+                & ((1 << 53) - 1)
         });
         // A paced run is a demo: one patient at a time, so a seed replays it
         // message for message (concurrent patients race differently each run).
@@ -80,6 +85,7 @@ impl<'a> Crowd<'a> {
             console,
             final_slots: parking_lot::Mutex::new(Vec::new()),
             ends: parking_lot::Mutex::new(Vec::new()),
+            held_before: AtomicUsize::new(0),
             same_gate: Arc::new(SameGate::new(concurrency.min(args.patients))),
         })
     }
@@ -120,12 +126,20 @@ impl<'a> Crowd<'a> {
         options.live = self.room.hub();
         self.room
             .show_slots(classroom::slot_views(fixtures, args.slots, &[]).into_iter());
-        // `--choice same` races for the lowest index of the table.
-        let same_target = match args.slots {
-            Some(_) => 1,
-            None => fixtures.slots.iter().map(|s| s.index).min().unwrap_or(1),
-        };
         let system = System::start(options)?;
+        // A store that outlives runs may hold earlier runs' bookings: they
+        // are not this run's, and `--choice same` races for a slot still
+        // free.
+        let before = system.holders()?;
+        let same_target = match args.slots {
+            Some(count) => (1..=count).find(|i| !before.iter().any(|(h, _)| h == i)),
+            None => fixtures
+                .slots
+                .iter()
+                .map(|s| s.index)
+                .find(|i| !before.iter().any(|(h, _)| h == i)),
+        }
+        .unwrap_or(1);
         let centers: Vec<String> = system.centers().iter().map(|c| c.to_string()).collect();
         // The doctors by name: a durable store names the data's ports.
         let doctors = crate::cli::Doctors {
@@ -137,7 +151,9 @@ impl<'a> Crowd<'a> {
                 .collect(),
         };
         let (tally, wall) = self.visit(fixtures, &roster, &centers, &doctors, same_target);
-        let holders = system.holders()?;
+        let mut holders = system.holders()?;
+        holders.retain(|held| !before.contains(held));
+        self.held_before.store(before.len(), Ordering::Relaxed);
         let slots = system.slot_count();
         let summary = system.stop()?;
         *self.final_slots.lock() = classroom::slot_views(fixtures, args.slots, &holders);
@@ -361,6 +377,7 @@ impl<'a> Crowd<'a> {
             latency,
             center,
             centers: here.then_some(self.args.centers),
+            held_before: here.then(|| self.held_before.load(Ordering::Relaxed)),
             store: here.then(|| self.args.store.masked()),
             external_center,
             invariants,

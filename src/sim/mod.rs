@@ -75,7 +75,8 @@ pub struct Args {
     /// printed so the run can be repeated].
     #[arg(long, value_name = "S")]
     pub seed: Option<u64>,
-    /// Patients running at once [default: N, at most 64; 1 with --pace].
+    /// Patients running at once [default: N, at most 64; 1 with --pace or
+    /// --step].
     #[arg(long, value_name = "C")]
     pub concurrency: Option<usize>,
     /// Print the report as one JSON document on stdout.
@@ -272,6 +273,10 @@ pub struct Report {
     /// The center's own counts, when it ran in this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub center: Option<CenterSummary>,
+    /// Reservations the store already held before the run (a store that
+    /// outlives runs): left out of the run's counts and checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_before: Option<usize>,
     /// How many centers ran here, on which store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub centers: Option<usize>,

@@ -81,6 +81,13 @@ pub fn render(report: &Report) -> String {
         .collect();
     let _ = writeln!(out, "\noutcomes:    {}", outcomes.join(", "));
     let _ = writeln!(out, "bookings:    {}", report.bookings);
+    if let Some(held) = report.held_before.filter(|held| *held > 0) {
+        let _ = writeln!(
+            out,
+            "store:       {} before this run, not counted",
+            plural(held as u64, "reservation held", "reservations held")
+        );
+    }
     let reached: usize = report.outcomes.values().sum();
     let rate = report.patients_per_second;
     let _ = writeln!(

@@ -346,8 +346,8 @@ impl std::fmt::Display for LedgerImport {
         if self.imported {
             write!(
                 f,
-                "imported {} reservation(s) from the journal {}",
-                self.bookings,
+                "imported {} from the journal {}",
+                crate::stats::plural(self.bookings as u64, "reservation", "reservations"),
                 self.journal.display()
             )
         } else {

@@ -321,12 +321,12 @@ while True:
 
 /// A python3 patient: logs in, lists, reads indexes from stdin until a
 /// listed one, selects it, and asks the doctor at the port named plus
-/// `WRONG_OFFSET` (0 for the right one). `NEVER_EXITS=1` makes it hang
+/// `PORT_OFFSET` (0 for the right one). `NEVER_EXITS=1` makes it hang
 /// at the end, as a patient with no timeout does.
 pub const PATIENT_PY: &str = r#"
 import os, socket, sys, time
 host, port = os.environ["MEDSIM_CENTER"].rsplit(":", 1)
-offset = int(os.environ.get("WRONG_OFFSET", "0"))
+offset = int(os.environ.get("PORT_OFFSET", "0"))
 def finish(code):
     if os.environ.get("NEVER_EXITS") == "1":
         while True:

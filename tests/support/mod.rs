@@ -590,3 +590,31 @@ pub fn patient_settings(
         ..medsim::patient::Settings::new(center.to_string())
     }
 }
+
+/// The fields of one line of check's text report (verdict, id, name,
+/// evidence: columns apart by two spaces or more); `None` for other lines.
+pub fn check_fields(line: &str) -> Option<Vec<String>> {
+    const VERDICTS: [&str; 5] = ["PASS", "FAIL", "WARN", "SKIP", "NOT RUN"];
+    let verdict = VERDICTS.iter().find(|v| line.starts_with(*v))?;
+    let rest = &line[verdict.len()..];
+    let mut fields = vec![(*verdict).to_owned()];
+    fields.extend(
+        rest.split("  ")
+            .map(str::trim)
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned),
+    );
+    Some(fields)
+}
+
+/// The line of check's text report for case `name` with `verdict`.
+pub fn check_line<'a>(out: &'a str, verdict: &str, name: &str) -> Option<&'a str> {
+    out.lines().find(|l| {
+        check_fields(l).is_some_and(|f| f[0] == verdict && f.get(2).is_some_and(|n| n == name))
+    })
+}
+
+/// Whether check's text report has a line for case `name` with `verdict`.
+pub fn has_check_line(out: &str, verdict: &str, name: &str) -> bool {
+    check_line(out, verdict, name).is_some()
+}

@@ -216,7 +216,9 @@ impl Classroom {
             waiting.on_trigger(move || drop(done));
             let _ = wait.recv();
             self.stop.trigger();
-            drop(server);
+            // The process ends now: a browser's stream stuck in a write must
+            // not keep it waiting for the server's threads.
+            std::mem::forget(server);
         } else {
             self.stop.trigger();
         }

@@ -53,21 +53,25 @@ pub(super) fn drive(
         let workers: Vec<_> = (0..concurrency)
             .map(|k| {
                 let done = &done;
-                scope.spawn(move || {
-                    let mut rng = SplitMix64::new(k as u64 + 1);
-                    let mut client = Client::default();
-                    let mut latencies = Latencies::new();
-                    let mut errors = 0;
-                    while !stop(done.fetch_add(1, Ordering::Relaxed)) {
-                        let begun = Instant::now();
-                        if session(&mut rng, &mut client) {
-                            latencies.record(begun.elapsed());
-                        } else {
-                            errors += 1;
+                // Named, so a profile tells the load from the servers.
+                std::thread::Builder::new()
+                    .name("bench-client".into())
+                    .spawn_scoped(scope, move || {
+                        let mut rng = SplitMix64::new(k as u64 + 1);
+                        let mut client = Client::default();
+                        let mut latencies = Latencies::new();
+                        let mut errors = 0;
+                        while !stop(done.fetch_add(1, Ordering::Relaxed)) {
+                            let begun = Instant::now();
+                            if session(&mut rng, &mut client) {
+                                latencies.record(begun.elapsed());
+                            } else {
+                                errors += 1;
+                            }
                         }
-                    }
-                    (latencies, errors, client.retries)
-                })
+                        (latencies, errors, client.retries)
+                    })
+                    .expect("a client thread of the bench starts")
             })
             .collect();
         workers

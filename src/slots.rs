@@ -73,7 +73,7 @@ impl FreeList {
             // Classic: every triple followed by a space, as many as fit
             // one answer with its NUL; the first that does not ends it.
             let triple = &line[start..];
-            if !classic_full && classic.len() + triple.len() + 1 <= CLASSIC_ANSWER_MAX - 1 {
+            if !classic_full && classic.len() + triple.len() < CLASSIC_ANSWER_MAX - 1 {
                 classic.push_str(triple);
                 classic.push(' ');
             } else {

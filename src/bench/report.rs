@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Pair, Report};
+use super::{Centers, Pair, Report};
 use crate::table::{self, Align};
 
 fn pair_table(pairs: &[Pair]) -> String {
@@ -36,6 +36,67 @@ fn pair_table(pairs: &[Pair]) -> String {
     )
 }
 
+/// The booking path per store: bookings (each durable before its `DOCTOR
+/// PORT` on a store on disk) and sessions per second, against the floor.
+fn store_table(pairs: &[&Pair]) -> String {
+    let header = [
+        ("store", Align::Left),
+        ("conc", Align::Right),
+        ("bookings/s", Align::Right),
+        ("sessions/s", Align::Right),
+        ("p50 us", Align::Right),
+        ("p99 us", Align::Right),
+        ("floor/s", Align::Right),
+        ("p99 us", Align::Right),
+        ("ratio", Align::Right),
+    ];
+    table::render(
+        &header,
+        pairs.iter().map(|p| {
+            vec![
+                p.case
+                    .strip_prefix("booking ")
+                    .unwrap_or("memory")
+                    .to_owned(),
+                p.concurrency.to_string(),
+                format!("{:.0}", p.medsim.bookings_per_second),
+                format!("{:.0}", p.medsim.per_second),
+                format!("{:.0}", p.medsim.p50_us),
+                format!("{:.0}", p.medsim.p99_us),
+                format!("{:.0}", p.floor.per_second),
+                format!("{:.0}", p.floor.p99_us),
+                format!("{:.2}", p.ratio),
+            ]
+        }),
+    )
+}
+
+fn centers_table(rows: &[Centers]) -> String {
+    let header = [
+        ("centers", Align::Right),
+        ("conc", Align::Right),
+        ("bookings/s", Align::Right),
+        ("p50 us", Align::Right),
+        ("p99 us", Align::Right),
+        ("errors", Align::Right),
+        ("vs 1st", Align::Right),
+    ];
+    table::render(
+        &header,
+        rows.iter().map(|c| {
+            vec![
+                c.centers.to_string(),
+                c.concurrency.to_string(),
+                format!("{:.0}", c.run.bookings_per_second),
+                format!("{:.0}", c.run.p50_us),
+                format!("{:.0}", c.run.p99_us),
+                c.run.errors.to_string(),
+                format!("{:.2}", c.vs_first),
+            ]
+        }),
+    )
+}
+
 /// Formats a report as the table `bench` prints.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -45,21 +106,42 @@ pub fn render(report: &Report) -> String {
         "{}; {} s a run, median of {} runs; ratio = medsim / floor, paired per run",
         report.machine, report.seconds_per_run, report.repeats
     );
-    for (title, pairs) in [
-        (
-            "center sessions (list: login + available on a full center; booking: login, list, select, quote)",
-            &report.center,
-        ),
-        (
-            "doctor quotes over UDP (floor: a fixed answer from one thread)",
-            &report.quotes,
-        ),
-    ] {
-        if pairs.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out, "\n{title}");
-        out.push_str(&pair_table(pairs));
+    let center_title = "center sessions (list: login + available on a full center; booking: login, list, select, quote)";
+    if !report.center.is_empty() {
+        let _ = writeln!(out, "\n{center_title}");
+        out.push_str(&pair_table(&report.center));
+    }
+    if !report.stores.is_empty() {
+        // The memory store's rows are the booking case's, measured once.
+        let rows: Vec<&Pair> = report
+            .center
+            .iter()
+            .filter(|p| p.case == "booking")
+            .chain(&report.stores)
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nbooking path per store (bookings: answered DOCTOR PORT, on disk committed first; floor: the booking floor)"
+        );
+        out.push_str(&store_table(&rows));
+    }
+    if !report.centers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ncenters on one PostgreSQL database (booking path; clients take the centers in turn; median of {} runs)",
+            report.repeats
+        );
+        out.push_str(&centers_table(&report.centers));
+    }
+    if !report.quotes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ndoctor quotes over UDP (floor: a fixed answer from one thread)"
+        );
+        out.push_str(&pair_table(&report.quotes));
+    }
+    for why in &report.skipped {
+        let _ = writeln!(out, "\nskipped: {why}");
     }
     if !report.scale.is_empty() {
         let _ = writeln!(

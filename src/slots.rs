@@ -1,7 +1,7 @@
 //! The center's slot table: which slots exist, which are free and who holds
 //! each reserved one.
 //!
-//! [`SlotBook`] is a cloneable handle around one `parking_lot::Mutex`;
+//! [`SlotBook`] is a cloneable handle around one `std::sync::Mutex`;
 //! callers never see the lock. A reservation is one method under one guard
 //! (check, then set), so however many sessions race for a slot exactly one
 //! wins. The free list is rendered once per change and shared, so listing
@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::data::Slot;
 use crate::protocol::CLASSIC_ANSWER_MAX;
@@ -117,8 +117,23 @@ pub struct SlotBook {
 }
 
 struct Shared {
+    /// Every session takes this lock twice, so it is the standard
+    /// library's, not `parking_lot`'s: `parking_lot` hands the lock over to
+    /// a parked thread now and then (its "eventual fairness"), and with a
+    /// hundred runnable threads on two cores that thread may wait many
+    /// milliseconds for a CPU while holding the lock, every other session
+    /// stuck behind it. The booking path's p99 at concurrency 64 was about
+    /// twice the floor's from this alone (docs/PERFORMANCE.md).
     state: Mutex<State>,
     list_cap: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every method leaves the state whole before anything can panic,
+        // so a panic elsewhere while holding the guard poisons nothing.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 struct State {
@@ -185,7 +200,7 @@ impl SlotBook {
 
     /// The free slots to send for `available`.
     pub fn free_list(&self) -> Arc<FreeList> {
-        let mut state = self.shared.state.lock();
+        let mut state = self.shared.lock();
         if let Some(rendered) = &state.rendered {
             return Arc::clone(rendered);
         }
@@ -196,7 +211,7 @@ impl SlotBook {
 
     /// Reserves slot `index` to `holder` if it is free: one check-and-set.
     pub fn reserve(&self, index: u64, holder: &str) -> Reservation {
-        let mut state = self.shared.state.lock();
+        let mut state = self.shared.lock();
         let Some(entry) = state.slots.get_mut(&index) else {
             return Reservation::NoSuchSlot;
         };
@@ -216,7 +231,7 @@ impl SlotBook {
     /// Marks slots reserved as a journal recorded them, before serving.
     /// Indexes not in the table are ignored (the journal checks them).
     pub fn restore(&self, holders: &[(u64, String)]) {
-        let mut state = self.shared.state.lock();
+        let mut state = self.shared.lock();
         for (index, holder) in holders {
             if let Some(entry) = state.slots.get_mut(index) {
                 entry.holder = Some(holder.as_str().into());
@@ -229,7 +244,7 @@ impl SlotBook {
     /// Frees slot `index` if `holder` holds it, for a reservation whose
     /// answer never reached the patient. Returns whether it was freed.
     pub fn cancel(&self, index: u64, holder: &str) -> bool {
-        let mut state = self.shared.state.lock();
+        let mut state = self.shared.lock();
         let Some(entry) = state.slots.get_mut(&index) else {
             return false;
         };
@@ -244,7 +259,7 @@ impl SlotBook {
 
     /// Every reserved slot and its holder, in index order.
     pub fn holders(&self) -> Vec<(u64, String)> {
-        let state = self.shared.state.lock();
+        let state = self.shared.lock();
         state
             .slots
             .iter()
@@ -254,7 +269,7 @@ impl SlotBook {
 
     /// How many slots are free.
     pub fn free_count(&self) -> usize {
-        self.shared.state.lock().free.len()
+        self.shared.lock().free.len()
     }
 }
 

@@ -138,6 +138,12 @@ pub struct Pair {
     pub ratio: f64,
     /// Every repeat's ratio, for the spread.
     pub ratios: Vec<f64>,
+    /// Median of each repeat's medsim/floor p99 ratio: the tail, paired
+    /// as the throughput is.
+    #[serde(default)]
+    pub p99_ratio: f64,
+    #[serde(default)]
+    pub p99_ratios: Vec<f64>,
 }
 
 /// One scale run of simulate.
@@ -226,10 +232,12 @@ fn pair(
     let mut floors = Vec::new();
     let mut medsims = Vec::new();
     let mut ratios = Vec::new();
+    let mut p99_ratios = Vec::new();
     for _ in 0..repeats.max(1) {
         let floor = floor_run()?;
         let medsim = medsim_run()?;
         ratios.push(medsim.per_second / floor.per_second.max(1e-9));
+        p99_ratios.push(medsim.p99_us / floor.p99_us.max(1e-9));
         floors.push(floor);
         medsims.push(medsim);
     }
@@ -243,6 +251,8 @@ fn pair(
         floor: median_run(&floors),
         ratio,
         ratios,
+        p99_ratio: stats::median(&p99_ratios),
+        p99_ratios,
     })
 }
 

@@ -17,6 +17,7 @@ fn pair_table(pairs: &[Pair]) -> String {
         ("p50 us", Align::Right),
         ("p99 us", Align::Right),
         ("ratio", Align::Right),
+        ("p99 ratio", Align::Right),
     ];
     table::render(
         &header,
@@ -31,6 +32,7 @@ fn pair_table(pairs: &[Pair]) -> String {
                 format!("{:.0}", p.floor.p50_us),
                 format!("{:.0}", p.floor.p99_us),
                 format!("{:.2}", p.ratio),
+                format!("{:.2}", p.p99_ratio),
             ]
         }),
     )
@@ -49,6 +51,7 @@ fn store_table(pairs: &[&Pair]) -> String {
         ("floor/s", Align::Right),
         ("p99 us", Align::Right),
         ("ratio", Align::Right),
+        ("p99 ratio", Align::Right),
     ];
     table::render(
         &header,
@@ -66,6 +69,7 @@ fn store_table(pairs: &[&Pair]) -> String {
                 format!("{:.0}", p.floor.per_second),
                 format!("{:.0}", p.floor.p99_us),
                 format!("{:.2}", p.ratio),
+                format!("{:.2}", p.p99_ratio),
             ]
         }),
     )
@@ -103,7 +107,7 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "{}", report.command);
     let _ = writeln!(
         out,
-        "{}; {} s a run, median of {} runs; ratio = medsim / floor, paired per run",
+        "{}; {} s a run, median of {} runs; ratio = medsim / floor throughput, p99 ratio = medsim / floor p99, each paired per run",
         report.machine, report.seconds_per_run, report.repeats
     );
     let center_title = "center sessions (list: login + available on a full center; booking: login, list, select, quote)";

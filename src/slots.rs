@@ -56,8 +56,10 @@ impl FreeList {
     /// after every booking, where three walks through `write!` cost about
     /// 5 µs a booking (docs/PERFORMANCE.md).
     pub fn from_rows<'a>(rows: impl Iterator<Item = (u64, &'a str, &'a str)> + Clone) -> FreeList {
-        let mut line = String::new();
-        let mut classic = String::new();
+        // Sized up front: growing by doubling is a dozen reallocations.
+        let expected = rows.size_hint().1.unwrap_or(0).min(4096);
+        let mut line = String::with_capacity(expected * 16);
+        let mut classic = String::with_capacity(CLASSIC_ANSWER_MAX);
         let mut classic_full = false;
         let mut listed = 0;
         for (index, day, time) in rows {
@@ -107,7 +109,9 @@ fn push_decimal(out: &mut String, mut n: u64) {
             break;
         }
     }
-    out.push_str(std::str::from_utf8(&digits[start..]).expect("ASCII digits"));
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
 }
 
 /// A cloneable handle on the one slot table of a center.
@@ -275,13 +279,36 @@ impl SlotBook {
 
 impl State {
     fn render(&self, cap: usize) -> FreeList {
-        let lowest = || {
-            self.free.iter().take(cap).filter_map(|index| {
-                let e = self.slots.get(index)?;
-                Some((*index, &*e.day, &*e.time))
-            })
-        };
-        FreeList::from_rows(lowest())
+        // The lowest free slots and their entries, walking the table beside
+        // the free set: between two free slots there are usually a few
+        // reserved ones at most (only listed slots get booked), so stepping
+        // along the leaves beats a search from the root for each, which
+        // was most of the render on a large table. A longer stretch of
+        // reserved slots is jumped with one search.
+        const STEPS: usize = 8;
+        let mut rows = Vec::with_capacity(cap.min(self.free.len()));
+        let mut table = self.slots.range(0..0);
+        for &index in self.free.iter().take(cap) {
+            let mut entry = None;
+            for _ in 0..STEPS {
+                match table.next() {
+                    Some((&k, _)) if k < index => {}
+                    Some((&k, e)) if k == index => {
+                        entry = Some(e);
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            if entry.is_none() {
+                table = self.slots.range(index..);
+                entry = table.next().filter(|(k, _)| **k == index).map(|(_, e)| e);
+            }
+            if let Some(e) = entry {
+                rows.push((index, &*e.day, &*e.time));
+            }
+        }
+        FreeList::from_rows(rows.iter().copied())
     }
 }
 
@@ -384,6 +411,35 @@ mod tests {
                 assert_eq!(list.listed, count);
             }
         }
+    }
+
+    #[test]
+    fn long_stretches_of_reserved_slots_are_jumped() {
+        let slots: Vec<Slot> = (1..=200)
+            .map(|index| Slot {
+                index,
+                day: format!("D{index}"),
+                time: "10am".into(),
+                doctor: "doc1".into(),
+                port: 41720,
+            })
+            .collect();
+        let book = SlotBook::new(&slots, 5);
+        let held: Vec<(u64, String)> = (2..=60)
+            .chain(62..=64)
+            .chain(66..=150)
+            .map(|i| (i, "someone".to_owned()))
+            .collect();
+        book.restore(&held);
+        assert_eq!(
+            book.free_list().line,
+            "1 D1 10am 61 D61 10am 65 D65 10am 151 D151 10am 152 D152 10am"
+        );
+        book.reserve(151, "p");
+        assert_eq!(
+            book.free_list().line,
+            "1 D1 10am 61 D61 10am 65 D65 10am 152 D152 10am 153 D153 10am"
+        );
     }
 
     #[test]

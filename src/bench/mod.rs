@@ -233,9 +233,17 @@ fn pair(
     let mut medsims = Vec::new();
     let mut ratios = Vec::new();
     let mut p99_ratios = Vec::new();
-    for _ in 0..repeats.max(1) {
-        let floor = floor_run()?;
-        let medsim = medsim_run()?;
+    for repeat in 0..repeats.max(1) {
+        // Which goes first alternates, so what one run leaves behind for
+        // the next (sockets in TIME_WAIT, a warm or cold cache) falls on
+        // each side in turn.
+        let (floor, medsim) = if repeat % 2 == 0 {
+            let floor = floor_run()?;
+            (floor, medsim_run()?)
+        } else {
+            let medsim = medsim_run()?;
+            (floor_run()?, medsim)
+        };
         ratios.push(medsim.per_second / floor.per_second.max(1e-9));
         p99_ratios.push(medsim.p99_us / floor.p99_us.max(1e-9));
         floors.push(floor);

@@ -177,6 +177,9 @@ pub struct Sample {
 pub struct Sustained {
     pub sessions: u64,
     pub errors: u64,
+    /// How the center process ended, when it ended before the run did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub center_exited: Option<String>,
     pub concurrency: usize,
     pub per_second: f64,
     pub samples: Vec<Sample>,
@@ -628,11 +631,23 @@ fn sustained_run(sessions: u64, log: &mut dyn FnMut(&str)) -> anyhow::Result<Sus
         client.session(Exchange::List, addr, rng)
     });
     sample(sessions);
+    // A center that is gone before the end explains the errors: say how
+    // it ended (a crash, or a signal from outside).
+    let exited = match guard.0.try_wait() {
+        Ok(Some(status)) => Some(status.to_string()),
+        _ => None,
+    };
+    if let Some(status) = &exited {
+        log(&format!(
+            "sustained: the center ended during the run: {status}"
+        ));
+    }
     drop(guard);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Sustained {
         sessions: run.sessions,
         errors: run.errors,
+        center_exited: exited,
         concurrency,
         per_second: run.per_second,
         samples: samples.into_inner(),

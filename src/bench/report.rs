@@ -180,6 +180,9 @@ pub fn render(report: &Report) -> String {
             "\nsustained: {} list sessions at concurrency {} against one center process: {:.0}/s, {} errors",
             s.sessions, s.concurrency, s.per_second, s.errors
         );
+        if let Some(status) = &s.center_exited {
+            let _ = writeln!(out, "  the center ended before the run did: {status}");
+        }
         for sample in &s.samples {
             let _ = writeln!(
                 out,

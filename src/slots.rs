@@ -1,7 +1,7 @@
 //! The center's slot table: which slots exist, which are free and who holds
 //! each reserved one.
 //!
-//! [`SlotBook`] is a cloneable handle around one `parking_lot::Mutex`;
+//! [`SlotBook`] is a cloneable handle around one `std::sync::Mutex`;
 //! callers never see the lock. A reservation is one method under one guard
 //! (check, then set), so however many sessions race for a slot exactly one
 //! wins. The free list is rendered once per change and shared, so listing
@@ -11,9 +11,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::data::Slot;
+use crate::protocol::CLASSIC_ANSWER_MAX;
+#[allow(unused_imports)] // for the doc links
 use crate::protocol::{render_classic_listings, render_listings};
 
 /// The default of `--list-cap`: how many free slots one `available` answer
@@ -47,17 +49,68 @@ impl FreeList {
     /// The one rendering of a free list, from its rows in index order (at
     /// most the list cap of them): a line of single-spaced triples, and the
     /// classic answer (PROTOCOL.md).
+    ///
+    /// The text is that of [`render_listings`] and
+    /// [`render_classic_listings`], built in one walk over the rows with one
+    /// push per word: the memory store renders it under the table's lock
+    /// after every booking, where three walks through `write!` cost about
+    /// 5 µs a booking (docs/PERFORMANCE.md).
     pub fn from_rows<'a>(rows: impl Iterator<Item = (u64, &'a str, &'a str)> + Clone) -> FreeList {
+        // Sized up front: growing by doubling is a dozen reallocations.
+        let expected = rows.size_hint().1.unwrap_or(0).min(4096);
+        let mut line = String::with_capacity(expected * 16);
+        let mut classic = String::with_capacity(CLASSIC_ANSWER_MAX);
+        let mut classic_full = false;
+        let mut listed = 0;
+        for (index, day, time) in rows {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            let start = line.len();
+            push_decimal(&mut line, index);
+            line.push(' ');
+            line.push_str(day);
+            line.push(' ');
+            line.push_str(time);
+            // Classic: every triple followed by a space, as many as fit
+            // one answer with its NUL; the first that does not ends it.
+            let triple = &line[start..];
+            if !classic_full && classic.len() + triple.len() < CLASSIC_ANSWER_MAX - 1 {
+                classic.push_str(triple);
+                classic.push(' ');
+            } else {
+                classic_full = true;
+            }
+            listed += 1;
+        }
         FreeList {
-            line: render_listings(rows.clone(), usize::MAX),
-            classic: render_classic_listings(rows.clone()),
-            listed: rows.count(),
+            line,
+            classic,
+            listed,
         }
     }
 
     /// True when no slot is free: the center answers `notavailable`.
     pub fn is_empty(&self) -> bool {
         self.listed == 0
+    }
+}
+
+/// Appends `n` in decimal, as `{n}` would, without the formatting
+/// machinery.
+fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
     }
 }
 
@@ -68,8 +121,23 @@ pub struct SlotBook {
 }
 
 struct Shared {
+    /// Every session takes this lock twice, so it is the standard
+    /// library's, not `parking_lot`'s: `parking_lot` hands the lock over to
+    /// a parked thread now and then (its "eventual fairness"), and with a
+    /// hundred runnable threads on two cores that thread may wait many
+    /// milliseconds for a CPU while holding the lock, every other session
+    /// stuck behind it. The booking path's p99 at concurrency 64 was about
+    /// twice the floor's from this alone (docs/PERFORMANCE.md).
     state: Mutex<State>,
     list_cap: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every method leaves the state whole before anything can panic,
+        // so a panic elsewhere while holding the guard poisons nothing.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 struct State {
@@ -136,7 +204,7 @@ impl SlotBook {
 
     /// The free slots to send for `available`.
     pub fn free_list(&self) -> Arc<FreeList> {
-        let mut state = self.shared.state.lock();
+        let mut state = self.shared.lock();
         if let Some(rendered) = &state.rendered {
             return Arc::clone(rendered);
         }
@@ -147,7 +215,7 @@ impl SlotBook {
 
     /// Reserves slot `index` to `holder` if it is free: one check-and-set.
     pub fn reserve(&self, index: u64, holder: &str) -> Reservation {
-        let mut state = self.shared.state.lock();
+        let mut state = self.shared.lock();
         let Some(entry) = state.slots.get_mut(&index) else {
             return Reservation::NoSuchSlot;
         };
@@ -167,7 +235,7 @@ impl SlotBook {
     /// Marks slots reserved as a journal recorded them, before serving.
     /// Indexes not in the table are ignored (the journal checks them).
     pub fn restore(&self, holders: &[(u64, String)]) {
-        let mut state = self.shared.state.lock();
+        let mut state = self.shared.lock();
         for (index, holder) in holders {
             if let Some(entry) = state.slots.get_mut(index) {
                 entry.holder = Some(holder.as_str().into());
@@ -180,7 +248,7 @@ impl SlotBook {
     /// Frees slot `index` if `holder` holds it, for a reservation whose
     /// answer never reached the patient. Returns whether it was freed.
     pub fn cancel(&self, index: u64, holder: &str) -> bool {
-        let mut state = self.shared.state.lock();
+        let mut state = self.shared.lock();
         let Some(entry) = state.slots.get_mut(&index) else {
             return false;
         };
@@ -195,7 +263,7 @@ impl SlotBook {
 
     /// Every reserved slot and its holder, in index order.
     pub fn holders(&self) -> Vec<(u64, String)> {
-        let state = self.shared.state.lock();
+        let state = self.shared.lock();
         state
             .slots
             .iter()
@@ -205,19 +273,42 @@ impl SlotBook {
 
     /// How many slots are free.
     pub fn free_count(&self) -> usize {
-        self.shared.state.lock().free.len()
+        self.shared.lock().free.len()
     }
 }
 
 impl State {
     fn render(&self, cap: usize) -> FreeList {
-        let lowest = || {
-            self.free.iter().take(cap).filter_map(|index| {
-                let e = self.slots.get(index)?;
-                Some((*index, &*e.day, &*e.time))
-            })
-        };
-        FreeList::from_rows(lowest())
+        // The lowest free slots and their entries, walking the table beside
+        // the free set: between two free slots there are usually a few
+        // reserved ones at most (only listed slots get booked), so stepping
+        // along the leaves beats a search from the root for each, which
+        // was most of the render on a large table. A longer stretch of
+        // reserved slots is jumped with one search.
+        const STEPS: usize = 8;
+        let mut rows = Vec::with_capacity(cap.min(self.free.len()));
+        let mut table = self.slots.range(0..0);
+        for &index in self.free.iter().take(cap) {
+            let mut entry = None;
+            for _ in 0..STEPS {
+                match table.next() {
+                    Some((&k, _)) if k < index => {}
+                    Some((&k, e)) if k == index => {
+                        entry = Some(e);
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            if entry.is_none() {
+                table = self.slots.range(index..);
+                entry = table.next().filter(|(k, _)| **k == index).map(|(_, e)| e);
+            }
+            if let Some(e) = entry {
+                rows.push((index, &*e.day, &*e.time));
+            }
+        }
+        FreeList::from_rows(rows.iter().copied())
     }
 }
 
@@ -303,6 +394,52 @@ mod tests {
             "2 Mon 03pm 3 Thu 02pm 4 Wed 10am 5 Sat 12pm"
         );
         assert_eq!(book.reserve(6, "patient3"), Reservation::Taken);
+    }
+
+    #[test]
+    fn the_one_walk_rendering_is_the_protocols() {
+        let words = ["Mon", "Tue", "Wed"];
+        let times = ["10am", "01pm", "12pm"];
+        for count in [0usize, 1, 2, 5, 7, 8, 9, 50] {
+            for first in [0u64, 1, 9, 99, 12_345, u64::MAX - 400] {
+                let rows: Vec<(u64, &str, &str)> = (0..count as u64)
+                    .map(|k| (first + k * 7, words[k as usize % 3], times[k as usize % 3]))
+                    .collect();
+                let list = FreeList::from_rows(rows.iter().copied());
+                assert_eq!(list.line, render_listings(rows.iter().copied(), usize::MAX));
+                assert_eq!(list.classic, render_classic_listings(rows.iter().copied()));
+                assert_eq!(list.listed, count);
+            }
+        }
+    }
+
+    #[test]
+    fn long_stretches_of_reserved_slots_are_jumped() {
+        let slots: Vec<Slot> = (1..=200)
+            .map(|index| Slot {
+                index,
+                day: format!("D{index}"),
+                time: "10am".into(),
+                doctor: "doc1".into(),
+                port: 41720,
+            })
+            .collect();
+        let book = SlotBook::new(&slots, 5);
+        let held: Vec<(u64, String)> = (2..=60)
+            .chain(62..=64)
+            .chain(66..=150)
+            .map(|i| (i, "someone".to_owned()))
+            .collect();
+        book.restore(&held);
+        assert_eq!(
+            book.free_list().line,
+            "1 D1 10am 61 D61 10am 65 D65 10am 151 D151 10am 152 D152 10am"
+        );
+        book.reserve(151, "p");
+        assert_eq!(
+            book.free_list().line,
+            "1 D1 10am 61 D61 10am 65 D65 10am 152 D152 10am 153 D153 10am"
+        );
     }
 
     #[test]

@@ -2,7 +2,13 @@
 //! runs, answers every session, and writes its report. The figures
 //! themselves are not asserted (a shared machine makes them noise here);
 //! docs/PERFORMANCE.md holds a full run.
+//!
+//! The postgres rows need `MEDSIM_TEST_POSTGRES` (see
+//! `tests/support/postgres.rs`): without it they are skipped, and the bench
+//! is expected to say so in its report.
 
+#[path = "support/postgres.rs"]
+mod postgres_support;
 mod support;
 
 use medsim::bench::Report;
@@ -13,8 +19,13 @@ use support::{bin, output};
 fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench.json");
-    let (code, stdout, stderr) = output(bin().args([
-        "bench",
+    let postgres = postgres_support::server_url("bench: postgres rows");
+    let mut command = bin();
+    command.arg("bench");
+    if let Some(url) = &postgres {
+        command.args(["--postgres", url]);
+    }
+    let (code, stdout, stderr) = output(command.args([
         "--seconds",
         "0.1",
         "--repeats",
@@ -27,6 +38,10 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
         "300",
         "--sustained",
         "3000",
+        "--centers",
+        "1,2",
+        "--centers-concurrency",
+        "4",
         "--out",
         out.to_str().unwrap(),
     ]));
@@ -54,12 +69,55 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
         ]
     );
     assert_eq!(report.quotes.len(), 1);
-    for pair in report.center.iter().chain(&report.quotes) {
+
+    let stores: Vec<(&str, usize)> = report
+        .stores
+        .iter()
+        .map(|p| (p.case.as_str(), p.concurrency))
+        .collect();
+    let mut expected = vec![("booking sqlite", 1), ("booking sqlite", 4)];
+    if postgres.is_some() {
+        expected.extend([("booking postgres", 1), ("booking postgres", 4)]);
+        let centers: Vec<usize> = report.centers.iter().map(|c| c.centers).collect();
+        assert_eq!(centers, [1, 2], "{stdout}");
+        for row in &report.centers {
+            assert!(row.run.bookings > 0, "{row:?}");
+            assert_eq!(row.run.errors, 0, "{row:?}");
+        }
+        assert!(
+            stdout.contains("centers on one PostgreSQL database"),
+            "{stdout}"
+        );
+    } else {
+        assert!(report.centers.is_empty());
+        assert!(
+            report.skipped.iter().any(|s| s.starts_with("postgres: ")),
+            "{:?}",
+            report.skipped
+        );
+        assert!(stdout.contains("skipped: postgres: "), "{stdout}");
+    }
+    assert_eq!(stores, expected);
+    assert!(stdout.contains("booking path per store"), "{stdout}");
+
+    for pair in report
+        .center
+        .iter()
+        .chain(&report.stores)
+        .chain(&report.quotes)
+    {
         for side in [&pair.medsim, &pair.floor] {
             assert!(side.sessions > 0, "{pair:?}");
             assert_eq!(side.errors, 0, "{pair:?}");
         }
         assert!(pair.ratio > 0.0, "{pair:?}");
+    }
+    for pair in report
+        .stores
+        .iter()
+        .filter(|p| p.case.starts_with("booking "))
+    {
+        assert!(pair.medsim.bookings > 0, "{pair:?}");
     }
 
     let scale = &report.scale[0];

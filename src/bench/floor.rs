@@ -35,6 +35,7 @@ impl Floor {
             let answers = Arc::clone(&answers);
             handles.push(
                 std::thread::Builder::new()
+                    .name("floor-tcp".into())
                     .stack_size(64 * 1024)
                     .spawn(move || floor_worker(&listener, &answers, &stop))?,
             );
@@ -100,14 +101,16 @@ impl UdpFloor {
         socket.set_read_timeout(Some(Duration::from_millis(100)))?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stopping.load(Ordering::Relaxed) {
-                if let Ok((_, from)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(answer, from);
+        let thread = std::thread::Builder::new()
+            .name("floor-udp".into())
+            .spawn(move || {
+                let mut buf = [0u8; 2048];
+                while !stopping.load(Ordering::Relaxed) {
+                    if let Ok((_, from)) = socket.recv_from(&mut buf) {
+                        let _ = socket.send_to(answer, from);
+                    }
                 }
-            }
-        });
+            })?;
         Ok(UdpFloor {
             addr,
             stop,

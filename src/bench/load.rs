@@ -14,6 +14,7 @@ use crate::data::{Fixtures, Source, Users};
 use crate::protocol::{self, SelectionAnswer, SlotsAnswer};
 use crate::rng::SplitMix64;
 use crate::stats::Latencies;
+use crate::store::StoreUrl;
 use crate::system::{self, System};
 
 pub(super) const USER: &str = "patient1";
@@ -41,7 +42,7 @@ pub(super) enum Exchange {
 }
 
 /// Runs `session` on `concurrency` threads until `stop` says so; each
-/// session is timed.
+/// session is timed. Client k is numbered k (`Client::number`).
 pub(super) fn drive(
     concurrency: usize,
     stop: &(dyn Fn(u64) -> bool + Sync),
@@ -49,45 +50,58 @@ pub(super) fn drive(
 ) -> Run {
     let started = Instant::now();
     let done = AtomicU64::new(0);
-    let results: Vec<(Latencies, u64, u64)> = std::thread::scope(|scope| {
+    let results: Vec<(Latencies, u64, Client)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..concurrency)
             .map(|k| {
                 let done = &done;
-                scope.spawn(move || {
-                    let mut rng = SplitMix64::new(k as u64 + 1);
-                    let mut client = Client::default();
-                    let mut latencies = Latencies::new();
-                    let mut errors = 0;
-                    while !stop(done.fetch_add(1, Ordering::Relaxed)) {
-                        let begun = Instant::now();
-                        if session(&mut rng, &mut client) {
-                            latencies.record(begun.elapsed());
-                        } else {
-                            errors += 1;
+                // Named, so a profile tells the load from the servers.
+                std::thread::Builder::new()
+                    .name("bench-client".into())
+                    .spawn_scoped(scope, move || {
+                        let mut rng = SplitMix64::new(k as u64 + 1);
+                        let mut client = Client {
+                            number: k,
+                            ..Client::default()
+                        };
+                        let mut latencies = Latencies::new();
+                        let mut errors = 0;
+                        while !stop(done.fetch_add(1, Ordering::Relaxed)) {
+                            let begun = Instant::now();
+                            if session(&mut rng, &mut client) {
+                                latencies.record(begun.elapsed());
+                            } else {
+                                errors += 1;
+                            }
                         }
-                    }
-                    (latencies, errors, client.retries)
-                })
+                        (latencies, errors, client)
+                    })
+                    .expect("a client thread of the bench starts")
             })
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_default())
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| (Latencies::new(), 1, Client::default()))
+            })
             .collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
     let mut latencies = Latencies::new();
-    let (mut errors, mut retries) = (0, 0);
-    for (worker, worker_errors, worker_retries) in &results {
+    let (mut errors, mut retries, mut bookings) = (0, 0, 0);
+    for (worker, worker_errors, client) in &results {
         latencies.merge(worker);
         errors += worker_errors;
-        retries += worker_retries;
+        retries += client.retries;
+        bookings += client.bookings;
     }
     Run {
         sessions: latencies.count(),
         errors,
         retries,
+        bookings,
         per_second: latencies.count() as f64 / elapsed.max(1e-9),
+        bookings_per_second: bookings as f64 / elapsed.max(1e-9),
         p50_us: latencies.quantile_us(0.50),
         p99_us: latencies.quantile_us(0.99),
     }
@@ -96,9 +110,14 @@ pub(super) fn drive(
 /// A benchmark client: its doctor socket is kept across sessions.
 #[derive(Default)]
 pub(super) struct Client {
+    /// Which of the run's clients this is, from 0: clients of several
+    /// centers take them in turn by it.
+    pub(super) number: usize,
     doctor: Option<DoctorLink>,
     /// Quote requests sent again after a lost datagram.
     retries: u64,
+    /// Sessions that got a `DOCTOR PORT` answer.
+    bookings: u64,
 }
 
 impl Client {
@@ -145,6 +164,9 @@ impl Client {
         if center.wait_for_close(CLIENT_TIMEOUT) != Closing::Closed {
             return Ok(false);
         }
+        if port.is_some() {
+            self.bookings += 1;
+        }
         match port {
             Some(port) => self.quote(SocketAddr::new(addr.ip(), port)),
             None => Ok(true),
@@ -168,8 +190,21 @@ impl Client {
 }
 
 /// A medsim center and its doc1 in this process: `slot_count` slots, all
-/// at doc1, all booked when `booked`.
+/// at doc1, all booked when `booked`, in memory.
 pub(super) fn medsim(slot_count: u64, booked: bool, console: Console) -> anyhow::Result<System> {
+    medsim_on(StoreUrl::Memory, 1, slot_count, booked, console)
+}
+
+/// As [`medsim`], with the slots in `store` (made and filled when empty),
+/// shared by `centers` centers, each with its own store handle (and pool).
+/// `booked` is for the memory store only.
+pub(super) fn medsim_on(
+    store: StoreUrl,
+    centers: usize,
+    slot_count: u64,
+    booked: bool,
+    console: Console,
+) -> anyhow::Result<System> {
     let fixtures = Fixtures::load(&Source::built_in())?;
     let mut options = system::Options::from_fixtures(&fixtures);
     options.doctors.retain(|d| d.name == "doc1");
@@ -181,6 +216,8 @@ pub(super) fn medsim(slot_count: u64, booked: bool, console: Console) -> anyhow:
             .collect();
     }
     options.limits.max_sessions = 4096;
+    options.store = store;
+    options.centers = centers;
     options.console = console;
     System::start(options)
 }

@@ -4,7 +4,8 @@
 //! This module owns the cases, their pairing and the report's shape (a
 //! table on stdout, the same as JSON in a file); the load generator is
 //! [`load`]'s, the floors [`floor`]'s (servers that answer the same
-//! exchanges with fixed bytes), the table [`report`]'s. Absolute figures
+//! exchanges with fixed bytes), the fresh stores of the per-store rows
+//! [`stores`]', the table [`report`]'s. Absolute figures
 //! drift on a shared machine, so each medsim run is paired with a floor run
 //! right before it and the ratio of the pair is what counts; the medians
 //! over the repeats are reported.
@@ -12,6 +13,7 @@
 mod floor;
 mod load;
 mod report;
+mod stores;
 
 pub use report::render;
 
@@ -27,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use floor::{Floor, UdpFloor, list_answer};
 use load::{Exchange, drive};
+use stores::{FreshStore, Kind, POSTGRES_VAR};
 
 use crate::console::Console;
 use crate::data::{self, Fixtures, Source};
@@ -59,10 +62,24 @@ pub struct Args {
     /// N --choice random`, comma-separated; empty skips them.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 100_000], value_name = "N,..")]
     pub scale: Vec<usize>,
-    /// The cases to run, comma-separated: list, phases, booking, quote,
-    /// scale, sustained.
-    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Case::List, Case::Phases, Case::Booking, Case::Quote, Case::Scale, Case::Sustained], value_name = "CASE,..")]
+    /// The cases to run, comma-separated: list, phases, booking, stores,
+    /// centers, quote, scale, sustained.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Case::List, Case::Phases, Case::Booking, Case::Stores, Case::Centers, Case::Quote, Case::Scale, Case::Sustained], value_name = "CASE,..")]
     pub cases: Vec<Case>,
+    /// A PostgreSQL server for the postgres rows, as a URL whose user may
+    /// CREATE DATABASE (a fresh database is made for each run and dropped
+    /// after it). Default: $MEDSIM_TEST_POSTGRES; without either, the
+    /// postgres rows are skipped with the reason printed.
+    #[arg(long, value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Centers on one PostgreSQL database for the `centers` case,
+    /// comma-separated; the first is the one the others are compared to.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4], value_name = "N,..")]
+    pub centers: Vec<usize>,
+    /// Client concurrency of the `centers` case (clients take the centers
+    /// in turn).
+    #[arg(long, default_value_t = 64, value_name = "C")]
+    pub centers_concurrency: usize,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench.json", value_name = "FILE")]
     pub out: PathBuf,
@@ -78,6 +95,11 @@ pub enum Case {
     Phases,
     /// The center's booking path, against its floor.
     Booking,
+    /// The booking path on an SQLite file and on a PostgreSQL database,
+    /// against the same floor.
+    Stores,
+    /// The booking path of 1, 2 and 4 centers on one PostgreSQL database.
+    Centers,
     /// The doctor's quotes, against a UDP floor.
     Quote,
     /// simulate at each `--scale` N.
@@ -94,6 +116,12 @@ pub struct Run {
     /// Quote requests sent again after a lost datagram.
     pub retries: u64,
     pub per_second: f64,
+    /// Sessions answered `DOCTOR PORT`: on a store on disk, each one
+    /// committed before that answer went.
+    #[serde(default)]
+    pub bookings: u64,
+    #[serde(default)]
+    pub bookings_per_second: f64,
     pub p50_us: f64,
     pub p99_us: f64,
 }
@@ -110,6 +138,12 @@ pub struct Pair {
     pub ratio: f64,
     /// Every repeat's ratio, for the spread.
     pub ratios: Vec<f64>,
+    /// Median of each repeat's medsim/floor p99 ratio: the tail, paired
+    /// as the throughput is.
+    #[serde(default)]
+    pub p99_ratio: f64,
+    #[serde(default)]
+    pub p99_ratios: Vec<f64>,
 }
 
 /// One scale run of simulate.
@@ -143,9 +177,26 @@ pub struct Sample {
 pub struct Sustained {
     pub sessions: u64,
     pub errors: u64,
+    /// How the center process ended, when it ended before the run did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub center_exited: Option<String>,
     pub concurrency: usize,
     pub per_second: f64,
     pub samples: Vec<Sample>,
+}
+
+/// Several centers on one PostgreSQL database, against one center on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Centers {
+    pub centers: usize,
+    pub concurrency: usize,
+    /// The median run by bookings per second.
+    pub run: Run,
+    /// Median of each repeat's bookings per second over the first count's
+    /// (1 center) in the same repeat.
+    pub vs_first: f64,
+    /// Every repeat's ratio.
+    pub ratios: Vec<f64>,
 }
 
 /// Everything one benchmark run measured.
@@ -157,6 +208,16 @@ pub struct Report {
     pub seconds_per_run: f64,
     pub repeats: usize,
     pub center: Vec<Pair>,
+    /// The booking path on each store on disk (case `booking sqlite`,
+    /// `booking postgres`); the memory store's is `booking` in `center`.
+    #[serde(default)]
+    pub stores: Vec<Pair>,
+    /// PostgreSQL with several centers on one database.
+    #[serde(default)]
+    pub centers: Vec<Centers>,
+    /// Cases not run, each with the reason.
+    #[serde(default)]
+    pub skipped: Vec<String>,
     pub quotes: Vec<Pair>,
     pub scale: Vec<Scale>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -174,10 +235,20 @@ fn pair(
     let mut floors = Vec::new();
     let mut medsims = Vec::new();
     let mut ratios = Vec::new();
-    for _ in 0..repeats.max(1) {
-        let floor = floor_run()?;
-        let medsim = medsim_run()?;
+    let mut p99_ratios = Vec::new();
+    for repeat in 0..repeats.max(1) {
+        // Which goes first alternates, so what one run leaves behind for
+        // the next (sockets in TIME_WAIT, a warm or cold cache) falls on
+        // each side in turn.
+        let (floor, medsim) = if repeat % 2 == 0 {
+            let floor = floor_run()?;
+            (floor, medsim_run()?)
+        } else {
+            let medsim = medsim_run()?;
+            (floor_run()?, medsim)
+        };
         ratios.push(medsim.per_second / floor.per_second.max(1e-9));
+        p99_ratios.push(medsim.p99_us / floor.p99_us.max(1e-9));
         floors.push(floor);
         medsims.push(medsim);
     }
@@ -191,6 +262,8 @@ fn pair(
         floor: median_run(&floors),
         ratio,
         ratios,
+        p99_ratio: stats::median(&p99_ratios),
+        p99_ratios,
     })
 }
 
@@ -218,25 +291,7 @@ fn center_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<P
                 case,
                 concurrency,
                 args.repeats,
-                || {
-                    let udp = UdpFloor::start(b"30\n")?;
-                    let doctors = [("doc1".to_owned(), udp.addr.port())];
-                    let slots: Vec<_> =
-                        data::generated_slots(DEFAULT_LIST_CAP as u64, &doctors).collect();
-                    let answers = match path {
-                        Exchange::List => vec![b"success\n".to_vec(), b"notavailable\n".to_vec()],
-                        Exchange::Booking => vec![
-                            b"success\n".to_vec(),
-                            list_answer(&slots),
-                            format!("doc1 {}\n", udp.addr.port()).into_bytes(),
-                        ],
-                    };
-                    let floor = Floor::start(answers, threads)?;
-                    let stop = for_duration(args.seconds);
-                    Ok(drive(concurrency, &stop, &|rng, client| {
-                        client.session(path, floor.addr, rng)
-                    }))
-                },
+                || floor_run(path, concurrency, threads, args.seconds),
                 || {
                     // Enough free slots that a booking run never runs out:
                     // several times the most sessions a second seen here.
@@ -264,6 +319,160 @@ fn center_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<P
         }
     }
     Ok(pairs)
+}
+
+/// One run of the center's floor for `path`: fixed answers, and for a
+/// booking a fixed quote from a UDP floor.
+fn floor_run(
+    path: Exchange,
+    concurrency: usize,
+    threads: usize,
+    seconds: f64,
+) -> anyhow::Result<Run> {
+    let udp = UdpFloor::start(b"30\n")?;
+    let doctors = [("doc1".to_owned(), udp.addr.port())];
+    let slots: Vec<_> = data::generated_slots(DEFAULT_LIST_CAP as u64, &doctors).collect();
+    let answers = match path {
+        Exchange::List => vec![b"success\n".to_vec(), b"notavailable\n".to_vec()],
+        Exchange::Booking => vec![
+            b"success\n".to_vec(),
+            list_answer(&slots),
+            format!("doc1 {}\n", udp.addr.port()).into_bytes(),
+        ],
+    };
+    let floor = Floor::start(answers, threads)?;
+    let stop = for_duration(seconds);
+    Ok(drive(concurrency, &stop, &|rng, client| {
+        client.session(path, floor.addr, rng)
+    }))
+}
+
+/// Slots for a booking run on a store on disk: more than it can book (a
+/// few thousand a second here), few enough to fill quickly.
+fn disk_slots(seconds: f64) -> u64 {
+    (seconds * 30_000.0).max(10_000.0) as u64
+}
+
+/// One booking run on a fresh store of `kind` with `centers` centers on
+/// it, clients taking the centers in turn.
+fn store_run(
+    kind: Kind,
+    postgres: Option<&str>,
+    dir: &Path,
+    centers: usize,
+    concurrency: usize,
+    seconds: f64,
+) -> anyhow::Result<Run> {
+    let store = FreshStore::make(kind, dir, postgres)?;
+    let medsim = load::medsim_on(
+        store.url.clone(),
+        centers,
+        disk_slots(seconds),
+        false,
+        Console::silent(),
+    )
+    .with_context(|| format!("starting a center on {}", store.url))?;
+    let addrs = medsim.centers();
+    let stop = for_duration(seconds);
+    let run = drive(concurrency, &stop, &|rng, client| {
+        let center = addrs[client.number % addrs.len()];
+        client.session(Exchange::Booking, center, rng)
+    });
+    // The centers let go of the database before it is dropped.
+    drop(medsim);
+    drop(store);
+    Ok(run)
+}
+
+/// The PostgreSQL server of the postgres rows, or why there is none.
+fn postgres_server(args: &Args) -> Result<String, String> {
+    if let Some(url) = &args.postgres {
+        return Ok(url.clone());
+    }
+    match std::env::var(POSTGRES_VAR) {
+        Ok(url) if !url.trim().is_empty() => Ok(url.trim().to_owned()),
+        _ => Err(format!(
+            "no PostgreSQL server: give --postgres URL or set {POSTGRES_VAR} \
+             (a URL whose user may CREATE DATABASE)"
+        )),
+    }
+}
+
+/// The booking path on each store on disk at each concurrency, each run
+/// paired with a run of the booking floor before it.
+fn store_cases(
+    args: &Args,
+    postgres: Option<&str>,
+    dir: &Path,
+    log: &mut dyn FnMut(&Pair),
+) -> anyhow::Result<Vec<Pair>> {
+    let threads = args.concurrency.iter().copied().max().unwrap_or(1) + 4;
+    let kinds = [Kind::Sqlite, Kind::Postgres];
+    let mut pairs = Vec::new();
+    for kind in kinds {
+        if kind == Kind::Postgres && postgres.is_none() {
+            continue;
+        }
+        for &concurrency in &args.concurrency {
+            let result = pair(
+                &format!("booking {}", kind.name()),
+                concurrency,
+                args.repeats,
+                || floor_run(Exchange::Booking, concurrency, threads, args.seconds),
+                || store_run(kind, postgres, dir, 1, concurrency, args.seconds),
+            )?;
+            log(&result);
+            pairs.push(result);
+        }
+    }
+    Ok(pairs)
+}
+
+/// The booking path of each of `--centers` centers on one PostgreSQL
+/// database; each repeat runs every count in turn, and each count's
+/// bookings per second is divided by the first count's of that repeat.
+fn centers_cases(
+    args: &Args,
+    postgres: &str,
+    dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> anyhow::Result<Vec<Centers>> {
+    let counts: Vec<usize> = args.centers.iter().map(|&n| n.max(1)).collect();
+    let concurrency = args.centers_concurrency.max(1);
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); counts.len()];
+    for _ in 0..args.repeats.max(1) {
+        for (k, &centers) in counts.iter().enumerate() {
+            runs[k].push(store_run(
+                Kind::Postgres,
+                Some(postgres),
+                dir,
+                centers,
+                concurrency,
+                args.seconds,
+            )?);
+        }
+    }
+    let mut rows = Vec::new();
+    for (k, &centers) in counts.iter().enumerate() {
+        let ratios: Vec<f64> = runs[k]
+            .iter()
+            .zip(&runs[0])
+            .map(|(run, first)| run.bookings_per_second / first.bookings_per_second.max(1e-9))
+            .collect();
+        let row = Centers {
+            centers,
+            concurrency,
+            run: stats::median_by(&runs[k], |r| r.bookings_per_second).unwrap_or_default(),
+            vs_first: stats::median(&ratios),
+            ratios,
+        };
+        log(&format!(
+            "postgres, {centers} centers at concurrency {concurrency}: {:.0} bookings/s, {:.2} of {} center",
+            row.run.bookings_per_second, row.vs_first, counts[0]
+        ));
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 /// Quotes per second from one medsim doctor and from the UDP floor.
@@ -422,11 +631,23 @@ fn sustained_run(sessions: u64, log: &mut dyn FnMut(&str)) -> anyhow::Result<Sus
         client.session(Exchange::List, addr, rng)
     });
     sample(sessions);
+    // A center that is gone before the end explains the errors: say how
+    // it ended (a crash, or a signal from outside).
+    let exited = match guard.0.try_wait() {
+        Ok(Some(status)) => Some(status.to_string()),
+        _ => None,
+    };
+    if let Some(status) = &exited {
+        log(&format!(
+            "sustained: the center ended during the run: {status}"
+        ));
+    }
     drop(guard);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Sustained {
         sessions: run.sessions,
         errors: run.errors,
+        center_exited: exited,
         concurrency,
         per_second: run.per_second,
         samples: samples.into_inner(),
@@ -495,6 +716,25 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         )
     };
     let center = center_cases(args, &mut progress)?;
+    let mut skipped = Vec::new();
+    let postgres = postgres_server(args);
+    let wants_postgres = args.cases.contains(&Case::Stores) || args.cases.contains(&Case::Centers);
+    if let (Err(why), true) = (&postgres, wants_postgres) {
+        eprintln!("postgres rows skipped: {why}");
+        skipped.push(format!("postgres: {why}"));
+    }
+    let postgres = postgres.ok();
+    let dir = tempfile_dir()?;
+    let stores = if args.cases.contains(&Case::Stores) {
+        store_cases(args, postgres.as_deref(), &dir, &mut progress)?
+    } else {
+        Vec::new()
+    };
+    let centers = match (&postgres, args.cases.contains(&Case::Centers)) {
+        (Some(url), true) => centers_cases(args, url, &dir, &mut |line| eprintln!("{line}"))?,
+        _ => Vec::new(),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
     let quotes = if args.cases.contains(&Case::Quote) {
         quote_cases(args, &mut progress)?
     } else {
@@ -533,6 +773,9 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         seconds_per_run: args.seconds,
         repeats: args.repeats,
         center,
+        stores,
+        centers,
+        skipped,
         quotes,
         scale,
         sustained,

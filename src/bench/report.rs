@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Pair, Report};
+use super::{Centers, Pair, Report};
 use crate::table::{self, Align};
 
 fn pair_table(pairs: &[Pair]) -> String {
@@ -17,6 +17,7 @@ fn pair_table(pairs: &[Pair]) -> String {
         ("p50 us", Align::Right),
         ("p99 us", Align::Right),
         ("ratio", Align::Right),
+        ("p99 ratio", Align::Right),
     ];
     table::render(
         &header,
@@ -31,6 +32,70 @@ fn pair_table(pairs: &[Pair]) -> String {
                 format!("{:.0}", p.floor.p50_us),
                 format!("{:.0}", p.floor.p99_us),
                 format!("{:.2}", p.ratio),
+                format!("{:.2}", p.p99_ratio),
+            ]
+        }),
+    )
+}
+
+/// The booking path per store: bookings (each durable before its `DOCTOR
+/// PORT` on a store on disk) and sessions per second, against the floor.
+fn store_table(pairs: &[&Pair]) -> String {
+    let header = [
+        ("store", Align::Left),
+        ("conc", Align::Right),
+        ("bookings/s", Align::Right),
+        ("sessions/s", Align::Right),
+        ("p50 us", Align::Right),
+        ("p99 us", Align::Right),
+        ("floor/s", Align::Right),
+        ("p99 us", Align::Right),
+        ("ratio", Align::Right),
+        ("p99 ratio", Align::Right),
+    ];
+    table::render(
+        &header,
+        pairs.iter().map(|p| {
+            vec![
+                p.case
+                    .strip_prefix("booking ")
+                    .unwrap_or("memory")
+                    .to_owned(),
+                p.concurrency.to_string(),
+                format!("{:.0}", p.medsim.bookings_per_second),
+                format!("{:.0}", p.medsim.per_second),
+                format!("{:.0}", p.medsim.p50_us),
+                format!("{:.0}", p.medsim.p99_us),
+                format!("{:.0}", p.floor.per_second),
+                format!("{:.0}", p.floor.p99_us),
+                format!("{:.2}", p.ratio),
+                format!("{:.2}", p.p99_ratio),
+            ]
+        }),
+    )
+}
+
+fn centers_table(rows: &[Centers]) -> String {
+    let header = [
+        ("centers", Align::Right),
+        ("conc", Align::Right),
+        ("bookings/s", Align::Right),
+        ("p50 us", Align::Right),
+        ("p99 us", Align::Right),
+        ("errors", Align::Right),
+        ("vs 1st", Align::Right),
+    ];
+    table::render(
+        &header,
+        rows.iter().map(|c| {
+            vec![
+                c.centers.to_string(),
+                c.concurrency.to_string(),
+                format!("{:.0}", c.run.bookings_per_second),
+                format!("{:.0}", c.run.p50_us),
+                format!("{:.0}", c.run.p99_us),
+                c.run.errors.to_string(),
+                format!("{:.2}", c.vs_first),
             ]
         }),
     )
@@ -42,24 +107,45 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "{}", report.command);
     let _ = writeln!(
         out,
-        "{}; {} s a run, median of {} runs; ratio = medsim / floor, paired per run",
+        "{}; {} s a run, median of {} runs; ratio = medsim / floor throughput, p99 ratio = medsim / floor p99, each paired per run",
         report.machine, report.seconds_per_run, report.repeats
     );
-    for (title, pairs) in [
-        (
-            "center sessions (list: login + available on a full center; booking: login, list, select, quote)",
-            &report.center,
-        ),
-        (
-            "doctor quotes over UDP (floor: a fixed answer from one thread)",
-            &report.quotes,
-        ),
-    ] {
-        if pairs.is_empty() {
-            continue;
-        }
-        let _ = writeln!(out, "\n{title}");
-        out.push_str(&pair_table(pairs));
+    let center_title = "center sessions (list: login + available on a full center; booking: login, list, select, quote)";
+    if !report.center.is_empty() {
+        let _ = writeln!(out, "\n{center_title}");
+        out.push_str(&pair_table(&report.center));
+    }
+    if !report.stores.is_empty() {
+        // The memory store's rows are the booking case's, measured once.
+        let rows: Vec<&Pair> = report
+            .center
+            .iter()
+            .filter(|p| p.case == "booking")
+            .chain(&report.stores)
+            .collect();
+        let _ = writeln!(
+            out,
+            "\nbooking path per store (bookings: answered DOCTOR PORT, on disk committed first; floor: the booking floor)"
+        );
+        out.push_str(&store_table(&rows));
+    }
+    if !report.centers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ncenters on one PostgreSQL database (booking path; clients take the centers in turn; median of {} runs)",
+            report.repeats
+        );
+        out.push_str(&centers_table(&report.centers));
+    }
+    if !report.quotes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ndoctor quotes over UDP (floor: a fixed answer from one thread)"
+        );
+        out.push_str(&pair_table(&report.quotes));
+    }
+    for why in &report.skipped {
+        let _ = writeln!(out, "\nskipped: {why}");
     }
     if !report.scale.is_empty() {
         let _ = writeln!(
@@ -94,6 +180,9 @@ pub fn render(report: &Report) -> String {
             "\nsustained: {} list sessions at concurrency {} against one center process: {:.0}/s, {} errors",
             s.sessions, s.concurrency, s.per_second, s.errors
         );
+        if let Some(status) = &s.center_exited {
+            let _ = writeln!(out, "  the center ended before the run did: {status}");
+        }
         for sample in &s.samples {
             let _ = writeln!(
                 out,

@@ -1,0 +1,150 @@
+//! The stores a booking run is measured on, each made fresh for one run
+//! and removed after it: a temporary SQLite file, or a new database on a
+//! PostgreSQL server (`--postgres URL`, else `MEDSIM_TEST_POSTGRES`).
+//!
+//! Only the making and removing is here; the store itself is `store`'s,
+//! opened by `system` like any center's.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::Context as _;
+
+use crate::store::StoreUrl;
+
+/// The variable the tests use to name a PostgreSQL server; the bench reads
+/// it when `--postgres` is not given.
+pub(super) const POSTGRES_VAR: &str = "MEDSIM_TEST_POSTGRES";
+
+/// The kinds of store the booking path is measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Sqlite,
+    Postgres,
+}
+
+impl Kind {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Kind::Sqlite => "sqlite",
+            Kind::Postgres => "postgres",
+        }
+    }
+}
+
+/// A store made for one run: its URL, and what to remove at the end.
+pub(super) struct FreshStore {
+    pub(super) url: StoreUrl,
+    cleanup: Cleanup,
+}
+
+enum Cleanup {
+    Files(Vec<PathBuf>),
+    Database { admin_url: String, name: String },
+}
+
+impl FreshStore {
+    /// A new, empty store of `kind`: an SQLite file in `dir`, or a new
+    /// database on the server of `postgres` (a URL whose user may create
+    /// databases).
+    ///
+    /// # Errors
+    ///
+    /// The server cannot be reached or refuses `CREATE DATABASE`.
+    pub(super) fn make(
+        kind: Kind,
+        dir: &std::path::Path,
+        postgres: Option<&str>,
+    ) -> anyhow::Result<FreshStore> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        match kind {
+            Kind::Sqlite => {
+                let file = dir.join(format!("booking-{n}.sqlite"));
+                let side = |suffix: &str| {
+                    let mut path = file.clone().into_os_string();
+                    path.push(suffix);
+                    PathBuf::from(path)
+                };
+                let files = vec![file.clone(), side("-wal"), side("-shm")];
+                for f in &files {
+                    let _ = std::fs::remove_file(f);
+                }
+                Ok(FreshStore {
+                    url: StoreUrl::Sqlite(file),
+                    cleanup: Cleanup::Files(files),
+                })
+            }
+            Kind::Postgres => {
+                let admin_url = postgres.context("no PostgreSQL server given")?;
+                let name = format!("medsim_bench_{}_{n}", std::process::id());
+                let mut admin = postgres::Client::connect(admin_url, postgres::NoTls)
+                    .with_context(|| {
+                        format!(
+                            "connecting to {} for CREATE DATABASE",
+                            StoreUrl::Postgres(admin_url.to_owned())
+                        )
+                    })?;
+                admin
+                    .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0"))
+                    .with_context(|| format!("CREATE DATABASE {name}"))?;
+                Ok(FreshStore {
+                    url: StoreUrl::Postgres(with_database(admin_url, &name)),
+                    cleanup: Cleanup::Database {
+                        admin_url: admin_url.to_owned(),
+                        name,
+                    },
+                })
+            }
+        }
+    }
+}
+
+impl Drop for FreshStore {
+    fn drop(&mut self) {
+        // Best effort: what is left behind is only disk space.
+        match &self.cleanup {
+            Cleanup::Files(files) => {
+                for f in files {
+                    let _ = std::fs::remove_file(f);
+                }
+            }
+            Cleanup::Database { admin_url, name } => {
+                if let Ok(mut admin) = postgres::Client::connect(admin_url, postgres::NoTls) {
+                    let _ = admin
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                }
+            }
+        }
+    }
+}
+
+/// `url` naming database `name` instead of its own.
+fn with_database(url: &str, name: &str) -> String {
+    let (head, query) = match url.find('?') {
+        Some(at) => url.split_at(at),
+        None => (url, ""),
+    };
+    let authority_start = head.find("://").map_or(0, |at| at + 3);
+    let host_end = head[authority_start..]
+        .find('/')
+        .map_or(head.len(), |at| authority_start + at);
+    format!("{}/{name}{query}", &head[..host_end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_database_replaces_only_the_database() {
+        assert_eq!(
+            with_database("postgres://u@127.0.0.1:5/postgres", "x"),
+            "postgres://u@127.0.0.1:5/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h:5?sslmode=disable", "x"),
+            "postgres://u:p@h:5/x?sslmode=disable"
+        );
+    }
+}

@@ -41,8 +41,9 @@ use crate::system::DEFAULT_LIST_CAP;
 /// writes it as JSON.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Seconds each measured run lasts.
-    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    /// How long each measured run lasts, in seconds or with a unit (e.g.
+    /// 1, 500ms), as every duration flag of medsim takes.
+    #[arg(long, default_value_t = 1.0, value_name = "DURATION", value_parser = parse_seconds)]
     pub seconds: f64,
     /// Runs of each case (medsim and its floor in turn); medians are
     /// reported.
@@ -265,6 +266,11 @@ fn pair(
         p99_ratio: stats::median(&p99_ratios),
         p99_ratios,
     })
+}
+
+/// `--seconds`, parsed as every duration flag is, kept as seconds.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    crate::cli::parse_duration(text).map(|d| d.as_secs_f64())
 }
 
 fn for_duration(seconds: f64) -> impl Fn(u64) -> bool + Sync {

@@ -403,3 +403,33 @@ impl std::fmt::Debug for PostgresStore {
             .finish_non_exhaustive()
     }
 }
+
+/// `url` naming database `name` instead of its own.
+pub fn with_database(url: &str, name: &str) -> String {
+    let (head, query) = match url.find('?') {
+        Some(at) => url.split_at(at),
+        None => (url, ""),
+    };
+    let authority_start = head.find("://").map_or(0, |at| at + 3);
+    let host_end = head[authority_start..]
+        .find('/')
+        .map_or(head.len(), |at| authority_start + at);
+    format!("{}/{name}{query}", &head[..host_end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn with_database_replaces_only_the_database() {
+        assert_eq!(
+            with_database("postgres://u@127.0.0.1:5/postgres", "x"),
+            "postgres://u@127.0.0.1:5/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h:5?sslmode=disable", "x"),
+            "postgres://u:p@h:5/x?sslmode=disable"
+        );
+    }
+}

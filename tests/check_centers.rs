@@ -308,3 +308,51 @@ fn simulate_choice_same_releases_its_patients_together_and_catches_a_racy_center
     assert!(!report.ok(), "{}", medsim::sim::render(&report));
     assert!(report.bookings > 1, "{}", medsim::sim::render(&report));
 }
+
+#[test]
+fn a_race_spreads_over_every_center_given_and_one_wins() {
+    // Two centers of one process on one table: the store is what they
+    // share, as separate processes on a database would.
+    let system = medsim::system::System::start({
+        let fixtures = medsim::data::Fixtures::load(&medsim::data::Source::built_in()).unwrap();
+        let mut options = medsim::system::Options::from_fixtures(&fixtures);
+        options.centers = 2;
+        options
+    })
+    .unwrap();
+    let centers = system.centers();
+    let doc1 = system.doctor("doc1").unwrap();
+    let doc2 = system.doctor("doc2").unwrap();
+    let (code, stdout, stderr) = support::output(support::bin().args([
+        "check",
+        "--center",
+        &centers[0].to_string(),
+        "--center",
+        &centers[1].to_string(),
+        "--race",
+        "20",
+        "--cases",
+        "race",
+        "--doctor",
+        &format!("doc1={doc1}"),
+        "--doctor",
+        &format!("doc2={doc2}"),
+    ]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(&format!(
+            "medsim check: centers {}, {} ",
+            centers[0], centers[1]
+        )),
+        "{stdout}"
+    );
+    let race = support::check_line(
+        &stdout,
+        "PASS",
+        "race of 20 clients for one slot (reserves 1 slot)",
+    )
+    .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(race.contains(": 1 granted ("), "{race}");
+    assert!(race.contains("19 got 'notavailable'"), "{race}");
+    assert_eq!(system.holders().unwrap().len(), 1);
+}

@@ -6,6 +6,7 @@
 mod fakes;
 mod support;
 
+use std::io::Write as _;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -247,5 +248,52 @@ fn a_patient_that_never_exits_is_killed_and_failed_in_bounded_time() {
     assert!(
         out.contains("it was still running 1s after it started (killed)"),
         "{out}"
+    );
+}
+
+#[test]
+fn in_a_private_network_namespace_programs_keep_their_default_ports() {
+    // The classic programs hard-code 21720/41720/42720: check --netns runs
+    // them, and itself, where those ports are free whatever runs outside.
+    let is_root = output(std::process::Command::new("id").arg("-u")).1.trim() == "0";
+    if !is_root {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("check --netns needs root, and CI runs as root");
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: check --netns needs root (a private network namespace)"
+        );
+        return;
+    }
+    let medsim = env!("CARGO_BIN_EXE_medsim");
+    let (code, stdout, stderr) = output(bin().args([
+        "check",
+        "--netns",
+        "--race",
+        "5",
+        "--cases",
+        "auth,race,doctor",
+        "--center-cmd",
+        &format!("{medsim} center --quiet"),
+        "--doctor-cmd",
+        &format!("{medsim} doctor --quiet"),
+    ]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("medsim check: center 127.0.0.1:21720 "),
+        "{stdout}"
+    );
+    assert!(
+        support::has_check_line(
+            &stdout,
+            "PASS",
+            "race of 5 clients for one slot (reserves 1 slot)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        support::has_check_line(&stdout, "PASS", "doc1 quotes insurance1"),
+        "{stdout}"
     );
 }

@@ -917,7 +917,11 @@ fn select_after_failure(run: &mut Run) -> Outcome {
             Reading::List(indexes) => indexes.last().copied().unwrap_or(1),
             _ => 1,
         },
-        Err(_) => return pass(c.evidence()),
+        Err(_) => {
+            c.log
+                .push("so nothing can be selected in a session whose login failed".into());
+            return pass(c.evidence());
+        }
     };
     match c.select(target) {
         Ok((Reading::Grant, _)) => {

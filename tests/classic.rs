@@ -105,26 +105,38 @@ fn with_slots(slots: Vec<FakeSlot>) -> Center {
     }
 }
 
+/// `medsim patient --name patient2 --dialect classic --select SLOT` at
+/// `center`, with `more` flags.
+fn classic_patient(
+    center: std::net::SocketAddr,
+    slot: u64,
+    more: &[&str],
+) -> assert_cmd::assert::Assert {
+    let center = center.to_string();
+    let slot = slot.to_string();
+    let mut args = vec![
+        "patient",
+        "--name",
+        "patient2",
+        "--center",
+        center.as_str(),
+        "--dialect",
+        "classic",
+        "--select",
+        slot.as_str(),
+        "--timeout",
+        "5s",
+    ];
+    args.extend_from_slice(more);
+    medsim(&args)
+}
+
 /// `medsim patient --dialect classic` books slot 5 at a center made by
 /// `style` and is quoted by doc2 (60 for insurance2).
 fn patient_books_at(style: impl FnOnce(Center) -> Center) -> assert_cmd::assert::Assert {
     let system = System::start();
     let center = style(good(&system)).serve();
-    medsim(&[
-        "patient",
-        "--name",
-        "patient2",
-        "--center",
-        &center.to_string(),
-        "--dialect",
-        "classic",
-        "--select",
-        "5",
-        "--timeout",
-        "5s",
-    ])
-    .success()
-    .stdout(contains(
+    classic_patient(center, 5, &[]).success().stdout(contains(
         "Phase 3: Patient 2 receives 60$ estimation cost from doctor with port number",
     ))
 }
@@ -159,20 +171,9 @@ fn the_classic_client_tolerates_a_greeting_glued_to_the_answer() {
             .write_all(format!("doc2 {doc2}\0").as_bytes())
             .unwrap();
     });
-    medsim(&[
-        "patient",
-        "--name",
-        "patient2",
-        "--center",
-        &center.to_string(),
-        "--dialect",
-        "classic",
-        "--select",
-        "5",
-        "--quiet",
-    ])
-    .success()
-    .stdout("60\n");
+    classic_patient(center, 5, &["--quiet"])
+        .success()
+        .stdout("60\n");
 }
 
 #[test]
@@ -325,18 +326,7 @@ fn a_sessions_error_lines_stand_after_its_phase_lines_in_one_file() {
 fn the_seed_data_shipped_in_fixtures_names_the_seeds_ports() {
     // What the README's "classic programs" commands use.
     let seed = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/seed");
-    let (_center, addr) = {
-        let mut center = Running::spawn(&[
-            "center",
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--fixtures",
-            seed,
-        ]);
-        let addr = address_in(&center.line());
-        (center, addr)
-    };
+    let (_center, addr) = support::center_process(std::path::Path::new(seed), "memory");
     let mut c = support::Raw::connect(addr);
     c.send(b"authenticate patient1 password111\0");
     assert_eq!(c.classic_segment(), b"success\0");

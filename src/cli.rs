@@ -131,14 +131,6 @@ impl Doctors {
 }
 
 impl DoctorRoutes {
-    /// Routes to `host` with no override.
-    pub fn to_host(host: impl Into<String>) -> DoctorRoutes {
-        DoctorRoutes {
-            host: host.into(),
-            by_name: BTreeMap::new(),
-        }
-    }
-
     /// Where to ask the doctor the center named `doctor` (when it named
     /// one) at `port`.
     pub fn address(&self, doctor: Option<&str>, port: u16) -> String {

@@ -162,11 +162,6 @@ impl Center {
         self
     }
 
-    /// The slot table this center reserves from.
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// Sessions open right now.
     pub fn open_sessions(&self) -> usize {
         self.open.load(Ordering::Acquire)

@@ -29,11 +29,13 @@ const LOSS_SALT: u64 = 2;
 
 /// Where the center of a run was.
 enum Target {
-    /// In this process, with its counts, its table's holders and its size.
+    /// In this process, with its counts, its table's holders (this run's)
+    /// and its size, and how many reservations the store held before.
     InProcess {
         summary: CenterSummary,
         holders: Vec<(u64, String)>,
         slots: usize,
+        held_before: usize,
     },
     /// Elsewhere, at this address.
     Elsewhere(String),
@@ -50,8 +52,6 @@ pub(super) struct Crowd<'a> {
     final_slots: parking_lot::Mutex<Vec<crate::live::SlotView>>,
     /// (ended at ms, latency µs) of a sample of the visits, for charts.
     ends: parking_lot::Mutex<Vec<(u64, u64)>>,
-    /// Reservations the store held before this run (not this run's).
-    held_before: AtomicUsize,
     /// `--choice same`: where the first patients wait for each other.
     same_gate: Arc<SameGate>,
 }
@@ -85,7 +85,6 @@ impl<'a> Crowd<'a> {
             console,
             final_slots: parking_lot::Mutex::new(Vec::new()),
             ends: parking_lot::Mutex::new(Vec::new()),
-            held_before: AtomicUsize::new(0),
             same_gate: Arc::new(SameGate::new(concurrency.min(args.patients))),
         })
     }
@@ -153,7 +152,6 @@ impl<'a> Crowd<'a> {
         let (tally, wall) = self.visit(fixtures, &roster, &centers, &doctors, same_target);
         let mut holders = system.holders()?;
         holders.retain(|held| !before.contains(held));
-        self.held_before.store(before.len(), Ordering::Relaxed);
         let slots = system.slot_count();
         let summary = system.stop()?;
         *self.final_slots.lock() = classroom::slot_views(fixtures, args.slots, &holders);
@@ -165,6 +163,7 @@ impl<'a> Crowd<'a> {
                 summary,
                 holders,
                 slots,
+                held_before: before.len(),
             },
         ))
     }
@@ -356,9 +355,14 @@ impl<'a> Crowd<'a> {
             Target::Elsewhere(_) => None,
         };
         let invariants = tally.invariants(roster, holders);
-        let (center, slots, external_center) = match target {
-            Target::InProcess { summary, slots, .. } => (Some(summary), Some(slots), None),
-            Target::Elsewhere(addr) => (None, None, Some(addr)),
+        let (center, slots, held_before, external_center) = match target {
+            Target::InProcess {
+                summary,
+                slots,
+                held_before,
+                ..
+            } => (Some(summary), Some(slots), Some(held_before), None),
+            Target::Elsewhere(addr) => (None, None, None, Some(addr)),
         };
         let here = external_center.is_none();
         Report {
@@ -377,7 +381,7 @@ impl<'a> Crowd<'a> {
             latency,
             center,
             centers: here.then_some(self.args.centers),
-            held_before: here.then(|| self.held_before.load(Ordering::Relaxed)),
+            held_before,
             store: here.then(|| self.args.store.masked()),
             external_center,
             invariants,

@@ -7,13 +7,11 @@
 //! `tests/support/postgres.rs`): without it they are skipped, and the bench
 //! is expected to say so in its report.
 
-#[path = "support/postgres.rs"]
-mod postgres_support;
-mod support;
+use crate::support::postgres as postgres_support;
 
 use medsim::bench::Report;
 
-use support::{bin, output};
+use crate::support::{bin, output};
 
 #[test]
 fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {

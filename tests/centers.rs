@@ -3,10 +3,9 @@
 //! database. Real `medsim center` processes, a real SQLite file and a real
 //! PostgreSQL server (`MEDSIM_TEST_POSTGRES`; `.ci/run` starts one).
 
-mod support;
+use crate::support;
 
-#[path = "support/postgres.rs"]
-mod postgres_support;
+use crate::support::postgres as postgres_support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,11 +13,11 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::support::postgres::TestDb;
+use crate::support::{center_process, crowd_fixtures, listed_session, try_booking};
 use medsim::data::{Fixtures, Source};
 use medsim::rng::SplitMix64;
 use medsim::store::{self, StoreUrl};
-use postgres_support::TestDb;
-use support::{center_process, crowd_fixtures, listed_session, try_booking};
 
 /// `racers` clients spread over `centers` log in and list, then all select
 /// slot 1 at once. Returns the answers.

@@ -2,16 +2,15 @@
 //! departure each, and against medsim's own servers: each gets its exact
 //! verdicts (issue 10).
 
-#[path = "support/fakes.rs"]
-mod fakes;
-mod support;
+use crate::support;
+use crate::support::fakes;
 
 use std::time::Duration;
 
+use crate::support::System;
 use medsim::check::{self, Config, DoctorTarget, Findings, Settings, Verdict};
 use medsim::cli::Framing;
 use medsim::protocol::Dialect;
-use support::System;
 
 fn config(system: &System, center: std::net::SocketAddr, race: usize) -> Config {
     Config {

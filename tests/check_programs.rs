@@ -2,15 +2,14 @@
 //! listening, a silent center, a center program that crashes and is
 //! restarted, and patient programs judged on the wire (issue 10).
 
-#[path = "support/fakes.rs"]
-mod fakes;
-mod support;
+use crate::support;
+use crate::support::fakes;
 
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use support::{System, bin, output};
+use crate::support::{System, bin, output};
 
 /// A port free now (bound, then released for the program to bind).
 fn free_port() -> u16 {

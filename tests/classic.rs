@@ -4,20 +4,17 @@
 //! classic program here is a fake of ours (`support/fakes.rs`), written
 //! from PROTOCOL.md's "Classic programs as they are".
 
-mod support;
-
-#[path = "support/fakes.rs"]
-mod fakes;
+use crate::support;
 
 use std::io::{Read as _, Write as _};
 use std::time::{Duration, Instant};
 
-use fakes::{
+use crate::support::fakes::{
     Center, FakeSlot, ListForm, SeedPatient, doctor_answering, seed_list_indexes,
     seed_patient_visit,
 };
+use crate::support::{Running, System, address_in, medsim};
 use predicates::str::contains;
-use support::{Running, System, address_in, medsim};
 
 #[test]
 fn the_seed_patient_completes_all_three_phases_against_medsim() {

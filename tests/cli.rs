@@ -1,13 +1,13 @@
 //! The built `medsim` binary, as a person or a script runs it.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::Stdio;
 
+use crate::support::{Running, address_in, bin, medsim, output};
 use predicates::prelude::PredicateBooleanExt as _;
-use support::{Running, address_in, bin, medsim, output};
 
 /// Doctors on ephemeral ports, then a center whose data points at them:
 /// the four-terminal demo of the README, minus the patients.

@@ -1,7 +1,7 @@
 //! The real binary under crashes and signals: the ledger across kill -9,
 //! and shutdown on SIGTERM and SIGINT.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpStream};
@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::{Raw, Running, address_in, try_booking};
 use medsim::data::{Fixtures, Source};
 use medsim::rng::SplitMix64;
 use medsim::store::Store as _;
 use medsim::store::sqlite::SqliteStore;
-use support::{Raw, Running, address_in, try_booking};
 
 const USERS: usize = 5000;
 const SLOTS: u64 = 400;

@@ -1,16 +1,16 @@
 //! Bad input, limits, faults and abuse: every case over real sockets, and
 //! after each one a normal session still books and quotes.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::support::{Raw, System, udp_ask};
 use medsim::console::Console;
 use medsim::patient::{self, Fixed, Outcome, Settings};
 use medsim::system::Limits;
-use support::{Raw, System, udp_ask};
 
 /// A normal visit still books and gets its quote: the center survived.
 fn still_serves(system: &System) {

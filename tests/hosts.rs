@@ -13,11 +13,9 @@
 //! ports, so the servers listen on the default ones without meeting
 //! anything else on this machine.
 
-mod support;
-
 use std::process::Command;
 
-use support::{Running, output};
+use crate::support::{Running, output};
 
 const CENTER_IP: &str = "198.18.1.1";
 const DOCTOR_IP: &str = "198.18.2.1";

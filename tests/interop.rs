@@ -3,7 +3,7 @@
 //! `simulate --center` against a classic-style server, and the classroom
 //! extras (`--diagram`, `--pace`, completions).
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use crate::support::{System, bin, output};
 use medsim::check::{self, Config, DoctorTarget, Verdict};
 use medsim::cli::Framing;
 use medsim::console::Console;
@@ -21,7 +22,6 @@ use medsim::data::{Fixtures, Source};
 use medsim::patient::{self, Fixed, Outcome, Settings};
 use medsim::protocol::Dialect;
 use medsim::sim::{self, Choice};
-use support::{System, bin, output};
 
 fn check_config(system: &System, race: usize) -> Config {
     Config {

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod support;
+use crate::support;
 
 use medsim::live::report::{InvariantView, OutcomeView, Snapshot};
 use medsim::live::{Controls, Event, Hub, LiveServer, SlotView, Transport, serve};

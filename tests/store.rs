@@ -6,8 +6,7 @@
 //! PostgreSQL tests need `MEDSIM_TEST_POSTGRES` (see
 //! `tests/support/postgres.rs`); each makes its own database.
 
-#[path = "support/postgres.rs"]
-mod postgres_support;
+use crate::support::postgres as postgres_support;
 
 use std::net::TcpListener;
 use std::sync::{Arc, Barrier};
@@ -20,7 +19,7 @@ use medsim::store::postgres::PostgresStore;
 use medsim::store::sqlite::SqliteStore;
 use medsim::store::{ErrorKind, Store, StoreUrl};
 
-use postgres_support::TestDb;
+use crate::support::postgres::TestDb;
 
 const RACERS: usize = 200;
 

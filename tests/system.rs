@@ -1,17 +1,17 @@
 //! The whole system over loopback, in-process: center, doctors and patients
 //! speaking both dialects, and races for slots.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use crate::support::{Raw, System, many_slots, udp_ask};
 use medsim::center::Limits;
 use medsim::console::Console;
 use medsim::data::{Patient, Users};
 use medsim::patient::{self, Fixed, Outcome, Settings};
 use medsim::protocol::{CLASSIC_ANSWER_MAX, Dialect};
-use support::{Raw, System, many_slots, udp_ask};
 
 fn settings(system: &System) -> Settings {
     support::patient_settings(system.center, Duration::from_millis(500), 4)

@@ -6,6 +6,9 @@
 
 #![allow(dead_code)]
 
+pub mod fakes;
+pub mod postgres;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::{Child, ChildStderr, Command, Stdio};

@@ -24,12 +24,15 @@
 //! goes through `client`.
 
 mod cases;
+mod harness;
 pub mod launch;
 pub mod patient;
 mod proxy;
 mod report;
+mod session;
+mod wording;
 
-pub use cases::{check, check_with};
+pub use harness::{check, check_with};
 pub use report::{gradescope, junit, render};
 
 use std::net::{SocketAddr, TcpStream};
@@ -435,7 +438,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::Settings;
-    use super::cases::shown;
+    use super::session::shown;
 
     #[test]
     fn evidence_masks_the_password() {

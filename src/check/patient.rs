@@ -240,7 +240,7 @@ fn sent(observed: &Observed) -> String {
         observed
             .requests
             .iter()
-            .map(|(_, m)| format!("'{}'", super::cases::shown(m)))
+            .map(|(_, m)| format!("'{}'", super::session::shown(m)))
             .collect::<Vec<_>>()
             .join(", ")
     )
@@ -280,7 +280,7 @@ fn judge_booking(plan: &Plan, o: &Observed, cases: &mut Vec<CaseResult>) {
             Verdict::Pass,
             format!(
                 "sent '{}', got '{}'",
-                super::cases::shown(first.unwrap_or("")),
+                super::session::shown(first.unwrap_or("")),
                 o.answers.first().map_or("nothing", String::as_str)
             ),
         ),
@@ -429,7 +429,7 @@ fn judge_stop(
             Verdict::Fail,
             format!(
                 "after '{answered}' it sent '{}'; {}",
-                super::cases::shown(&o.requests[allowed].1),
+                super::session::shown(&o.requests[allowed].1),
                 sent(o)
             ),
         )

@@ -1,0 +1,197 @@
+//! Authentication and its bypasses: a wrong password, an unknown user,
+//! what a session whose login failed may do, a flag shared by sessions, a
+//! second `authenticate`.
+
+use crate::check::harness::{Outcome, Run, fail, pass, warn};
+use crate::check::session::{CLOSE_WAIT, Reading, read};
+use crate::check::wording::Word;
+
+/// A wrong password gets a refusal (any word), and the center closes.
+pub(in crate::check) fn bad_password(run: &mut Run) -> Outcome {
+    let config = run.config();
+    let mut c = match run.open() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    c.detect_greeting();
+    let wrong = format!("{}-wrong", config.password);
+    let (reading, _) = match c.authenticate(&config.username, &wrong) {
+        Ok(answer) => answer,
+        Err(e) => return fail(e),
+    };
+    match reading {
+        Reading::Failure | Reading::Error => {}
+        Reading::Success => {
+            c.log.push("a wrong password was let in".into());
+            return fail(c.evidence());
+        }
+        _ => {
+            c.log.push("expected 'failure'".into());
+            return warn(c.evidence());
+        }
+    }
+    if c.closes() {
+        run.shared.note(Word::Close, true, String::new);
+        c.log.push("then the center closed".into());
+    } else {
+        run.shared.note(Word::Close, false, || {
+            format!("the connection was still open {CLOSE_WAIT:?} after 'failure'")
+        });
+        c.log.push(format!(
+            "the connection was still open {CLOSE_WAIT:?} after 'failure'"
+        ));
+    }
+    pass(c.last_exchange())
+}
+
+pub(in crate::check) fn unknown_user(run: &mut Run) -> Outcome {
+    let mut c = match run.open() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    match c.authenticate("medsim-check-nobody", "nothing") {
+        Ok((Reading::Failure | Reading::Error, _)) => pass(c.last_exchange()),
+        Ok((Reading::Success, _)) => {
+            c.log.push("an unknown user was let in".into());
+            fail(c.evidence())
+        }
+        Ok(_) => {
+            c.log.push("expected 'failure'".into());
+            warn(c.evidence())
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// After `failure`, a center that did not close lists nothing.
+pub(in crate::check) fn list_after_failure(run: &mut Run) -> Outcome {
+    let config = run.config();
+    let mut c = match run.open() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let wrong = format!("{}-wrong", config.password);
+    match c.authenticate(&config.username, &wrong) {
+        Ok((Reading::Success, _)) => {
+            c.log.push("a wrong password was let in".into());
+            return fail(c.evidence());
+        }
+        Ok(_) => {}
+        Err(e) => return fail(e),
+    }
+    match c.ask("available") {
+        Ok(answer) => match read(&answer) {
+            Reading::List(_) => {
+                c.log
+                    .push("slots listed to a session whose login failed".into());
+                fail(c.evidence())
+            }
+            Reading::Error | Reading::Failure | Reading::NotAvailable => pass(c.last_exchange()),
+            _ => warn(format!("{}, expected 'error ...'", c.evidence())),
+        },
+        // Closed or silent: nothing listed.
+        Err(_) => pass(c.evidence()),
+    }
+}
+
+/// After `failure`, a center that did not close books nothing.
+pub(in crate::check) fn select_after_failure(run: &mut Run) -> Outcome {
+    let config = run.config();
+    let mut c = match run.open() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let wrong = format!("{}-wrong", config.password);
+    match c.authenticate(&config.username, &wrong) {
+        Ok((Reading::Success, _)) => {
+            c.log.push("a wrong password was let in".into());
+            return fail(c.evidence());
+        }
+        Ok(_) => {}
+        Err(e) => return fail(e),
+    }
+    // Ask for the list, as a client would; a list names a slot to try.
+    let target = match c.ask("available") {
+        Ok(answer) => match read(&answer) {
+            Reading::List(indexes) => indexes.last().copied().unwrap_or(1),
+            _ => 1,
+        },
+        Err(_) => {
+            c.log
+                .push("so nothing can be selected in a session whose login failed".into());
+            return pass(c.evidence());
+        }
+    };
+    match c.select(target) {
+        Ok((Reading::Grant, _)) => {
+            c.log.push(format!(
+                "slot {target} booked by a session whose login failed"
+            ));
+            fail(c.evidence())
+        }
+        Ok(_) | Err(_) => pass(c.evidence()),
+    }
+}
+
+/// Bad credentials in a new session, while another session is logged in,
+/// are refused: no "authenticated" flag shared across sessions.
+pub(in crate::check) fn shared_flag(run: &mut Run) -> Outcome {
+    let config = run.config();
+    let mut good = match run.open() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = good.log_in() {
+        return fail(format!("the first session: {e}"));
+    }
+    let mut bad = match run.open() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let wrong = format!("{}-wrong", config.password);
+    let outcome = match bad.authenticate("medsim-check-nobody", &wrong) {
+        Ok((Reading::Success, _)) => {
+            bad.log.push(
+                "an unknown user was let in while another session was logged in \
+                 (an 'authenticated' flag shared by all sessions?)"
+                    .into(),
+            );
+            fail(bad.evidence())
+        }
+        Ok(_) => match bad.ask("available") {
+            Ok(answer) if matches!(read(&answer), Reading::List(_)) => {
+                bad.log.push(
+                    "slots listed to a session whose login failed, while another \
+                     session was logged in"
+                        .into(),
+                );
+                fail(bad.evidence())
+            }
+            _ => pass(format!(
+                "another session logged in; {}",
+                bad.log[..2.min(bad.log.len())].join(", ")
+            )),
+        },
+        Err(e) => fail(e),
+    };
+    drop(good);
+    outcome
+}
+
+pub(in crate::check) fn second_authenticate(run: &mut Run) -> Outcome {
+    let config = run.config();
+    let mut c = match run.open() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = c.log_in() {
+        return fail(e);
+    }
+    match c.ask(&format!(
+        "authenticate {} {}",
+        config.username, config.password
+    )) {
+        Ok(answer) if read(&answer) == Reading::Error => pass(c.last_exchange()),
+        Ok(_) | Err(_) => warn(format!("{}, expected 'error ...'", c.evidence())),
+    }
+}

@@ -1,0 +1,129 @@
+//! The doctors' cases: a quote of the plan at its table's cost, and an
+//! unknown plan refused (an `error` or silence, never a cost).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::check::harness::{Booked, Case, Need, Outcome, Run, case, fail, pass, skip, warn};
+use crate::check::session::quote;
+use crate::check::{Config, DoctorTarget, UNKNOWN_PLAN};
+use crate::client::{DoctorLink, DoctorReply, Retries};
+use crate::{net, protocol};
+
+/// Each doctor quotes the plan (its table's cost, when known) and does not
+/// answer an unknown plan with a cost.
+pub(in crate::check) fn doctor_cases(run: &Run) -> Vec<Case<'static>> {
+    let config = run.config();
+    let mut targets = config.doctors.clone();
+    // The doctor the center assigned is asked too, at the port it gave.
+    if let Some(Booked {
+        doctor: Some((name, port)),
+        ..
+    }) = &run.booked
+        && !targets.iter().any(|t| &t.name == name)
+        && let Ok(addr) = net::resolve(&net::host_port(&config.doctor_host, *port))
+    {
+        targets.push(DoctorTarget {
+            name: name.clone(),
+            addr,
+            expected: None,
+        });
+    }
+    let mut cases = Vec::new();
+    for target in targets {
+        let plan = config.plan.clone();
+        let quoted = target.clone();
+        cases.push(case(
+            format!("doctor/{}/quote", target.name),
+            format!("{} quotes {plan}", target.name),
+            Need::Doctor(target.name.clone()),
+            move |run| quote_case(run.config(), &quoted),
+        ));
+        let refused = target.clone();
+        cases.push(case(
+            format!("doctor/{}/unknown-plan", target.name),
+            format!("{} refuses an unknown plan", target.name),
+            Need::Doctor(target.name.clone()),
+            move |run| unknown_plan_case(run, &refused),
+        ));
+    }
+    cases
+}
+
+pub(in crate::check) fn quote_case(config: &Config, target: &DoctorTarget) -> Outcome {
+    let plan = &config.plan;
+    match ask_doctor(config, target.addr, plan) {
+        Ok(Some(answer)) => match (protocol::parse_quote_answer(&answer), target.expected) {
+            (Ok(protocol::QuoteAnswer::Cost(cost)), Some(expected)) if cost != expected => fail(
+                format!("sent '{plan}', got '{answer}', expected {expected} from its table"),
+            ),
+            (Ok(protocol::QuoteAnswer::Cost(_)), _)
+                if answer.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                pass(format!("sent '{plan}', got '{answer}'"))
+            }
+            (Ok(protocol::QuoteAnswer::Cost(_)), _) => warn(format!(
+                "sent '{plan}', got '{}': a cost, but PROTOCOL.md's is a whole number alone",
+                quote(&answer)
+            )),
+            _ => fail(format!(
+                "sent '{plan}', got '{}', expected a cost",
+                quote(&answer)
+            )),
+        },
+        Ok(None) => fail(format!(
+            "sent '{plan}' to {} three times, no answer",
+            target.addr
+        )),
+        Err(e) => fail(format!("asking {}: {e}", target.addr)),
+    }
+}
+
+pub(in crate::check) fn unknown_plan_case(run: &Run, target: &DoctorTarget) -> Outcome {
+    let config = run.config();
+    if !run.doctors_alive.contains(&target.name) {
+        return skip(format!(
+            "{} did not answer '{}' at the start, so silence here would prove nothing",
+            target.name, config.plan
+        ));
+    }
+    match ask_doctor(config, target.addr, UNKNOWN_PLAN) {
+        Ok(Some(answer)) => match protocol::parse_quote_answer(&answer) {
+            Ok(protocol::QuoteAnswer::Cost(_)) => fail(format!(
+                "sent '{UNKNOWN_PLAN}', got a cost: '{}'",
+                quote(&answer)
+            )),
+            Ok(protocol::QuoteAnswer::Error(_)) => {
+                pass(format!("sent '{UNKNOWN_PLAN}', got '{}'", quote(&answer)))
+            }
+            Err(_) => warn(format!(
+                "sent '{UNKNOWN_PLAN}', got '{}', expected 'error ...' or silence",
+                quote(&answer)
+            )),
+        },
+        // The liveness check after this case tells a drop from a death.
+        Ok(None) => pass(format!("sent '{UNKNOWN_PLAN}', no answer (dropped)")),
+        Err(e) => fail(format!("asking {}: {e}", target.addr)),
+    }
+}
+
+/// Sends `plan` up to three times; the first answer, cut at its NUL or
+/// final newline, or `None` after silence.
+pub(in crate::check) fn ask_doctor(
+    config: &Config,
+    doctor: SocketAddr,
+    plan: &str,
+) -> std::io::Result<Option<String>> {
+    let retries = Retries {
+        wait: (config.timeout / 3).max(Duration::from_millis(100)),
+        attempts: 3,
+    };
+    let quoted =
+        DoctorLink::open(doctor)?.quote(plan, config.framing, retries, None, &mut || {})?;
+    Ok(match quoted.reply {
+        DoctorReply::Text(text) => Some(text),
+        DoctorReply::Empty => Some(String::new()),
+        DoctorReply::Undecodable(e) => Some(format!("(undecodable: {e})")),
+        DoctorReply::Silent => None,
+    })
+}

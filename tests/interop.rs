@@ -45,6 +45,9 @@ fn check_config(system: &System, race: usize) -> Config {
                 expected: Some(60),
             },
         ],
+        slots: Fixtures::load(&Source::built_in())
+            .expect("built-in data")
+            .slots,
     }
 }
 
@@ -84,7 +87,10 @@ fn check_passes_against_medsims_own_center_and_doctors_in_each_dialect() {
             "race of 30 clients for one slot (reserves 1 slot)",
             "before login: available",
             "before login: selection",
-            "malformed: empty message",
+            "malformed: empty message (before any good login)",
+            "empty message right after another session's good login",
+            "connect and close without a word",
+            "serves two sessions at once",
             "malformed: a second authenticate",
             "malformed: 64 KiB message",
             "still serves a normal session",
@@ -126,7 +132,7 @@ fn the_check_binary_prints_each_case_and_exits_zero_on_a_good_system() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("summary: 37 passed, 0 failed, 0 skipped\n"),
+        stdout.ends_with("summary: 42 passed, 0 failed, 0 skipped\n"),
         "{stdout}"
     );
     assert!(!stdout.contains("password111"), "{stdout}");

@@ -1,18 +1,25 @@
 //! The harness of `medsim check`: cases, their outcomes, the run's state,
-//! the order cases run in, and the liveness checks between them (which
-//! restart the programs check started when one died).
+//! the order cases run in, and the watch on the servers between them.
+//!
+//! The watch never talks to a server: a server check started is alive
+//! while its process lives and holds its socket, one on this machine while
+//! its socket is there (both seen in `/proc`); only a server elsewhere is
+//! asked (a TCP connect, a quote in the chosen dialect). A probe that logs
+//! in, or even connects, is an input: it can kill a center (the seed dies
+//! of a connect-and-close) or change what the next case sees (a login kept
+//! in a global buffer). When a server dies, the case it died in is blamed,
+//! naming the input: the message it got no answer to, or the close of its
+//! connection after its answers. One input is blamed once; a server check
+//! started is restarted with fresh state and the cases go on.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-use parking_lot::Mutex;
 
 use super::cases::{ask_doctor, center_cases, doctor_cases};
 use super::launch::{self, Running};
-use super::session::{Session, Shared};
-use super::wording::{Wording, wording_cases};
+use super::session::{Session, Shared, quote};
+use super::sockets::{self, Transport};
+use super::wording::wording_cases;
 use super::{CaseResult, Config, Findings, Settings, Verdict};
 
 /// How a case ended.
@@ -46,6 +53,15 @@ pub(super) fn skip(evidence: impl Into<String>) -> Outcome {
     Outcome {
         verdict: Verdict::Skip,
         evidence: evidence.into(),
+    }
+}
+
+/// Could not run for want of what the center should provide (a free
+/// slot): the check is incomplete, and says so in every report.
+pub(super) fn not_run(evidence: impl Into<String>) -> Outcome {
+    Outcome {
+        verdict: Verdict::Blocked,
+        evidence: format!("not run: {}", evidence.into()),
     }
 }
 
@@ -98,6 +114,152 @@ pub(super) struct Booked {
     pub(super) doctor: Option<(String, u16)>,
 }
 
+/// A server under check, and how check knows it is still there.
+pub(super) struct Server {
+    /// `the center`, `the doctors`, `doctor doc1`.
+    what: String,
+    transport: Transport,
+    addrs: Vec<SocketAddr>,
+    /// How it is watched.
+    watch: Watch,
+    /// Why it cannot be asked any more.
+    pub(super) down: Option<String>,
+    /// The inputs already blamed for its deaths.
+    blamed: Vec<String>,
+}
+
+enum Watch {
+    /// Check started it: its process and socket are watched, and it is
+    /// restarted when it dies.
+    Started(launch::Program, Option<Box<Running>>),
+    /// It runs on this machine, started by someone else: its socket is
+    /// watched.
+    Local,
+    /// It runs elsewhere: it is asked.
+    Remote,
+}
+
+/// How a server went away during a case.
+struct Gone {
+    /// `died with SIGSEGV`, `closed its listening socket`.
+    how: String,
+    /// Its output's tail and what the restart did.
+    after: String,
+}
+
+impl Server {
+    /// Starts the server when check runs it, or notes how it is watched.
+    fn new(
+        what: String,
+        transport: Transport,
+        addrs: Vec<SocketAddr>,
+        program: Option<&launch::Program>,
+    ) -> Server {
+        let mut server = Server {
+            what,
+            transport,
+            watch: Watch::Remote,
+            addrs,
+            down: None,
+            blamed: Vec::new(),
+        };
+        server.watch = match program {
+            Some(program) => match program.start(&[]) {
+                Ok(running) => Watch::Started(program.clone(), Some(Box::new(running))),
+                Err(why) => {
+                    server.down = Some(why);
+                    Watch::Started(program.clone(), None)
+                }
+            },
+            None if server.addrs.iter().all(|&a| sockets::served(transport, a)) => Watch::Local,
+            None => Watch::Remote,
+        };
+        server
+    }
+
+    /// Whether it went away, waiting up to `grace` for a death already on
+    /// its way (a crash on the close of a case's connection comes a moment
+    /// after it); restarts a server check started.
+    fn gone(&mut self, grace: Duration, still_answers: impl Fn() -> bool) -> Option<Gone> {
+        if self.down.is_some() {
+            return None;
+        }
+        let (how, tail) = match &mut self.watch {
+            Watch::Started(_, None) => return None,
+            Watch::Started(_, Some(running)) => {
+                let how = match running.wait_for_exit(grace) {
+                    Some(death) => death,
+                    None => running.gone()?,
+                };
+                running.kill();
+                (how, running.tail())
+            }
+            Watch::Local => {
+                let (transport, addrs) = (self.transport, &self.addrs);
+                if addrs.iter().all(|&a| sockets::served(transport, a)) {
+                    return None;
+                }
+                let held = match transport {
+                    Transport::Tcp => "listens at",
+                    Transport::Udp => "holds",
+                };
+                let addrs = addrs.iter().map(ToString::to_string).collect::<Vec<_>>();
+                (
+                    format!("is gone (nothing {held} {} any more)", addrs.join(", ")),
+                    String::new(),
+                )
+            }
+            Watch::Remote => {
+                if still_answers() {
+                    return None;
+                }
+                ("stopped answering".to_owned(), String::new())
+            }
+        };
+        let after = match &mut self.watch {
+            Watch::Started(program, running) => match program.start(&[]) {
+                Ok(fresh) => {
+                    *running = Some(Box::new(fresh));
+                    format!("{tail}; restarted it with fresh state")
+                }
+                Err(why) => {
+                    *running = None;
+                    self.down = Some(format!("{} could not be restarted: {why}", self.what));
+                    format!("{tail}; restarting it failed: {why}")
+                }
+            },
+            _ => {
+                self.down = Some(format!(
+                    "{} {how} (check did not start it, so cannot restart it: give --{}-cmd)",
+                    self.what,
+                    if self.transport == Transport::Tcp {
+                        "center"
+                    } else {
+                        "doctor"
+                    }
+                ));
+                format!("{tail}; check did not start it, so the cases after this one cannot run")
+            }
+        };
+        Some(Gone { how, after })
+    }
+
+    /// The case's outcome once the server went away during it: FAIL
+    /// naming the input, unless that input was blamed before (then the
+    /// case keeps its own verdict, and says what happened).
+    fn blame(&mut self, outcome: Outcome, gone: Gone, input: String) -> Outcome {
+        let note = format!("{} {} on {input}{}", self.what, gone.how, gone.after);
+        if self.blamed.contains(&input) {
+            return Outcome {
+                verdict: outcome.verdict,
+                evidence: format!("{}; then {note} (blamed before)", outcome.evidence),
+            };
+        }
+        self.blamed.push(input);
+        fail(format!("{note}; the case: {}", outcome.evidence))
+    }
+}
+
 /// The state of a run as the cases go.
 pub(super) struct Run<'a> {
     pub(super) shared: &'a Shared<'a>,
@@ -108,14 +270,15 @@ pub(super) struct Run<'a> {
     pub(super) booked: Option<Booked>,
     /// The center was restarted (fresh state) since the booking.
     pub(super) restarted: bool,
-    pub(super) center_proc: Option<Running>,
-    pub(super) doctor_proc: Option<Running>,
-    /// Why the center cannot be asked any more.
-    pub(super) center_down: Option<String>,
-    /// Doctors that answered at the start and must keep answering.
-    pub(super) doctors_alive: Vec<String>,
-    /// Doctors that stopped, with why.
-    pub(super) doctors_down: BTreeMap<String, String>,
+    /// The center lists the data's slots, so grants are held to the data.
+    pub(super) data_fits: bool,
+    pub(super) center: Server,
+    /// The doctors by name: one server for all when check starts them
+    /// (one program), one each otherwise.
+    pub(super) doctors: Vec<(Vec<String>, Server)>,
+    /// Doctors that answered their quote case, so that silence to an
+    /// unknown plan means a drop.
+    pub(super) quoted: Vec<String>,
     pub(super) results: Vec<CaseResult>,
 }
 
@@ -128,7 +291,15 @@ impl<'a> Run<'a> {
         Session::open(self.shared, self.centers[0])
     }
 
-    /// The lowest free slot now, listed by a session of its own.
+    /// The server of doctor `name`.
+    pub(super) fn doctor(&mut self, name: &str) -> Option<&mut Server> {
+        self.doctors
+            .iter_mut()
+            .find(|(names, _)| names.iter().any(|n| n == name))
+            .map(|(_, server)| server)
+    }
+
+    /// The free slots now, listed by a session of its own.
     pub(super) fn free_now(&self) -> Result<Option<Vec<u64>>, String> {
         self.open()?.list()
     }
@@ -136,46 +307,42 @@ impl<'a> Run<'a> {
 
 /// Runs every case against the configured system with default settings.
 pub fn check(config: &Config) -> Findings {
-    // Without programs to start, nothing can fail before the cases.
-    check_with(config, &Settings::default()).unwrap_or_else(|e| Findings {
-        listed_free: None,
-        cases: vec![CaseResult {
-            id: "start".into(),
-            name: "start".into(),
-            verdict: Verdict::Fail,
-            evidence: format!("{e:#}"),
-        }],
-    })
+    check_with(config, &Settings::default())
 }
 
 /// Runs the selected cases, starting (and restarting) the programs the
-/// settings name.
-///
-/// # Errors
-///
-/// A program to start could not start or was not ready in time.
-pub fn check_with(config: &Config, settings: &Settings) -> anyhow::Result<Findings> {
-    let doctor_proc = match &settings.doctor_cmd {
-        Some(program) => Some(program.start(&[]).map_err(anyhow::Error::msg)?),
-        None => None,
+/// settings name. A program that cannot start leaves its cases NOT RUN,
+/// saying why; the others still run.
+pub fn check_with(config: &Config, settings: &Settings) -> Findings {
+    let doctors = match &settings.doctor_cmd {
+        Some(program) => vec![(
+            config.doctors.iter().map(|d| d.name.clone()).collect(),
+            Server::new(
+                "the doctors".into(),
+                Transport::Udp,
+                config.doctors.iter().map(|d| d.addr).collect(),
+                Some(program),
+            ),
+        )],
+        None => config
+            .doctors
+            .iter()
+            .map(|d| {
+                let what = format!("doctor {}", d.name);
+                let server = Server::new(what, Transport::Udp, vec![d.addr], None);
+                (vec![d.name.clone()], server)
+            })
+            .collect(),
     };
-    let center_proc = match &settings.center_cmd {
-        Some(program) => Some(program.start(&[]).map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    let shared = Shared {
-        config,
-        wording: Wording::default(),
-        greets: AtomicBool::new(false),
-        answered: AtomicBool::new(false),
-        case: Mutex::new(String::new()),
-    };
-    let doctors_alive = config
-        .doctors
-        .iter()
-        .filter(|d| launch::answers(d.addr, &config.plan))
-        .map(|d| d.name.clone())
-        .collect();
+    let center = Server::new(
+        "the center".into(),
+        Transport::Tcp,
+        std::iter::once(config.center)
+            .chain(settings.more_centers.iter().copied())
+            .collect(),
+        settings.center_cmd.as_ref(),
+    );
+    let shared = Shared::new(config);
     let mut run = Run {
         shared: &shared,
         settings,
@@ -185,11 +352,10 @@ pub fn check_with(config: &Config, settings: &Settings) -> anyhow::Result<Findin
         listed: None,
         booked: None,
         restarted: false,
-        center_proc,
-        doctor_proc,
-        center_down: None,
-        doctors_alive,
-        doctors_down: BTreeMap::new(),
+        data_fits: true,
+        center,
+        doctors,
+        quoted: Vec::new(),
         results: Vec::new(),
     };
     let cases = center_cases(config);
@@ -197,11 +363,14 @@ pub fn check_with(config: &Config, settings: &Settings) -> anyhow::Result<Findin
     run_cases(&mut run, &wording_cases());
     let doctor_cases = doctor_cases(&run);
     run_cases(&mut run, &doctor_cases);
-    Ok(Findings {
+    Findings {
         listed_free: run.listed.as_ref().map(Vec::len),
         cases: run.results,
-    })
+    }
 }
+
+/// How long a server may take to die of a case's last input.
+const DEATH_GRACE: Duration = Duration::from_millis(60);
 
 pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
     for case in cases {
@@ -209,8 +378,8 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
             continue;
         }
         let blocked = match &case.need {
-            Need::Center => run.center_down.clone(),
-            Need::Doctor(name) => run.doctors_down.get(name).cloned(),
+            Need::Center => run.center.down.clone(),
+            Need::Doctor(name) => run.doctor(name).and_then(|d| d.down.clone()),
             Need::Nothing => None,
         };
         if let Some(why) = blocked {
@@ -222,16 +391,72 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
             });
             continue;
         }
-        *run.shared.case.lock() = case.name.clone();
+        run.shared.begin_case(&case.name);
         let mut outcome = (case.run)(run);
-        if case.need != Need::Nothing {
-            if let Some(death) = center_liveness(run, &case.name) {
-                outcome = fail(format!("{death}; the case: {}", outcome.evidence));
+        let unanswered = run.shared.unanswered();
+        outcome = match &case.need {
+            Need::Center => {
+                let (shared, centers) = (run.shared, run.centers.clone());
+                let still_answers = || {
+                    centers
+                        .iter()
+                        .all(|&c| super::accepts(c, shared.config.timeout))
+                };
+                if !run
+                    .shared
+                    .answered
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    && run.shared.sent_any()
+                    && run.center.down.is_none()
+                {
+                    // Nothing has ever come back: every later case would
+                    // only wait out its timeout.
+                    run.center.down = Some(format!(
+                        "the center accepts connections but answered nothing (case '{}')",
+                        case.name
+                    ));
+                    outcome = fail(format!(
+                        "the center accepts connections but answered nothing: {}",
+                        outcome.evidence
+                    ));
+                }
+                match run.center.gone(DEATH_GRACE, still_answers) {
+                    Some(gone) => {
+                        run.restarted = true;
+                        let input = match unanswered.first() {
+                            Some(sent) => format!("'{}'", quote(sent)),
+                            None if !run.shared.sent_any() => {
+                                "a connection closed without a word".into()
+                            }
+                            None => "the close of a connection after its answers".into(),
+                        };
+                        run.center.blame(outcome, gone, input)
+                    }
+                    None => outcome,
+                }
             }
-            if let Some(death) = doctor_liveness(run, &case.name) {
-                outcome = fail(format!("{death}; the case: {}", outcome.evidence));
+            Need::Doctor(name) => {
+                let config = run.config();
+                let still_answers =
+                    || {
+                        config.doctors.iter().filter(|d| &d.name == name).all(|d| {
+                            matches!(ask_doctor(config, d.addr, &config.plan), Ok(Some(_)))
+                        })
+                    };
+                let doctor = run.doctor(name);
+                match doctor.and_then(|d| d.gone(DEATH_GRACE, still_answers).map(|g| (d, g))) {
+                    Some((doctor, gone)) => {
+                        let input = match unanswered.last() {
+                            Some(sent) => format!("the datagram '{}'", quote(sent)),
+                            None => "this case".into(),
+                        };
+                        doctor.blame(outcome, gone, input)
+                    }
+                    None => outcome,
+                }
             }
-        }
+            Need::Nothing => outcome,
+        };
         run.results.push(CaseResult {
             id: case.id.clone(),
             name: case.name.clone(),
@@ -239,131 +464,4 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
             evidence: outcome.evidence,
         });
     }
-}
-
-/// Whether each center still accepts and answers; when not, what happened
-/// (and the restart, when check runs the center).
-pub(super) fn center_liveness(run: &mut Run, case: &str) -> Option<String> {
-    if run.center_down.is_some() {
-        return None;
-    }
-    let mut dead = None;
-    for &center in &run.centers {
-        if let Err(why) = probe_center(run.shared, center) {
-            dead = Some(why);
-            break;
-        }
-    }
-    let why = dead?;
-    let Some(proc) = run.center_proc.as_mut() else {
-        let what = if run.shared.answered.load(Ordering::Relaxed) {
-            "the center stopped answering after this case"
-        } else {
-            "the center accepts connections but answered nothing"
-        };
-        run.center_down = Some(format!("{what} (case '{case}')"));
-        return Some(format!("{what}: {why}"));
-    };
-    // A dying process closes its sockets before it is reaped: give it a
-    // moment to be seen dead.
-    let death = match proc.wait_for_exit(Duration::from_secs(1)) {
-        Some(death) => format!("the center {death} on case '{case}'"),
-        None => {
-            proc.kill();
-            format!("the center stopped answering on case '{case}' ({why}; killed it)")
-        }
-    };
-    let tail = proc.tail();
-    let program = run
-        .settings
-        .center_cmd
-        .clone()
-        .expect("a running center has its program");
-    run.restarted = true;
-    match program.start(&[]) {
-        Ok(fresh) => {
-            run.center_proc = Some(fresh);
-            Some(format!("{death}{tail}; restarted it with fresh state"))
-        }
-        Err(e) => {
-            run.center_down = Some(format!("the center could not be restarted: {e}"));
-            Some(format!("{death}{tail}; restarting it failed: {e}"))
-        }
-    }
-}
-
-/// A center is alive when it accepts a connection and answers a login
-/// with a wrong password (a good one would let a shared "authenticated"
-/// flag through later cases) with anything at all.
-pub(super) fn probe_center(shared: &Shared, center: SocketAddr) -> Result<(), String> {
-    let mut session = Session::open(shared, center)?;
-    let config = shared.config;
-    session.ask(&format!(
-        "authenticate {} {}-probe",
-        config.username, config.password
-    ))?;
-    Ok(())
-}
-
-/// Whether each doctor that answered at the start still does.
-pub(super) fn doctor_liveness(run: &mut Run, case: &str) -> Option<String> {
-    let config = run.config();
-    let mut dead = Vec::new();
-    for target in &config.doctors {
-        if !run.doctors_alive.contains(&target.name) || run.doctors_down.contains_key(&target.name)
-        {
-            continue;
-        }
-        if !still_quotes(config, target.addr) {
-            dead.push(target.name.clone());
-        }
-    }
-    if dead.is_empty() {
-        return None;
-    }
-    let names = dead.join(" and ");
-    let Some(proc) = run.doctor_proc.as_mut() else {
-        for name in &dead {
-            run.doctors_down.insert(
-                name.clone(),
-                format!("doctor {name} stopped answering after case '{case}'"),
-            );
-        }
-        return Some(format!(
-            "doctor {names} stopped answering after this case (sent '{}' to it {} times)",
-            config.plan, 3
-        ));
-    };
-    let death = match proc.wait_for_exit(Duration::from_secs(1)) {
-        Some(death) => format!("the doctors ({names}) {death} on case '{case}'"),
-        None => {
-            proc.kill();
-            format!("doctor {names} stopped answering on case '{case}' (killed the doctors)")
-        }
-    };
-    let tail = proc.tail();
-    let program = run
-        .settings
-        .doctor_cmd
-        .clone()
-        .expect("running doctors have their program");
-    match program.start(&[]) {
-        Ok(fresh) => {
-            run.doctor_proc = Some(fresh);
-            Some(format!("{death}{tail}; restarted them"))
-        }
-        Err(e) => {
-            for name in &dead {
-                run.doctors_down.insert(
-                    name.clone(),
-                    format!("the doctors could not be restarted: {e}"),
-                );
-            }
-            Some(format!("{death}{tail}; restarting them failed: {e}"))
-        }
-    }
-}
-
-pub(super) fn still_quotes(config: &Config, doctor: SocketAddr) -> bool {
-    matches!(ask_doctor(config, doctor, &config.plan), Ok(Some(_)))
 }

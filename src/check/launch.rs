@@ -4,6 +4,12 @@
 //! tail, watched for death, named by how they died (`SIGSEGV`, `exit
 //! status 1`), and killed, group and all, when check is done with them.
 //!
+//! A server is ready when its own socket can be seen ([`super::sockets`]),
+//! never by connecting to it: a connection is an input, and some centers
+//! die of one. Before it starts, nothing else may serve its addresses, so
+//! check never grades a program it did not start. Every group it started
+//! is killed when check ends, also on SIGINT or SIGTERM ([`stop_all`]).
+//!
 //! Also the private network namespace of `--netns`: check runs itself
 //! again under `unshare -n` with loopback up, so the programs may bind the
 //! classic fixed ports beside any other check.
@@ -19,8 +25,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use crate::cli::Framing;
-use crate::client::{DoctorLink, DoctorReply, Retries};
+use super::sockets::{self, Transport};
 
 /// Lines of a program's output kept for the report.
 const TAIL_LINES: usize = 8;
@@ -32,12 +37,28 @@ const NETNS_MARK: &str = "MEDSIM_CHECK_IN_NETNS";
 /// When a started server is ready to be checked.
 #[derive(Debug, Clone)]
 pub enum Ready {
-    /// It accepts TCP connections at this address.
-    Accepts(SocketAddr),
-    /// Every one of these doctors answers this plan with something.
-    Quotes(Vec<SocketAddr>, String),
+    /// A process it started holds a socket serving each of these
+    /// addresses: a listening TCP socket (a center) or a bound UDP socket
+    /// (doctors).
+    Serves(Transport, Vec<SocketAddr>),
     /// At once (a patient program).
     Started,
+}
+
+/// The process groups started and not yet killed, for [`stop_all`].
+static STARTED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Kills every process group check started and has not killed yet: on
+/// SIGINT or SIGTERM, so no program under test outlives check still bound
+/// to its port (and is graded by the next check as if it were new).
+pub fn stop_all() {
+    for pgid in STARTED.lock().drain(..) {
+        // SAFETY: kill(2) with a negative pid signals a process group this
+        // process created; no memory is involved.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+    }
 }
 
 /// A program to start: what it is (for the report), its command line, and
@@ -73,6 +94,22 @@ impl Program {
     /// It could not start, died, or was not ready in time: the reason, its
     /// output's tail included.
     pub fn start(&self, env: &[(String, String)]) -> Result<Running, String> {
+        if let Ready::Serves(transport, addrs) = &self.ready {
+            if let Some(taken) = addrs.iter().find(|&&a| sockets::served(*transport, a)) {
+                return Err(format!(
+                    "something already serves {taken} before check started {}: stop it \
+                     (check tests only a program it started itself)",
+                    self.what
+                ));
+            }
+            if *transport == Transport::Tcp {
+                // A center that died with connections open leaves TIME_WAIT
+                // sockets; without SO_REUSEADDR it could not bind again.
+                for addr in addrs {
+                    sockets::clear_time_wait(addr.port());
+                }
+            }
+        }
         let mut cmd = Command::new("sh");
         cmd.arg("-c")
             .arg(&self.command)
@@ -89,6 +126,7 @@ impl Program {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("could not start {} (`{}`): {e}", self.what, self.command))?;
+        STARTED.lock().push(child.id() as i32);
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let all = Arc::new(Mutex::new(Vec::new()));
         let mut readers = Vec::new();
@@ -139,20 +177,18 @@ impl Running {
             if let Some(death) = self.died() {
                 return Err(format!("{what} {death} before it was ready{}", self.tail()));
             }
-            let ready = match &self.program.ready {
-                Ready::Started => true,
-                Ready::Accepts(addr) => super::accepts(*addr, Duration::from_millis(200)),
-                Ready::Quotes(doctors, plan) => doctors.iter().all(|&addr| answers(addr, plan)),
-            };
-            if ready {
+            if self.serves() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 let waited = match &self.program.ready {
-                    Ready::Accepts(addr) => format!("accept connections at {addr}"),
-                    Ready::Quotes(doctors, plan) => format!(
-                        "answer '{plan}' at {}",
-                        doctors
+                    Ready::Serves(transport, addrs) => format!(
+                        "{} {}",
+                        match transport {
+                            Transport::Tcp => "listen at",
+                            Transport::Udp => "bind",
+                        },
+                        addrs
                             .iter()
                             .map(ToString::to_string)
                             .collect::<Vec<_>>()
@@ -167,9 +203,29 @@ impl Running {
                 ));
             }
             // Not a synchronisation sleep: a server that is still binding
-            // gives no other sign; each probe above is itself bounded.
+            // gives no other sign than its socket appearing.
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether a process it started holds every socket it should serve
+    /// (always, for a program with nothing to serve).
+    pub fn serves(&self) -> bool {
+        match &self.program.ready {
+            Ready::Started => true,
+            Ready::Serves(transport, addrs) => addrs
+                .iter()
+                .all(|&a| sockets::served_by_group(*transport, a, self.child.id() as i32)),
+        }
+    }
+
+    /// Why it cannot be checked any more, if it cannot: it died (how), or
+    /// it lives but no longer holds its socket. Looks, never connects.
+    pub fn gone(&mut self) -> Option<String> {
+        if let Some(death) = self.died() {
+            return Some(death);
+        }
+        (!self.serves()).then(|| "closed its listening socket".to_owned())
     }
 
     /// What the program is (`the center`).
@@ -227,6 +283,7 @@ impl Running {
     /// Kills the whole process group and reaps the program.
     pub fn kill(&mut self) {
         let pid = self.child.id() as i32;
+        STARTED.lock().retain(|&pgid| pgid != pid);
         // SAFETY: kill(2) with a negative pid signals the process group we
         // created for this child; no memory is involved.
         unsafe {
@@ -248,17 +305,6 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// Whether the doctor at `addr` answers `plan` with anything at all.
-pub(crate) fn answers(addr: SocketAddr, plan: &str) -> bool {
-    let retries = Retries {
-        wait: Duration::from_millis(200),
-        attempts: 1,
-    };
-    DoctorLink::open(addr)
-        .and_then(|link| link.quote(plan, Framing::default(), retries, None, &mut || {}))
-        .is_ok_and(|quoted| quoted.reply != DoctorReply::Silent)
 }
 
 /// `died with SIGSEGV`, `exited with status 1`, `exited normally`.
@@ -320,13 +366,31 @@ pub fn rerun_in_private_netns() -> anyhow::Result<u8> {
         "--netns needs root (a private network namespace is made with `unshare -n`)"
     );
     let exe = std::env::current_exe()?;
-    let status = Command::new("unshare")
+    let mut child = Command::new("unshare")
         .args(["-n", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh"])
         .arg(exe)
         .args(std::env::args_os().skip(1))
         .env(NETNS_MARK, "1")
-        .status()
+        .spawn()
         .map_err(|e| anyhow::anyhow!("--netns: could not run unshare: {e}"))?;
+    // unshare and sh exec, so this pid becomes the check in the namespace:
+    // a SIGTERM sent to this process reaches it, and it stops its programs.
+    let pid = child.id() as i32;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            // SAFETY: kill(2) on our own child's pid; no memory is involved.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    });
+    let status = child
+        .wait()
+        .map_err(|e| anyhow::anyhow!("--netns: waiting for the check in its namespace: {e}"))?;
     anyhow::ensure!(
         status.code().is_some(),
         "--netns: the check in its namespace {}",

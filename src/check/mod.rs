@@ -30,6 +30,7 @@ pub mod patient;
 mod proxy;
 mod report;
 mod session;
+pub mod sockets;
 mod wording;
 
 pub use harness::{check, check_with};
@@ -42,8 +43,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use crate::cli::{self, Framing};
-use crate::data::{Fixtures, Patient};
+use crate::data::{Fixtures, Patient, Slot};
 use crate::net;
+use sockets::Transport;
 
 /// A plan no doctor should know.
 pub const UNKNOWN_PLAN: &str = "medsim-check-no-such-plan";
@@ -58,10 +60,25 @@ pub enum Verdict {
     Warn,
     /// The system's promise is broken.
     Fail,
-    /// Not run: what it needs is not there (e.g. no free slot left).
+    /// Nothing to judge (no answer of that kind came): neither passes nor
+    /// fails.
     Skip,
-    /// Not run: a server it needs stopped answering after an earlier case.
+    /// Could not run: a server it needs is gone, or the center had no free
+    /// slot for it. The check is incomplete, and fails.
     Blocked,
+}
+
+impl Verdict {
+    /// Whether a case with this verdict makes the run fail: a FAIL, a
+    /// case that could not run (the check is incomplete), or a WARN when
+    /// `strict`. Console, exit status, JUnit and Gradescope all ask this.
+    pub fn fails(self, strict: bool) -> bool {
+        match self {
+            Verdict::Fail | Verdict::Blocked => true,
+            Verdict::Warn => strict,
+            Verdict::Pass | Verdict::Skip => false,
+        }
+    }
 }
 
 impl std::fmt::Display for Verdict {
@@ -107,6 +124,9 @@ pub struct Config {
     /// The doctors to ask, by name, and the cost each should quote for
     /// `plan` when the data says.
     pub doctors: Vec<DoctorTarget>,
+    /// The slots of the data: every grant is held to its slot's doctor
+    /// and port, when the center lists the same slots.
+    pub slots: Vec<Slot>,
 }
 
 /// A doctor the checker asks for quotes.
@@ -166,9 +186,10 @@ impl Findings {
         self.cases.iter().filter(|c| c.verdict == verdict).count()
     }
 
-    /// Whether the run failed: any FAIL, or any WARN when `strict`.
+    /// Whether the run failed: any FAIL, any case NOT RUN (the check is
+    /// incomplete), or any WARN when `strict`.
     pub fn failed(&self, strict: bool) -> bool {
-        self.count(Verdict::Fail) > 0 || strict && self.count(Verdict::Warn) > 0
+        self.cases.iter().any(|c| c.verdict.fails(strict))
     }
 }
 
@@ -332,6 +353,7 @@ impl Args {
             race: self.race,
             timeout: self.timeout,
             doctors,
+            slots: fixtures.slots,
         })
     }
 
@@ -360,14 +382,14 @@ impl Args {
             center_cmd: program(
                 &self.center_cmd,
                 "the center",
-                launch::Ready::Accepts(config.center),
+                launch::Ready::Serves(Transport::Tcp, vec![config.center]),
             ),
             doctor_cmd: program(
                 &self.doctor_cmd,
                 "the doctors",
-                launch::Ready::Quotes(
+                launch::Ready::Serves(
+                    Transport::Udp,
                     config.doctors.iter().map(|d| d.addr).collect(),
-                    config.plan.clone(),
                 ),
             ),
         })
@@ -390,6 +412,13 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         return launch::rerun_in_private_netns();
     }
     let config = args.config()?;
+    // Ctrl-C or SIGTERM: the programs check started go with it.
+    let stop = crate::shutdown::Shutdown::new();
+    stop.stop_on_signals()?;
+    stop.on_trigger(|| {
+        launch::stop_all();
+        std::process::exit(130);
+    });
     let started = Instant::now();
     let mut more_centers = Vec::new();
     let findings = if let Some(cmd) = &args.patient_cmd {
@@ -407,7 +436,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
                 }
             }
         }
-        check_with(&config, &settings)?
+        check_with(&config, &settings)
     };
     if findings.cases.is_empty() && !(args.cases.is_empty() && args.skip.is_empty()) {
         eprintln!(

@@ -93,11 +93,26 @@ fn summary(findings: &Findings) -> String {
     if warned > 0 {
         parts.insert(1, format!("{warned} warned"));
     }
-    let blocked = findings.count(Verdict::Blocked);
-    if blocked > 0 {
-        parts.push(format!("{blocked} not run"));
+    let not_run: Vec<&CaseResult> = findings
+        .cases
+        .iter()
+        .filter(|c| c.verdict == Verdict::Blocked)
+        .collect();
+    if not_run.is_empty() {
+        return format!("summary: {}\n", parts.join(", "));
     }
-    format!("summary: {}\n", parts.join(", "))
+    parts.push(format!("{} not run", not_run.len()));
+    let race = if not_run.iter().any(|c| c.id.starts_with("race/")) {
+        ", the race among them"
+    } else {
+        ""
+    };
+    format!(
+        "summary: {}\nincomplete: {} could not run{race} ({}): the check fails until they run\n",
+        parts.join(", "),
+        crate::stats::plural(not_run.len() as u64, "case", "cases"),
+        not_run[0].evidence.trim_start_matches("not run: ")
+    )
 }
 
 fn xml_escape(text: &str) -> String {
@@ -119,27 +134,24 @@ fn xml_escape(text: &str) -> String {
     out
 }
 
-/// Whether a case counts as failed: a FAIL, or a WARN when `strict`.
-fn counts_as_failed(case: &CaseResult, strict: bool) -> bool {
-    case.verdict == Verdict::Fail || strict && case.verdict == Verdict::Warn
-}
-
 /// The findings as JUnit XML: one testcase per case (classname the id's
-/// first part), a `failure` with the evidence for each failure, `skipped`
-/// for cases not run; a WARN passes with its evidence in `system-out`
-/// unless `strict`.
+/// first part, time its share of the run), a `failure` with the evidence
+/// for each failure, an `error` for each case that could not run,
+/// `skipped` for a case with nothing to judge; a WARN passes with its
+/// evidence in `system-out` unless `strict`.
 pub fn junit(findings: &Findings, strict: bool, took: Duration) -> String {
     use std::fmt::Write as _;
     let failures = findings
         .cases
         .iter()
-        .filter(|c| counts_as_failed(c, strict))
+        .filter(|c| c.verdict != Verdict::Blocked && c.verdict.fails(strict))
         .count();
-    let skipped = findings.count(Verdict::Skip) + findings.count(Verdict::Blocked);
+    let errors = findings.count(Verdict::Blocked);
+    let skipped = findings.count(Verdict::Skip);
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuites name=\"medsim check\" tests=\"{n}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{t:.3}\">\n  <testsuite name=\"medsim check\" tests=\"{n}\" failures=\"{failures}\" errors=\"0\" skipped=\"{skipped}\" time=\"{t:.3}\">",
+        "<testsuites name=\"medsim check\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{t:.3}\">\n  <testsuite name=\"medsim check\" tests=\"{n}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{t:.3}\">",
         n = findings.cases.len(),
         t = took.as_secs_f64(),
     );
@@ -152,7 +164,12 @@ pub fn junit(findings: &Findings, strict: bool, took: Duration) -> String {
             xml_escape(&format!("{}: {}", case.id, case.name))
         );
         let evidence = xml_escape(&case.evidence);
-        if counts_as_failed(case, strict) {
+        if case.verdict == Verdict::Blocked {
+            let _ = writeln!(
+                out,
+                ">\n      <error message=\"{evidence}\" type=\"NOT RUN\">{evidence}</error>\n    </testcase>"
+            );
+        } else if case.verdict.fails(strict) {
             let _ = writeln!(
                 out,
                 ">\n      <failure message=\"{evidence}\" type=\"{}\">{evidence}</failure>\n    </testcase>",
@@ -160,7 +177,7 @@ pub fn junit(findings: &Findings, strict: bool, took: Duration) -> String {
             );
         } else {
             match case.verdict {
-                Verdict::Skip | Verdict::Blocked => {
+                Verdict::Skip => {
                     let _ = writeln!(
                         out,
                         ">\n      <skipped message=\"{evidence}\"/>\n    </testcase>"
@@ -200,19 +217,20 @@ fn weight(id: &str, weights: &[(String, f64)]) -> f64 {
 }
 
 /// The findings as a Gradescope autograder `results.json`: one test per
-/// case with its score (full for PASS, and for WARN unless `strict`; none
-/// otherwise), max_score, status and output.
+/// case with its score (full unless the case fails the run: a FAIL, a
+/// case NOT RUN, a WARN when `strict`), max_score, status and output. A
+/// case with nothing to judge (SKIP) is worth nothing either way.
 pub fn gradescope(findings: &Findings, strict: bool, weights: &[(String, f64)]) -> String {
     let tests: Vec<serde_json::Value> = findings
         .cases
         .iter()
         .map(|case| {
-            let max = weight(&case.id, weights);
-            let earned = match case.verdict {
-                Verdict::Pass => true,
-                Verdict::Warn => !strict,
-                _ => false,
+            let max = if case.verdict == Verdict::Skip {
+                0.0
+            } else {
+                weight(&case.id, weights)
             };
+            let earned = !case.verdict.fails(strict);
             serde_json::json!({
                 "name": format!("{}: {}", case.id, case.name),
                 "score": if earned { max } else { 0.0 },
@@ -249,6 +267,7 @@ mod tests {
                 case("wording/success", Verdict::Warn),
                 case("race/one-slot", Verdict::Fail),
                 case("book/first", Verdict::Skip),
+                case("race/one-slot", Verdict::Blocked),
             ],
         }
     }
@@ -256,7 +275,8 @@ mod tests {
     #[test]
     fn junit_has_a_failure_with_the_evidence_and_escapes_it() {
         let xml = junit(&findings(), false, Duration::from_millis(1500));
-        assert!(xml.contains("tests=\"4\" failures=\"1\" errors=\"0\" skipped=\"1\""));
+        assert!(xml.contains("tests=\"5\" failures=\"1\" errors=\"1\" skipped=\"1\""));
+        assert!(xml.contains("<error message=\"sent &apos;x&apos; &amp; got &lt;race/one-slot&gt;\" type=\"NOT RUN\">"));
         assert!(xml.contains(
             "<failure message=\"sent &apos;x&apos; &amp; got &lt;race/one-slot&gt;\" type=\"FAIL\">"
         ));
@@ -271,6 +291,12 @@ mod tests {
             serde_json::from_str(&gradescope(&findings(), false, &[])).unwrap();
         assert_eq!(json["score"], 2.0);
         assert_eq!(json["tests"][2]["status"], "failed");
+        assert_eq!(
+            json["tests"][3]["max_score"], 0.0,
+            "nothing to judge is worth nothing"
+        );
+        assert_eq!(json["tests"][4]["status"], "failed", "a case not run fails");
+        assert_eq!(json["tests"][4]["score"], 0.0);
         assert_eq!(json["tests"][2]["max_score"], 1.0);
         assert_eq!(
             json["tests"][0]["name"],

@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 
 use super::Config;
 use super::wording::{Word, Wording};
-use crate::client::{self, Closing};
+use crate::client::{self, Closing, NoAnswer};
 use crate::protocol::{
     self, AuthAnswer, SelectionAnswer, SlotsAnswer, strict_assignment, strict_listing_for, words,
 };
@@ -28,10 +28,71 @@ pub(super) struct Shared<'a> {
     pub(super) wording: Wording,
     /// The center sends a message before reading `authenticate`.
     pub(super) greets: AtomicBool,
+    /// The run's first session has waited for a greeting.
+    greeting_checked: AtomicBool,
     /// Some answer came from the center at all.
     pub(super) answered: AtomicBool,
     /// The name of the case running, for the wording's evidence.
     pub(super) case: Mutex<String>,
+    /// What the running case sent and got no answer to (the center closed
+    /// or reset the connection instead): the inputs a death is blamed on.
+    unanswered: Mutex<Vec<String>>,
+    /// The running case sent the center something.
+    sent_any: AtomicBool,
+    /// The center grants only a bare index (`1`), not `selection 1`.
+    pub(super) bare_selection: AtomicBool,
+    /// The center serves one session at a time: a second client waits
+    /// until the first closes.
+    pub(super) one_at_a_time: AtomicBool,
+}
+
+impl<'a> Shared<'a> {
+    pub(super) fn new(config: &'a Config) -> Shared<'a> {
+        Shared {
+            config,
+            wording: Wording::default(),
+            greets: AtomicBool::new(false),
+            greeting_checked: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
+            case: Mutex::new(String::new()),
+            unanswered: Mutex::new(Vec::new()),
+            sent_any: AtomicBool::new(false),
+            bare_selection: AtomicBool::new(false),
+            one_at_a_time: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the start of a case.
+    pub(super) fn begin_case(&self, name: &str) {
+        name.clone_into(&mut self.case.lock());
+        self.unanswered.lock().clear();
+        self.sent_any.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the running case sent the center anything.
+    pub(super) fn sent_any(&self) -> bool {
+        self.sent_any.load(Ordering::Relaxed)
+    }
+
+    /// What the running case sent without getting an answer, in order.
+    pub(super) fn unanswered(&self) -> Vec<String> {
+        self.unanswered.lock().clone()
+    }
+
+    /// Notes an input the server got and did not answer (a datagram, a
+    /// message).
+    pub(super) fn sent_unanswered(&self, text: &str) {
+        self.unanswered.lock().push(text.to_owned());
+    }
+
+    /// The selection request for `index`, in the form the center takes.
+    pub(super) fn selection(&self, index: u64) -> String {
+        if self.bare_selection.load(Ordering::Relaxed) {
+            index.to_string()
+        } else {
+            format!("selection {index}")
+        }
+    }
 }
 
 impl Shared<'_> {
@@ -81,6 +142,10 @@ pub(super) struct Session<'s> {
     pub(super) shared: &'s Shared<'s>,
     pub(super) link: client::Conversation,
     pub(super) log: Vec<String>,
+    /// The last message sent, as evidence shows it.
+    last_sent: Option<String>,
+    /// The last answer received.
+    pub(super) last_answer: String,
 }
 
 impl<'s> Session<'s> {
@@ -92,8 +157,13 @@ impl<'s> Session<'s> {
             shared,
             link,
             log: Vec::new(),
+            last_sent: None,
+            last_answer: String::new(),
         };
-        if shared.greets.load(Ordering::Relaxed) {
+        if !shared.greeting_checked.swap(true, Ordering::Relaxed) {
+            // The run's first session: does the center speak first?
+            session.detect_greeting();
+        } else if shared.greets.load(Ordering::Relaxed) {
             // Read and drop the greeting, as a classic client must.
             match session.link.receive() {
                 Ok(greeting) => session
@@ -107,7 +177,7 @@ impl<'s> Session<'s> {
 
     /// On a first connection: waits briefly for a message the center
     /// sends unasked, and notes it.
-    pub(super) fn detect_greeting(&mut self) {
+    fn detect_greeting(&mut self) {
         let _ = self.link.set_answer_timeout(GREETING_WAIT);
         let greeting = self.link.receive();
         let _ = self.link.set_answer_timeout(self.shared.config.timeout);
@@ -129,6 +199,8 @@ impl<'s> Session<'s> {
 
     pub(super) fn ask(&mut self, text: &str) -> Result<String, String> {
         self.log.push(format!("sent '{}'", shown(text)));
+        self.last_sent = Some(shown(text));
+        self.shared.sent_any.store(true, Ordering::Relaxed);
         if let Err(e) = self.link.send(text) {
             self.log.push(format!("send failed: {e}"));
             return Err(self.evidence());
@@ -138,6 +210,8 @@ impl<'s> Session<'s> {
 
     pub(super) fn ask_bytes(&mut self, what: &str, bytes: &[u8]) -> Result<String, String> {
         self.log.push(format!("sent {what}"));
+        self.last_sent = Some(what.trim_matches('\'').to_owned());
+        self.shared.sent_any.store(true, Ordering::Relaxed);
         if let Err(e) = self.link.send_raw(bytes) {
             self.log.push(format!("send failed: {e}"));
             return Err(self.evidence());
@@ -150,9 +224,17 @@ impl<'s> Session<'s> {
             Ok(answer) => {
                 self.shared.answered.store(true, Ordering::Relaxed);
                 self.log.push(format!("got '{}'", quote(&answer)));
+                self.last_answer.clone_from(&answer);
                 Ok(answer)
             }
             Err(why) => {
+                if matches!(
+                    why,
+                    NoAnswer::Closed | NoAnswer::Reset | NoAnswer::Failed(_)
+                ) && let Some(sent) = &self.last_sent
+                {
+                    self.shared.sent_unanswered(sent);
+                }
                 self.log.push(why.to_string());
                 Err(self.evidence())
             }
@@ -231,7 +313,7 @@ impl<'s> Session<'s> {
     /// Sends `selection INDEX`; the answer and how it reads, its wording
     /// noted.
     pub(super) fn select(&mut self, index: u64) -> Result<(Reading, String), String> {
-        let answer = self.ask(&format!("selection {index}"))?;
+        let answer = self.ask(&self.shared.selection(index))?;
         let reading = read(&answer);
         match reading {
             Reading::Grant => {
@@ -263,6 +345,39 @@ impl<'s> Session<'s> {
 
     pub(super) fn last_exchange(&self) -> String {
         self.log[self.log.len().saturating_sub(2)..].join(", ")
+    }
+}
+
+/// Whether a grant names the doctor and port the data gives slot `index`
+/// (the port the data tells patients, or where `--doctor` says that
+/// doctor really is); `Err` says how it does not. A grant of a slot the
+/// data does not have, or an unreadable one, is not judged here.
+pub(super) fn grant_fits(config: &Config, index: u64, answer: &str) -> Result<(), String> {
+    let Some(row) = config.slots.iter().find(|s| s.index == index) else {
+        return Ok(());
+    };
+    let Ok(SelectionAnswer::Assigned { doctor, port }) = protocol::parse_selection_answer(answer)
+    else {
+        return Ok(());
+    };
+    let mut ports = vec![row.port];
+    ports.extend(
+        config
+            .doctors
+            .iter()
+            .filter(|d| d.name == row.doctor)
+            .map(|d| d.addr.port()),
+    );
+    let doctor_fits = doctor.is_none_or(|d| d.eq_ignore_ascii_case(&row.doctor));
+    if doctor_fits && ports.contains(&port) {
+        Ok(())
+    } else {
+        Err(format!(
+            "WRONG GRANT: slot {index} is {}'s at port {} in the data, but the center granted '{}'",
+            row.doctor,
+            row.port,
+            quote(answer)
+        ))
     }
 }
 

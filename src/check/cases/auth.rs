@@ -2,6 +2,10 @@
 //! what a session whose login failed may do, a flag shared by sessions, a
 //! second `authenticate`.
 
+use std::sync::atomic::Ordering;
+
+use super::malformed::{Malformed, malformed};
+use crate::check::Verdict;
 use crate::check::harness::{Outcome, Run, fail, pass, warn};
 use crate::check::session::{CLOSE_WAIT, Reading, read};
 use crate::check::wording::Word;
@@ -13,7 +17,6 @@ pub(in crate::check) fn bad_password(run: &mut Run) -> Outcome {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
-    c.detect_greeting();
     let wrong = format!("{}-wrong", config.password);
     let (reading, _) = match c.authenticate(&config.username, &wrong) {
         Ok(answer) => answer,
@@ -129,7 +132,13 @@ pub(in crate::check) fn select_after_failure(run: &mut Run) -> Outcome {
             ));
             fail(c.evidence())
         }
-        Ok(_) | Err(_) => pass(c.evidence()),
+        Ok((Reading::Error | Reading::Failure | Reading::NotAvailable, _)) | Err(_) => {
+            pass(c.evidence())
+        }
+        Ok(_) => warn(format!(
+            "{}, expected 'error ...' or a closed connection",
+            c.evidence()
+        )),
     }
 }
 
@@ -144,6 +153,9 @@ pub(in crate::check) fn shared_flag(run: &mut Run) -> Outcome {
     if let Err(e) = good.log_in() {
         return fail(format!("the first session: {e}"));
     }
+    // A center serving one session at a time answers the next only after
+    // this one closes: then "right after" is the best there is.
+    let good = (!run.shared.one_at_a_time.load(Ordering::Relaxed)).then_some(good);
     let mut bad = match run.open() {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -193,5 +205,34 @@ pub(in crate::check) fn second_authenticate(run: &mut Run) -> Outcome {
     )) {
         Ok(answer) if read(&answer) == Reading::Error => pass(c.last_exchange()),
         Ok(_) | Err(_) => warn(format!("{}, expected 'error ...'", c.evidence())),
+    }
+}
+
+/// A message that may pass for a login (empty, `authenticate` short of
+/// words), sent right after another session logged in: a center that
+/// checks it against the last credentials it saw lets it in.
+pub(in crate::check) fn bypass_after_login(run: &mut Run, m: &Malformed) -> Outcome {
+    let mut good = match run.open() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = good.log_in() {
+        return fail(format!("the first session: {e}"));
+    }
+    let good = (!run.shared.one_at_a_time.load(Ordering::Relaxed)).then_some(good);
+    let outcome = malformed(run, m);
+    drop(good);
+    let evidence = if outcome.verdict == Verdict::Fail {
+        format!(
+            "LOGIN BYPASS right after another session's good login (the last credentials \
+             kept for everyone?): {}",
+            outcome.evidence
+        )
+    } else {
+        format!("another session logged in; {}", outcome.evidence)
+    };
+    Outcome {
+        verdict: outcome.verdict,
+        evidence,
     }
 }

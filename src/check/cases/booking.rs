@@ -2,11 +2,14 @@
 //! connection that never logged in may do.
 
 use std::sync::Barrier;
+use std::sync::atomic::Ordering;
 
-use crate::check::harness::{Booked, Outcome, Run, fail, pass, skip, warn};
-use crate::check::session::{Reading, Session, quote, read, shown};
-use crate::protocol::{self, SelectionAnswer, strict_assignment};
+use crate::check::harness::{Booked, Outcome, Run, fail, not_run, pass, skip, warn};
+use crate::check::session::{Reading, Session, grant_fits, quote, read, shown};
+use crate::protocol::{self, SelectionAnswer, SlotsAnswer, strict_assignment};
 
+/// The list reads as slots; when its slots are not the data's (another
+/// `availabilities.txt`), grants are not held to the data.
 pub(in crate::check) fn list_format(run: &mut Run) -> Outcome {
     let outcome = run.open().and_then(|mut c| {
         let listed = c.list()?;
@@ -14,22 +17,40 @@ pub(in crate::check) fn list_format(run: &mut Run) -> Outcome {
             c.log
                 .push("(no free slot: 'notavailable' is the right answer)".into());
         }
-        Ok((listed, c.last_exchange()))
+        Ok((listed, c.last_answer.clone(), c.last_exchange()))
     });
     match outcome {
-        Ok((listed, evidence)) => {
+        Ok((listed, answer, mut evidence)) => {
             run.listed = Some(listed.unwrap_or_default());
+            if let Ok(SlotsAnswer::Slots(rows)) = protocol::parse_slots_answer(&answer) {
+                let data = &run.config().slots;
+                let differs = rows.iter().find(|row| {
+                    !data.iter().any(|d| {
+                        d.index == row.index
+                            && d.day.eq_ignore_ascii_case(&row.day)
+                            && d.time.eq_ignore_ascii_case(&row.time)
+                    })
+                });
+                if let Some(row) = differs {
+                    run.data_fits = false;
+                    evidence.push_str(&format!(
+                        "; slot '{row}' is not in the data (--fixtures), so grants are not \
+                         held to the data's doctors and ports"
+                    ));
+                }
+            }
             pass(evidence)
         }
         Err(e) => fail(e),
     }
 }
 
-/// Books the lowest listed slot.
+/// Books the lowest listed slot, finding the form of selection the center
+/// takes: `selection N`, or (a departure, WARN) a bare `N`.
 pub(in crate::check) fn booking(run: &mut Run) -> Outcome {
     let index = match run.free_now() {
         Ok(Some(listed)) if !listed.is_empty() => listed[0],
-        Ok(_) => return skip("no free slot listed to book"),
+        Ok(_) => return not_run("no free slot listed to book: give the center free slots"),
         Err(e) => return fail(e),
     };
     let mut c = match run.open() {
@@ -39,8 +60,33 @@ pub(in crate::check) fn booking(run: &mut Run) -> Outcome {
     if let Err(e) = c.list() {
         return fail(e);
     }
-    match c.select(index) {
+    let mut tried_bare = None;
+    let mut selected = c.select(index);
+    if !matches!(selected, Ok((Reading::Grant | Reading::NotAvailable, _))) {
+        // Refused or dropped: does it take a bare index, as some classic
+        // centers do? Asked in a session of its own.
+        let first = c.evidence();
+        run.shared.bare_selection.store(true, Ordering::Relaxed);
+        match run.open().and_then(|mut bare| {
+            bare.list()?;
+            let answer = bare.select(index);
+            Ok((bare, answer))
+        }) {
+            Ok((bare, answer @ Ok((Reading::Grant, _)))) => {
+                tried_bare = Some(first);
+                c = bare;
+                selected = answer;
+            }
+            _ => run.shared.bare_selection.store(false, Ordering::Relaxed),
+        }
+    }
+    match selected {
         Ok((Reading::Grant, answer)) => {
+            let fits = if run.data_fits {
+                grant_fits(run.config(), index, &answer)
+            } else {
+                Ok(())
+            };
             run.booked = Some(Booked {
                 index,
                 doctor: strict_assignment(&answer).or_else(
@@ -55,7 +101,17 @@ pub(in crate::check) fn booking(run: &mut Run) -> Outcome {
                 answer,
             });
             run.restarted = false;
-            pass(c.last_exchange())
+            if let Err(wrong) = fits {
+                return fail(format!("{}; {wrong}", c.last_exchange()));
+            }
+            match tried_bare {
+                Some(first) => warn(format!(
+                    "{first}; then {}: the center takes a bare index as the selection, \
+                     not PROTOCOL.md's 'selection {index}' (the race uses the bare form)",
+                    c.last_exchange()
+                )),
+                None => pass(c.last_exchange()),
+            }
         }
         Ok((Reading::NotAvailable, _)) => {
             c.log.push("a listed slot was refused".into());
@@ -72,7 +128,7 @@ pub(in crate::check) fn booking(run: &mut Run) -> Outcome {
 /// The booked slot is not listed again, and nobody else gets it.
 pub(in crate::check) fn taken_slot(run: &mut Run) -> Outcome {
     let Some(booked) = run.booked.clone() else {
-        return skip("no slot was booked");
+        return not_run("no slot was booked");
     };
     if run.restarted {
         return skip("the center was restarted (fresh state) since the booking");
@@ -120,45 +176,65 @@ pub(in crate::check) fn race(run: &mut Run) -> Outcome {
     let config = run.config();
     let index = match run.free_now() {
         Ok(Some(listed)) if !listed.is_empty() => listed[0],
-        Ok(_) => return skip("no free slot left to race for"),
+        Ok(_) => {
+            return not_run(
+                "no free slot left to race for: the race did not run (give the center free slots)",
+            );
+        }
         Err(e) => return fail(e),
     };
-    let barrier = Barrier::new(config.race);
     let (shared, centers) = (run.shared, &run.centers);
-    let results: Vec<RaceResult> = std::thread::scope(|scope| {
-        let racers: Vec<_> = (0..config.race)
-            .map(|k| {
-                let barrier = &barrier;
-                let center = centers[k % centers.len()];
-                scope.spawn(move || {
-                    let ready = Session::open(shared, center).and_then(|mut c| {
-                        c.list()?;
-                        Ok(c)
-                    });
-                    // Everyone waits at the barrier, ready or not, so no
-                    // racer is left waiting for one that failed.
-                    barrier.wait();
-                    let mut c = match ready {
-                        Ok(c) => c,
-                        Err(evidence) => return RaceResult::Other(evidence),
-                    };
-                    match c.select(index) {
-                        Ok((Reading::Grant, answer)) => RaceResult::Won(answer),
-                        Ok((Reading::NotAvailable, _)) => RaceResult::Lost,
-                        Ok((_, answer)) => RaceResult::Other(format!("got '{}'", shown(&answer))),
-                        Err(evidence) => RaceResult::Other(evidence),
-                    }
-                })
-            })
-            .collect();
-        racers
-            .into_iter()
-            .map(|r| {
-                r.join()
-                    .unwrap_or_else(|_| RaceResult::Other("the racer thread panicked".into()))
-            })
+    let select = |ready: Result<Session, String>| {
+        let mut c = match ready {
+            Ok(c) => c,
+            Err(evidence) => return RaceResult::Other(evidence),
+        };
+        match c.select(index) {
+            Ok((Reading::Grant, answer)) => RaceResult::Won(answer),
+            Ok((Reading::NotAvailable, _)) => RaceResult::Lost,
+            Ok((_, answer)) => RaceResult::Other(format!("got '{}'", shown(&answer))),
+            Err(evidence) => RaceResult::Other(evidence),
+        }
+    };
+    let listed = |center| {
+        Session::open(shared, center).and_then(|mut c| {
+            c.list()?;
+            Ok(c)
+        })
+    };
+    let in_turn = shared.one_at_a_time.load(Ordering::Relaxed);
+    let results: Vec<RaceResult> = if in_turn {
+        // A second session waits for the first to close: racing them at
+        // once would only time out. They take turns, and still only one
+        // may be granted the slot.
+        (0..config.race)
+            .map(|k| select(listed(centers[k % centers.len()])))
             .collect()
-    });
+    } else {
+        let barrier = Barrier::new(config.race);
+        std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..config.race)
+                .map(|k| {
+                    let (barrier, select, listed) = (&barrier, &select, &listed);
+                    let center = centers[k % centers.len()];
+                    scope.spawn(move || {
+                        let ready = listed(center);
+                        // Everyone waits at the barrier, ready or not, so no
+                        // racer is left waiting for one that failed.
+                        barrier.wait();
+                        select(ready)
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| {
+                    r.join()
+                        .unwrap_or_else(|_| RaceResult::Other("the racer thread panicked".into()))
+                })
+                .collect()
+        })
+    };
     let (mut winners, mut losers, mut others) = (Vec::new(), 0, Vec::new());
     for (k, result) in results.iter().enumerate() {
         match result {
@@ -194,7 +270,19 @@ pub(in crate::check) fn race(run: &mut Run) -> Outcome {
                 .join("; ")
         ));
     }
-    if winners.len() == 1 && others.is_empty() {
+    if in_turn {
+        evidence.insert_str(
+            0,
+            "the center serves one session at a time, so the clients took turns: ",
+        );
+    }
+    let wrong = results.iter().find_map(|r| match r {
+        RaceResult::Won(answer) if run.data_fits => grant_fits(config, index, answer).err(),
+        _ => None,
+    });
+    if let Some(wrong) = wrong {
+        fail(format!("{evidence}; {wrong}"))
+    } else if winners.len() == 1 && others.is_empty() {
         pass(evidence)
     } else if winners.len() == 1 {
         warn(evidence)
@@ -222,6 +310,10 @@ pub(in crate::check) fn before_login_available(run: &mut Run) -> Outcome {
     }
 }
 
+/// A connection that never logs in walks the session a patient would:
+/// `available`, then a selection of a free slot (alone, on a new
+/// connection, when the center closed after `available`). Nothing may be
+/// booked.
 pub(in crate::check) fn before_login_selection(run: &mut Run) -> Outcome {
     let free = run.free_now().ok().flatten().unwrap_or_default();
     let target = free.last().copied().unwrap_or(1);
@@ -229,27 +321,37 @@ pub(in crate::check) fn before_login_selection(run: &mut Run) -> Outcome {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    if c.ask("available").is_err() {
+        c = match run.open() {
+            Ok(mut alone) => {
+                alone
+                    .log
+                    .insert(0, format!("{}; a new connection", c.evidence()));
+                alone
+            }
+            Err(e) => return fail(e),
+        };
+    }
     match c.select(target) {
         Ok((Reading::Grant, _)) => {
             c.log.push(format!(
-                "slot {target} booked on a connection that never logged in"
+                "BOOKED WITHOUT LOGIN: slot {target} granted on a connection that never logged in"
             ));
             fail(c.evidence())
         }
-        Ok((Reading::Error, _)) => {
+        Ok((Reading::Error | Reading::NotAvailable | Reading::Failure, _)) | Err(_) => {
             if free.contains(&target) {
                 let after = run.free_now().ok().flatten().unwrap_or_default();
                 if !after.contains(&target) {
                     c.log.push(format!(
-                        "slot {target} was free before and is no longer listed: reserved without login"
+                        "BOOKED WITHOUT LOGIN: slot {target} was free before and is no longer listed"
                     ));
                     return fail(c.evidence());
                 }
                 c.log.push(format!("slot {target} is still listed"));
             }
-            pass(c.last_exchange())
+            pass(c.evidence())
         }
         Ok(_) => warn(format!("{}, expected 'error ...'", c.evidence())),
-        Err(e) => warn(format!("{e}, expected 'error ...'")),
     }
 }

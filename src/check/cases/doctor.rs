@@ -37,7 +37,7 @@ pub(in crate::check) fn doctor_cases(run: &Run) -> Vec<Case<'static>> {
             format!("doctor/{}/quote", target.name),
             format!("{} quotes {plan}", target.name),
             Need::Doctor(target.name.clone()),
-            move |run| quote_case(run.config(), &quoted),
+            move |run| quote_case(run, &quoted),
         ));
         let refused = target.clone();
         cases.push(case(
@@ -50,9 +50,15 @@ pub(in crate::check) fn doctor_cases(run: &Run) -> Vec<Case<'static>> {
     cases
 }
 
-pub(in crate::check) fn quote_case(config: &Config, target: &DoctorTarget) -> Outcome {
+pub(in crate::check) fn quote_case(run: &mut Run, target: &DoctorTarget) -> Outcome {
+    let config = run.config();
     let plan = &config.plan;
-    match ask_doctor(config, target.addr, plan) {
+    run.shared.sent_unanswered(plan);
+    let answer = ask_doctor(config, target.addr, plan);
+    if let Ok(Some(_)) = answer {
+        run.quoted.push(target.name.clone());
+    }
+    match answer {
         Ok(Some(answer)) => match (protocol::parse_quote_answer(&answer), target.expected) {
             (Ok(protocol::QuoteAnswer::Cost(cost)), Some(expected)) if cost != expected => fail(
                 format!("sent '{plan}', got '{answer}', expected {expected} from its table"),
@@ -81,12 +87,13 @@ pub(in crate::check) fn quote_case(config: &Config, target: &DoctorTarget) -> Ou
 
 pub(in crate::check) fn unknown_plan_case(run: &Run, target: &DoctorTarget) -> Outcome {
     let config = run.config();
-    if !run.doctors_alive.contains(&target.name) {
+    if !run.quoted.contains(&target.name) {
         return skip(format!(
-            "{} did not answer '{}' at the start, so silence here would prove nothing",
+            "{} did not answer '{}' in its quote case, so silence here would prove nothing",
             target.name, config.plan
         ));
     }
+    run.shared.sent_unanswered(UNKNOWN_PLAN);
     match ask_doctor(config, target.addr, UNKNOWN_PLAN) {
         Ok(Some(answer)) => match protocol::parse_quote_answer(&answer) {
             Ok(protocol::QuoteAnswer::Cost(_)) => fail(format!(

@@ -4,27 +4,55 @@
 
 use super::Config;
 use super::harness::{Case, Need, case, judged};
+use std::sync::Arc;
+
 use auth::{
-    bad_password, list_after_failure, second_authenticate, select_after_failure, shared_flag,
-    unknown_user,
+    bad_password, bypass_after_login, list_after_failure, second_authenticate,
+    select_after_failure, shared_flag, unknown_user,
 };
 use booking::{
     before_login_available, before_login_selection, booking, list_format, race, taken_slot,
 };
-use malformed::{malformed, malformed_messages};
+use malformed::{Malformed, malformed, malformed_messages};
+use session::{concurrent, silent_close};
 
 mod auth;
 mod booking;
 mod doctor;
 mod malformed;
+mod session;
 
 pub(in crate::check) use doctor::{ask_doctor, doctor_cases};
 
 pub(in crate::check) fn center_cases(config: &Config) -> Vec<Case<'static>> {
-    let mut cases = vec![
-        case("auth/bad-password", "auth-failure", Need::Center, |run| {
-            bad_password(run)
-        }),
+    let (bypasses, malformed_rest): (Vec<_>, Vec<_>) = malformed_messages(config.framing.dialect)
+        .into_iter()
+        .partition(Malformed::may_bypass_login);
+    let bypasses: Vec<Arc<Malformed>> = bypasses.into_iter().map(Arc::new).collect();
+    let mut cases = vec![case(
+        "session/silent-close",
+        "connect and close without a word",
+        Need::Center,
+        silent_close,
+    )];
+    cases.push(case(
+        "auth/bad-password",
+        "auth-failure",
+        Need::Center,
+        bad_password,
+    ));
+    // Before any good login: no credentials are left over for them to
+    // pass with (the same messages run again right after a good login).
+    for m in &bypasses {
+        let m = Arc::clone(m);
+        cases.push(case(
+            format!("malformed/{}", m.id),
+            format!("malformed: {} (before any good login)", m.name),
+            Need::Center,
+            move |run| malformed(run, &m),
+        ));
+    }
+    cases.extend([
         case(
             "auth/unknown-user",
             "auth-failure: unknown user",
@@ -50,11 +78,28 @@ pub(in crate::check) fn center_cases(config: &Config) -> Vec<Case<'static>> {
             }))
         }),
         case(
+            "session/concurrent",
+            "serves two sessions at once",
+            Need::Center,
+            concurrent,
+        ),
+        case(
             "auth/shared-flag",
             "bad credentials right after another login",
             Need::Center,
             shared_flag,
         ),
+    ]);
+    for m in &bypasses {
+        let m = Arc::clone(m);
+        cases.push(case(
+            format!("auth/after-login/{}", m.id),
+            format!("{} right after another session's good login", m.name),
+            Need::Center,
+            move |run| bypass_after_login(run, &m),
+        ));
+    }
+    cases.extend([
         case(
             "auth/second-authenticate",
             "malformed: a second authenticate",
@@ -90,8 +135,8 @@ pub(in crate::check) fn center_cases(config: &Config) -> Vec<Case<'static>> {
             Need::Center,
             before_login_selection,
         ),
-    ];
-    for m in malformed_messages(config.framing.dialect) {
+    ]);
+    for m in malformed_rest {
         let (id, name) = (
             format!("malformed/{}", m.id),
             format!("malformed: {}", m.name),

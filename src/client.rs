@@ -91,13 +91,34 @@ pub struct Watch {
 }
 
 /// One session with a center, framed in one dialect.
+///
+/// Exchanges are lockstep: a request, then its answer. In the classic
+/// dialect an answer is the first C string of what arrives; the rest of
+/// that arrival, and whatever else comes before the next request, is
+/// stale padding (a C center sends its whole fixed buffer:
+/// `success\0send\0\0\0\0\0Pha`), kept for [`Conversation::take_stale`]
+/// and never read as the next answer. Only a caller that asks for another
+/// answer before sending anything (a greeting came first) is given the
+/// next C string of it.
 pub struct Conversation {
     stream: TcpStream,
     framing: Framing,
-    /// Received bytes not yet returned (line dialect).
+    /// Received bytes not yet returned: the rest of a line stream, or a
+    /// classic arrival not yet cut.
     pending: Vec<u8>,
+    /// The rest of a classic arrival after its answer.
+    after_answer: Vec<u8>,
+    /// Bytes that came after an answer and before the next request.
+    stale: Vec<u8>,
+    /// The center answered a line-dialect request with a C string (or
+    /// bare text): the conversation went over to the classic dialect.
+    answers_classic: bool,
     watch: Option<Watch>,
 }
+
+/// How long a line-dialect client waits after text with no terminator
+/// before it takes that text as a classic answer sent without one.
+const BARE_ANSWER_PAUSE: Duration = Duration::from_millis(200);
 
 impl Conversation {
     /// Connects within `timeout`; every later read and write waits at most
@@ -115,8 +136,47 @@ impl Conversation {
             stream,
             framing,
             pending: Vec::new(),
+            after_answer: Vec::new(),
+            stale: Vec::new(),
+            answers_classic: false,
             watch: None,
         })
+    }
+
+    /// Whether the center, asked in the line dialect, answered with C
+    /// strings: the conversation now speaks classic (and the user should
+    /// pass `--dialect classic`).
+    pub fn answers_classic(&self) -> bool {
+        self.answers_classic
+    }
+
+    /// The stale bytes that came after the last answer and before this
+    /// call (C padding, or the leftovers of the center's buffer); empty
+    /// when none did. Reading them never blocks.
+    pub fn take_stale(&mut self) -> Vec<u8> {
+        if self.framing.dialect == Dialect::Classic {
+            self.stale.append(&mut self.after_answer);
+            self.drain_arrived();
+        }
+        std::mem::take(&mut self.stale)
+    }
+
+    /// Moves whatever has arrived unasked into `stale`, without waiting.
+    fn drain_arrived(&mut self) {
+        if self.stream.set_nonblocking(true).is_err() {
+            return;
+        }
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = self.stream.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            self.stale.extend_from_slice(&chunk[..n]);
+            if self.stale.len() > ANSWER_LIMIT {
+                break;
+            }
+        }
+        let _ = self.stream.set_nonblocking(false);
     }
 
     /// Reports every message to `watch`.
@@ -155,6 +215,11 @@ impl Conversation {
             watch
                 .observer
                 .message(&watch.me, trace::CENTER, text, Transport::Tcp);
+        }
+        if self.framing.dialect == Dialect::Classic {
+            // A new request: what is left of the last answer is stale.
+            let stale = self.take_stale();
+            self.stale = stale;
         }
         let bytes =
             protocol::encode_request(self.framing.dialect, text, self.framing.classic_buffer);
@@ -199,18 +264,34 @@ impl Conversation {
         let mut chunk = [0u8; 4096];
         loop {
             if self.framing.dialect == Dialect::Line
-                && let Some(end) = self.pending.iter().position(|&b| b == b'\n')
+                && let Some(end) = self.pending.iter().position(|&b| b == b'\n' || b == 0)
             {
+                if self.pending[end] == 0 {
+                    // A C string where a line was expected: the center
+                    // speaks classic, and so does the rest of this
+                    // conversation.
+                    self.answers_classic = true;
+                    self.framing.dialect = Dialect::Classic;
+                    continue;
+                }
                 let line: Vec<u8> = self.pending.drain(..=end).collect();
                 return Ok(String::from_utf8_lossy(&line).trim_end().to_owned());
             }
-            if self.framing.dialect == Dialect::Classic
-                && let Some(end) = self.pending.iter().position(|&b| b == 0)
-            {
-                // A second C string that arrived glued to the first.
-                let message: Vec<u8> = self.pending.drain(..=end).collect();
-                self.pending.clear();
-                return Ok(String::from_utf8_lossy(&message[..end]).into_owned());
+            if self.framing.dialect == Dialect::Classic {
+                // Asked again before any request: a C string glued after
+                // the last answer (a greeting, then the answer) is the
+                // next one; padding is stale.
+                let rest = std::mem::take(&mut self.after_answer);
+                if let Some(next) = glued_message(&rest) {
+                    self.after_answer = rest[next.end..].to_vec();
+                    return Ok(
+                        String::from_utf8_lossy(&rest[next.start..next.end - 1]).into_owned()
+                    );
+                }
+                self.stale.extend_from_slice(&rest);
+                if !self.pending.is_empty() {
+                    return Ok(self.first_c_string());
+                }
             }
             let n = match self.stream.read(&mut chunk) {
                 Ok(n) => n,
@@ -234,24 +315,62 @@ impl Conversation {
                 }
                 return Err(NoAnswer::Closed);
             }
-            match self.framing.dialect {
-                Dialect::Classic => {
-                    let segment = &chunk[..n];
-                    let end = segment.iter().position(|&b| b == 0).unwrap_or(n);
-                    self.pending.clear();
-                    if let Some(next) = glued_message(&segment[end..]) {
-                        self.pending.extend_from_slice(next);
-                    }
-                    return Ok(String::from_utf8_lossy(&segment[..end]).into_owned());
-                }
-                Dialect::Line => {
-                    self.pending.extend_from_slice(&chunk[..n]);
-                    if self.pending.len() > ANSWER_LIMIT {
-                        return Err(NoAnswer::TooLong);
-                    }
-                }
+            self.pending.extend_from_slice(&chunk[..n]);
+            if self.pending.len() > ANSWER_LIMIT {
+                return Err(NoAnswer::TooLong);
+            }
+            if self.framing.dialect == Dialect::Line
+                && !self.pending.iter().any(|&b| b == b'\n' || b == 0)
+                && self.quiet_for(BARE_ANSWER_PAUSE)
+            {
+                // Text, then silence: a classic center that sends its
+                // answers without a terminator.
+                self.answers_classic = true;
+                self.framing.dialect = Dialect::Classic;
             }
         }
+    }
+
+    /// Whether nothing more arrives within `pause` (what does arrive is
+    /// added to `pending`).
+    fn quiet_for(&mut self, pause: Duration) -> bool {
+        let Ok(Some(timeout)) = self.stream.read_timeout() else {
+            return false;
+        };
+        if self
+            .stream
+            .set_read_timeout(Some(pause.min(timeout)))
+            .is_err()
+        {
+            return false;
+        }
+        let mut chunk = [0u8; 4096];
+        let quiet = match self.stream.read(&mut chunk) {
+            Ok(0) => false,
+            Ok(n) => {
+                self.pending.extend_from_slice(&chunk[..n]);
+                false
+            }
+            Err(e) => matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        };
+        let _ = self.stream.set_read_timeout(Some(timeout));
+        quiet
+    }
+
+    /// The classic answer in `pending`: its first C string (all of it when
+    /// it has no NUL); the rest of the arrival is kept apart.
+    fn first_c_string(&mut self) -> String {
+        let end = self.pending.iter().position(|&b| b == 0);
+        let text = String::from_utf8_lossy(&self.pending[..end.unwrap_or(self.pending.len())])
+            .into_owned();
+        if let Some(end) = end {
+            self.after_answer = self.pending.split_off(end + 1);
+        }
+        self.pending.clear();
+        text
     }
 
     /// Waits up to `within` for the center to close, reading (and
@@ -275,19 +394,19 @@ impl Conversation {
     }
 }
 
-/// What follows a classic answer's NUL in the same segment: usually
-/// padding (zeros, or garbage from an uninitialised buffer), but a center
-/// that greets and answers at once sends two C strings in one segment
-/// (`21720\0success\0`). The rest is taken as a message only when it is
-/// printable text ended by its own NUL.
-fn glued_message(rest: &[u8]) -> Option<&[u8]> {
-    let rest = &rest[rest.iter().position(|&b| b != 0)?..];
-    let end = rest.iter().position(|&b| b == 0)?;
-    let text = &rest[..end];
+/// Where a C string glued after a classic answer stands in `rest` (what
+/// followed the answer's NUL), NUL included: printable text ended by its
+/// own NUL, after any NUL padding. A center that greets and answers at
+/// once sends two C strings in one segment (`welcome\0success\0`); other
+/// bytes there are padding or the leftovers of the center's buffer.
+fn glued_message(rest: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = rest.iter().position(|&b| b != 0)?;
+    let len = rest[start..].iter().position(|&b| b == 0)?;
+    let text = &rest[start..start + len];
     let printable = text
         .iter()
         .all(|&b| b.is_ascii_graphic() || b == b' ' || b == b'\n' || b == b'\r');
-    (printable && text.iter().any(u8::is_ascii_alphanumeric)).then_some(&rest[..=end])
+    (printable && text.iter().any(u8::is_ascii_alphanumeric)).then_some(start..start + len + 1)
 }
 
 /// Drops datagrams on purpose, to show retries at work (`--udp-loss`).
@@ -475,10 +594,60 @@ mod tests {
 
     #[test]
     fn a_second_c_string_in_a_segment_is_kept_and_padding_is_not() {
-        assert_eq!(glued_message(b"\0success\0"), Some(&b"success\0"[..]));
+        assert_eq!(glued_message(b"\0success\0"), Some(1..9));
         assert_eq!(glued_message(b"\0\0\0"), None);
         assert_eq!(glued_message(b"\0\xab\xcd\xab\0"), None);
         assert_eq!(glued_message(b"\0success"), None, "no NUL: cut off");
+    }
+
+    /// A center on loopback that answers each request with the given
+    /// bytes, in one write each.
+    fn center_answering(answers: Vec<&'static [u8]>) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        std::thread::spawn(move || {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 100];
+            for answer in answers {
+                if stream.read(&mut buf).unwrap_or(0) == 0 {
+                    return;
+                }
+                let _ = stream.write_all(answer);
+            }
+            let _ = stream.read(&mut buf);
+        });
+        addr
+    }
+
+    #[test]
+    fn a_classic_answer_is_its_first_c_string_and_the_rest_of_the_buffer_is_stale() {
+        // The seed center sends every answer in a fixed 20-byte buffer.
+        let center = center_answering(vec![
+            b"success\0send\0\0\0\0\0Pha",
+            b"1 Tue 01pm \0\0\0\0\0\0\0\0\0",
+        ]);
+        let classic = Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: None,
+        };
+        let mut c =
+            Conversation::connect(center, classic, Duration::from_secs(5)).expect("connect");
+        assert_eq!(c.ask("authenticate a b").expect("answer"), "success");
+        assert_eq!(c.take_stale(), b"send\0\0\0\0\0Pha");
+        assert_eq!(c.ask("available").expect("answer"), "1 Tue 01pm ");
+        assert_eq!(c.take_stale(), [0u8; 8]);
+    }
+
+    #[test]
+    fn a_line_client_recognises_a_classic_center_by_its_first_answer() {
+        let center = center_answering(vec![b"success\0", b"1 Tue 01pm "]);
+        let mut c = Conversation::connect(center, line(), Duration::from_secs(5)).expect("connect");
+        assert_eq!(c.ask("authenticate a b").expect("answer"), "success");
+        assert!(c.answers_classic());
+        // Text with no terminator at all, then silence: an answer too.
+        assert_eq!(c.ask("available").expect("answer"), "1 Tue 01pm ");
     }
 
     #[test]

@@ -442,7 +442,15 @@ pub fn parse_selection_answer(text: &str) -> Result<SelectionAnswer, ProtocolErr
             Some(port) => Ok(SelectionAnswer::Assigned { doctor: None, port }),
             None => Err(unexpected("'DOCTOR PORT'", text)),
         },
-        _ => Err(unexpected("'DOCTOR PORT'", text)),
+        // Text after a newline inside the C string (`doc1 41634\n\x012`):
+        // a C client's `sscanf("%s %d")` reads the grant and stops there.
+        _ => match text.split_once('\n') {
+            Some((first, _)) if !first.trim().is_empty() => match parse_selection_answer(first)? {
+                grant @ SelectionAnswer::Assigned { .. } => Ok(grant),
+                _ => Err(unexpected("'DOCTOR PORT'", text)),
+            },
+            _ => Err(unexpected("'DOCTOR PORT'", text)),
+        },
     }
 }
 
@@ -618,6 +626,10 @@ pub struct Decoder {
     buf: Vec<u8>,
     mode: Mode,
     limit: usize,
+    /// A message has just ended: terminators that follow it (`TEXT\n`
+    /// then NUL padding, or `TEXT\0` then `\n`) belong to its end, not to
+    /// an empty message of their own.
+    after_message: bool,
 }
 
 impl Decoder {
@@ -627,6 +639,7 @@ impl Decoder {
             buf: Vec::new(),
             mode: Mode::Undecided,
             limit,
+            after_message: false,
         }
     }
 
@@ -663,16 +676,32 @@ impl Decoder {
     /// without a terminator, [`ProtocolError::NotUtf8`] for a message that
     /// is not text. The session should answer and close after either.
     pub fn next_message(&mut self) -> Result<Option<String>, ProtocolError> {
+        if self.after_message {
+            let terminators = self
+                .buf
+                .iter()
+                .take_while(|&&b| matches!(b, 0 | b'\n' | b'\r'))
+                .count();
+            self.buf.drain(..terminators);
+            if self.buf.is_empty() {
+                return Ok(None);
+            }
+            self.after_message = false;
+        }
         let Some(end) = self.buf.iter().position(|&b| b == b'\n' || b == 0) else {
             return self.check_pending_limit();
         };
         if self.mode == Mode::Undecided {
-            self.mode = if self.buf[end] == b'\n' {
+            // A newline followed by NULs is a C buffer (`TEXT\n` padded
+            // with zeros): its reader compares up to a NUL.
+            let padded = self.buf.get(end + 1) == Some(&0);
+            self.mode = if self.buf[end] == b'\n' && !padded {
                 Mode::Line
             } else {
                 Mode::Classic
             };
         }
+        self.after_message = true;
         let mut body = &self.buf[..end];
         body = body.strip_suffix(b"\r").unwrap_or(body);
         let message = self.text(body);
@@ -699,6 +728,7 @@ impl Decoder {
         if self.mode == Mode::Undecided {
             self.mode = Mode::Classic;
         }
+        self.after_message = true;
         let mut body = std::mem::take(&mut self.buf);
         if body.last() == Some(&b'\r') {
             body.pop();
@@ -930,6 +960,18 @@ mod tests {
     }
 
     #[test]
+    fn a_grant_with_text_after_a_newline_reads_as_sscanf_would() {
+        assert_eq!(
+            parse_selection_answer("doc1 41634\n\u{1}2").unwrap(),
+            SelectionAnswer::Assigned {
+                doctor: Some("doc1".into()),
+                port: 41634
+            }
+        );
+        assert!(parse_selection_answer("hello there\nfriend").is_err());
+    }
+
+    #[test]
     fn selection_answers_accept_doctor_and_port_or_port_alone() {
         assert_eq!(
             parse_selection_answer("doc1 41720"),
@@ -1050,6 +1092,37 @@ mod tests {
         let mut decoder = Decoder::new(100);
         assert_eq!(decoder.end_of_grace(), Ok(None));
         assert_eq!(decoder.dialect(), None);
+    }
+
+    #[test]
+    fn a_newline_then_nul_padding_ends_one_message_and_makes_the_session_classic() {
+        // Real patients send `TEXT\n` in a zeroed 60-byte buffer.
+        let mut first = b"authenticate patient1 password111\n".to_vec();
+        first.resize(60, 0);
+        let mut d = Decoder::new(100);
+        assert_eq!(
+            decode_all(&mut d, &first),
+            ["authenticate patient1 password111"]
+        );
+        assert_eq!(d.dialect(), Some(Dialect::Classic));
+        let mut second = b"available\n".to_vec();
+        second.resize(60, 0);
+        assert_eq!(decode_all(&mut d, &second), ["available"]);
+        assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn terminators_adjacent_to_a_message_never_make_an_empty_one() {
+        let mut d = Decoder::new(100);
+        assert_eq!(decode_all(&mut d, b"available\n"), ["available"]);
+        // Its padding arrives on its own, and the reverse order too.
+        assert_eq!(decode_all(&mut d, b"\0\0\0"), Vec::<String>::new());
+        assert_eq!(decode_all(&mut d, b"selection 1\0\n"), ["selection 1"]);
+        assert_eq!(decode_all(&mut d, b"\n"), Vec::<String>::new());
+        assert!(!d.awaits_grace());
+        // A session whose first message is empty still sends an empty one.
+        let mut fresh = Decoder::new(100);
+        assert_eq!(decode_all(&mut fresh, b"\n"), [""]);
     }
 
     #[test]

@@ -14,7 +14,8 @@ use super::Config;
 use super::wording::{Word, Wording};
 use crate::client::{self, Closing, NoAnswer};
 use crate::protocol::{
-    self, AuthAnswer, SelectionAnswer, SlotsAnswer, strict_assignment, strict_listing_for, words,
+    self, AuthAnswer, Dialect, SelectionAnswer, SlotsAnswer, strict_assignment, strict_listing_for,
+    words,
 };
 
 /// How long a closed-after-failure connection may take to close.
@@ -44,6 +45,9 @@ pub(super) struct Shared<'a> {
     /// The center serves one session at a time: a second client waits
     /// until the first closes.
     pub(super) one_at_a_time: AtomicBool,
+    /// Asked in lines, the center answered with C strings: later sessions
+    /// speak classic.
+    answers_classic: AtomicBool,
 }
 
 impl<'a> Shared<'a> {
@@ -59,7 +63,18 @@ impl<'a> Shared<'a> {
             sent_any: AtomicBool::new(false),
             bare_selection: AtomicBool::new(false),
             one_at_a_time: AtomicBool::new(false),
+            answers_classic: AtomicBool::new(false),
         }
+    }
+
+    /// The framing sessions open with: the configured one, or classic once
+    /// the center has answered a line session with C strings.
+    pub(super) fn framing(&self) -> crate::cli::Framing {
+        let mut framing = self.config.framing;
+        if self.answers_classic.load(Ordering::Relaxed) {
+            framing.dialect = Dialect::Classic;
+        }
+        framing
     }
 
     /// Marks the start of a case.
@@ -151,7 +166,7 @@ pub(super) struct Session<'s> {
 impl<'s> Session<'s> {
     pub(super) fn open(shared: &'s Shared<'s>, center: SocketAddr) -> Result<Session<'s>, String> {
         let config = shared.config;
-        let link = client::Conversation::connect(center, config.framing, config.timeout)
+        let link = client::Conversation::connect(center, shared.framing(), config.timeout)
             .map_err(|e| format!("cannot connect to {center}: {e}"))?;
         let mut session = Session {
             shared,
@@ -197,7 +212,31 @@ impl<'s> Session<'s> {
         }
     }
 
+    /// Notes what came after the last answer and before this request:
+    /// NUL padding conforms, anything else is stale text a C reader would
+    /// ignore (and a careless one read as the next answer).
+    fn note_stale(&mut self) {
+        let stale = self.link.take_stale();
+        if stale.is_empty() {
+            if !self.last_answer.is_empty() {
+                self.shared.note(Word::Padding, true, String::new);
+            }
+            return;
+        }
+        let after = self.last_answer.clone();
+        let conforming = stale.iter().all(|&b| b == 0);
+        self.shared.note(Word::Padding, conforming, || {
+            format!(
+                "after '{}' came {} more bytes before the next request: '{}'",
+                quote(&after),
+                stale.len(),
+                escaped(&stale)
+            )
+        });
+    }
+
     pub(super) fn ask(&mut self, text: &str) -> Result<String, String> {
+        self.note_stale();
         self.log.push(format!("sent '{}'", shown(text)));
         self.last_sent = Some(shown(text));
         self.shared.sent_any.store(true, Ordering::Relaxed);
@@ -209,6 +248,7 @@ impl<'s> Session<'s> {
     }
 
     pub(super) fn ask_bytes(&mut self, what: &str, bytes: &[u8]) -> Result<String, String> {
+        self.note_stale();
         self.log.push(format!("sent {what}"));
         self.last_sent = Some(what.trim_matches('\'').to_owned());
         self.shared.sent_any.store(true, Ordering::Relaxed);
@@ -225,6 +265,15 @@ impl<'s> Session<'s> {
                 self.shared.answered.store(true, Ordering::Relaxed);
                 self.log.push(format!("got '{}'", quote(&answer)));
                 self.last_answer.clone_from(&answer);
+                let classic = self.link.answers_classic();
+                if classic && !self.shared.answers_classic.swap(true, Ordering::Relaxed) {
+                    let first = answer.clone();
+                    self.shared.note(Word::Framing, false, || {
+                        format!("asked in lines, got '{}' as a C string", quote(&first))
+                    });
+                } else if !classic {
+                    self.shared.note(Word::Framing, true, String::new);
+                }
                 Ok(answer)
             }
             Err(why) => {
@@ -282,7 +331,7 @@ impl<'s> Session<'s> {
         let answer = self.ask("available")?;
         match read(&answer) {
             Reading::List(indexes) => {
-                let strict = strict_listing_for(self.shared.config.framing.dialect, &answer);
+                let strict = strict_listing_for(self.shared.framing().dialect, &answer);
                 self.shared.note(Word::List, strict.is_ok(), || {
                     format!(
                         "got '{}': {}",
@@ -379,6 +428,24 @@ pub(super) fn grant_fits(config: &Config, index: u64, answer: &str) -> Result<()
             quote(answer)
         ))
     }
+}
+
+/// Bytes as evidence shows them: printable ASCII as it is, the rest as
+/// `\0` or `\xNN`, at most 60 bytes.
+pub(super) fn escaped(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in bytes.iter().take(60) {
+        match b {
+            0 => out.push_str("\\0"),
+            b'\n' => out.push_str("\\n"),
+            b' '..=b'~' => out.push(b as char),
+            _ => out.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    if bytes.len() > 60 {
+        out.push('…');
+    }
+    out
 }
 
 /// Text as evidence shows it: passwords masked, long text shortened.

@@ -21,10 +21,12 @@ pub(super) enum Word {
     Grant,
     Greeting,
     Close,
+    Padding,
+    Framing,
 }
 
 impl Word {
-    const ALL: [Word; 7] = [
+    const ALL: [Word; 9] = [
         Word::Success,
         Word::Failure,
         Word::NotAvailable,
@@ -32,6 +34,8 @@ impl Word {
         Word::Grant,
         Word::Greeting,
         Word::Close,
+        Word::Padding,
+        Word::Framing,
     ];
 
     pub(super) fn id(self) -> &'static str {
@@ -43,6 +47,8 @@ impl Word {
             Word::Grant => "wording/grant",
             Word::Greeting => "wording/greeting",
             Word::Close => "wording/close-after-failure",
+            Word::Padding => "wording/padding",
+            Word::Framing => "wording/framing",
         }
     }
 
@@ -55,6 +61,8 @@ impl Word {
             Word::Grant => "wording: 'DOCTOR PORT'",
             Word::Greeting => "wording: no greeting",
             Word::Close => "wording: closes after 'failure'",
+            Word::Padding => "wording: nothing after an answer's end",
+            Word::Framing => "wording: answers framed in the dialect asked",
         }
     }
 
@@ -68,6 +76,14 @@ impl Word {
             Word::Grant => "PROTOCOL.md: 'DOCTOR PORT'",
             Word::Greeting => "PROTOCOL.md: the center reads 'authenticate' first",
             Word::Close => "PROTOCOL.md: 'failure' and closes",
+            Word::Padding => {
+                "an answer is its first C string: what follows it before the next request is \
+                 stale (read as C reads it, never as the next answer)"
+            }
+            Word::Framing => {
+                "asked in lines, the center answered with C strings: check read them so; \
+                 check it with --dialect classic"
+            }
         }
     }
 }

@@ -578,21 +578,23 @@ fn process_size(pid: u32) -> Option<(f64, u64)> {
 }
 
 /// `sessions` list-path sessions at concurrency 64 against one center
-/// process (all slots booked through a ledger), sampling its size.
+/// process (on an SQLite store whose slots are all booked), sampling its
+/// size.
 fn sustained_run(sessions: u64, log: &mut dyn FnMut(&str)) -> anyhow::Result<Sustained> {
     let dir = tempfile_dir()?;
-    let ledger = dir.join("booked.ledger");
+    let db = dir.join("booked.sqlite");
     let fixtures = Fixtures::load(&Source::built_in())?;
-    let lines: String = fixtures
-        .slots
-        .iter()
-        .map(|s| format!("book {} someone\n", s.index))
-        .collect();
-    std::fs::write(&ledger, lines).context("writing the bench ledger")?;
+    {
+        let store =
+            crate::store::sqlite::SqliteStore::open(&db, &fixtures.slots, DEFAULT_LIST_CAP)?;
+        for slot in &fixtures.slots {
+            crate::store::Store::reserve(&store, slot.index, "someone")?;
+        }
+    }
     let exe = std::env::current_exe().context("finding the medsim binary")?;
     let mut child = Command::new(exe)
-        .args(["center", "--listen", "127.0.0.1:0", "--quiet", "--ledger"])
-        .arg(&ledger)
+        .args(["center", "--listen", "127.0.0.1:0", "--quiet", "--store"])
+        .arg(format!("sqlite:{}", db.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -125,7 +125,8 @@ pub struct Committer {
     queue: Option<Sender<Op>>,
     limit: Duration,
     label: String,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    /// Disconnected when every committer thread has ended.
+    ended: Receiver<()>,
 }
 
 impl Committer {
@@ -137,13 +138,18 @@ impl Committer {
         label: String,
     ) -> Result<Committer, StoreError> {
         let (queue, taken) = crossbeam_channel::unbounded();
+        let (ending, ended) = crossbeam_channel::bounded::<()>(0);
         let unsettled = Arc::new(Mutex::new(Vec::new()));
-        let mut threads = Vec::new();
         for (k, backend) in backends.into_iter().enumerate() {
-            let (taken, unsettled) = (taken.clone(), Arc::clone(&unsettled));
-            let thread = std::thread::Builder::new()
+            let (taken, unsettled, ending) =
+                (taken.clone(), Arc::clone(&unsettled), ending.clone());
+            std::thread::Builder::new()
                 .name(format!("store-commit-{k}"))
-                .spawn(move || run(backend, &taken, &unsettled))
+                .spawn(move || {
+                    run(backend, &taken, &unsettled);
+                    // The backend (its connection, its file) is closed now.
+                    drop(ending);
+                })
                 .map_err(|e| {
                     StoreError::new(
                         label.clone(),
@@ -151,13 +157,12 @@ impl Committer {
                         format!("cannot start a committer thread: {e}"),
                     )
                 })?;
-            threads.push(thread);
         }
         Ok(Committer {
             queue: Some(queue),
             limit,
             label,
-            threads,
+            ended,
         })
     }
 
@@ -262,14 +267,12 @@ impl Committer {
 
 impl Drop for Committer {
     fn drop(&mut self) {
-        // The committers end when the queue is closed and empty. One stuck
-        // on a stalled server is left behind rather than waited for.
+        // The committers end when the queue is closed and empty, closing
+        // their connections (an SQLite file is then whole, its WAL folded
+        // in). One stuck on a stalled server is left behind rather than
+        // waited for.
         self.queue = None;
-        for thread in self.threads.drain(..) {
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
-        }
+        let _ = self.ended.recv_timeout(Duration::from_secs(2));
     }
 }
 
@@ -294,9 +297,21 @@ fn attempt_token() -> i64 {
 const RETRY_FIRST: Duration = Duration::from_millis(50);
 const RETRY_MOST: Duration = Duration::from_millis(500);
 
+/// How often an idle committer settles what earlier commits left.
+const SETTLE_EVERY: Duration = Duration::from_secs(1);
+
 fn run<B: Backend>(mut backend: B, taken: &Receiver<Op>, unsettled: &Mutex<Vec<Settle>>) {
     let mut batch: Vec<Arc<Ticket>> = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = taken.recv() {
+    loop {
+        let first = match taken.recv_timeout(SETTLE_EVERY) {
+            Ok(first) => first,
+            // Idle: settle what earlier commits left, then wait again.
+            Err(RecvTimeoutError::Timeout) => {
+                settle_earlier(&mut backend, unsettled);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         batch.clear();
         let mut next = Some(first);
         while let Some(op) = next.take() {

@@ -81,6 +81,10 @@ pub const COMMITTERS: usize = 2;
 /// what other centers did.
 pub const REFRESH: Duration = Duration::from_millis(200);
 
+/// Free slots read past the list cap when the copy in memory is brought
+/// up to date, so this center's bookings since do not shorten its list.
+const FREE_MARGIN: usize = 64;
+
 /// The key of the advisory lock that serialises schema set-up.
 const SETUP_LOCK: i64 = 0x6d65_6473_696d; // "medsim"
 
@@ -102,14 +106,17 @@ CREATE INDEX IF NOT EXISTS slots_free ON slots (idx) WHERE holder IS NULL;
 /// batches of several centers lock rows in one order), each an atomic
 /// check-and-set that also recognises its own earlier write by its
 /// attempt token. Outcome 0: booked, 1: taken, 2: no such slot; `k` is the
-/// reservation's place in the arrays, from 1.
+/// reservation's place in the arrays, from 1. Then, as rows with `k` 0,
+/// the lowest `free_limit` free slots after the batch: the center's copy
+/// in memory learns what other centers did at every commit, for free.
 const RESERVE_FUNCTION: &str = "
-CREATE OR REPLACE FUNCTION medsim_reserve(want_idx bigint[], want_holder text[], want_attempt bigint[])
-RETURNS TABLE (k integer, outcome integer, slot_doctor text, slot_port integer)
+CREATE OR REPLACE FUNCTION medsim_reserve(want_idx bigint[], want_holder text[], want_attempt bigint[], free_limit integer)
+RETURNS TABLE (k integer, outcome integer, slot_doctor text, slot_port integer, free_idx bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     i integer;
 BEGIN
+    free_idx := NULL;
     FOR i IN SELECT w.o::integer FROM unnest(want_idx) WITH ORDINALITY AS w(x, o) ORDER BY w.x, w.o LOOP
         k := i;
         UPDATE slots SET holder = want_holder[i], booked_at = now(), attempt = want_attempt[i]
@@ -124,6 +131,8 @@ BEGIN
         END IF;
         RETURN NEXT;
     END LOOP;
+    RETURN QUERY SELECT 0, 0, NULL::text, NULL::integer, s.idx
+        FROM slots s WHERE s.holder IS NULL ORDER BY s.idx LIMIT free_limit;
 END
 $fn$;
 ";
@@ -265,6 +274,7 @@ impl PostgresStore {
                 link: Link::new(&config, &label),
                 reserve: None,
                 mirror: Arc::clone(&mirror),
+                free_limit: i32::try_from(list_cap.max(1) + FREE_MARGIN).unwrap_or(i32::MAX),
             })
             .collect();
         let committer = Committer::start(writers, timeout, label.clone())?;
@@ -272,7 +282,7 @@ impl PostgresStore {
         let refresher = Refresher {
             link: Link::new(&config, &label),
             mirror: Arc::clone(&mirror),
-            limit: i64::try_from(list_cap.max(1) + 256).unwrap_or(i64::MAX),
+            limit: i64::try_from(list_cap.max(1) + FREE_MARGIN).unwrap_or(i64::MAX),
             failing: false,
         };
         std::thread::Builder::new()
@@ -332,6 +342,26 @@ impl Mirror {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.touched.lock().insert(index, generation);
         self.book.set_holder(index, holder);
+    }
+}
+
+impl Mirror {
+    /// Takes the database's lowest free slots, `free` (read with `limit`
+    /// after generation `since` of this center's own changes).
+    fn sync(&self, free: &[u64], limit: i64, since: u64) {
+        // Past the last free slot read, the database told nothing (unless
+        // it had no more to tell).
+        let upto = if free.len() as i64 >= limit {
+            free.last().copied()
+        } else {
+            None
+        };
+        let mut touched = self.touched.lock();
+        // This center's own commits since the read began know better.
+        self.book.sync_free(free, upto, |index| {
+            touched.get(&index).is_some_and(|&g| g > since)
+        });
+        touched.retain(|_, g| *g > since);
     }
 }
 
@@ -402,6 +432,7 @@ struct Writer {
     link: Link,
     reserve: Option<Statement>,
     mirror: Arc<Mirror>,
+    free_limit: i32,
 }
 
 impl Writer {
@@ -438,7 +469,8 @@ impl Backend for Writer {
         let client = self.link.client().map_err(Failure::NotRecorded)?;
         if self.reserve.is_none() {
             let stmt = client.prepare(
-                "SELECT k, outcome, slot_doctor, slot_port FROM medsim_reserve($1, $2, $3)",
+                "SELECT k, outcome, slot_doctor, slot_port, free_idx \
+                 FROM medsim_reserve($1, $2, $3, $4)",
             );
             match stmt {
                 Ok(stmt) => self.reserve = Some(stmt),
@@ -458,7 +490,8 @@ impl Backend for Writer {
                 "no connection",
             )));
         };
-        let rows = match client.query(stmt, &[&indexes, &holders, &attempts]) {
+        let since = self.mirror.generation.load(Ordering::Acquire);
+        let rows = match client.query(stmt, &[&indexes, &holders, &attempts, &self.free_limit]) {
             Ok(rows) => rows,
             Err(e) => {
                 let error = self.error("cannot commit the reservations", &e);
@@ -472,7 +505,14 @@ impl Backend for Writer {
                 });
             }
         };
+        let mut free = Vec::new();
         for row in &rows {
+            if let Ok(0) = row.try_get::<_, i32>(0) {
+                if let Ok(Some(index)) = row.try_get::<_, Option<i64>>(4) {
+                    free.push(u64::try_from(index).unwrap_or(u64::MAX));
+                }
+                continue;
+            }
             let decoded = (|| -> Result<(usize, Reservation), postgres::Error> {
                 let k: i32 = row.try_get(0)?;
                 let outcome: i32 = row.try_get(1)?;
@@ -509,6 +549,7 @@ impl Backend for Writer {
                 }
             }
         }
+        self.mirror.sync(&free, i64::from(self.free_limit), since);
         Ok(outcomes)
     }
 

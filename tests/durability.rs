@@ -254,3 +254,45 @@ fn doctors_stop_on_sigint_and_sigterm_with_a_summary() {
         );
     }
 }
+
+#[test]
+fn an_sqlite_file_deleted_under_a_running_center_is_noticed_and_bookings_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixtures(dir.path());
+    let db = dir.path().join("slots.db");
+    let (mut center, addr) = start_center(dir.path(), &format!("sqlite:{}", db.display()));
+    let mut rng = SplitMix64::new(3);
+    assert!(try_booking(addr, 1, &mut rng).unwrap().is_some());
+    // A patient who listed before the file went.
+    let mut early = Raw::connect(addr);
+    assert_eq!(early.ask("authenticate u3 pw3"), "success");
+    let listed = early.ask("available");
+    let pick = listed.split(' ').next().unwrap().to_owned();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = db.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.ask("authenticate u2 pw2"), "success");
+    let answer = c.ask("available");
+    assert_eq!(
+        answer,
+        "error the appointment store cannot answer now; try again later",
+        "{}",
+        center.stderr_text()
+    );
+    assert_eq!(
+        early.ask(&format!("selection {pick}")),
+        "error the appointment store's file is gone; no reservation can be recorded"
+    );
+    let (status, _, stderr) = center.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the file {} was deleted or replaced while the center ran",
+            db.display()
+        )),
+        "{stderr}"
+    );
+}

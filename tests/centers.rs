@@ -344,10 +344,10 @@ fn held_in(url: &str) -> HashMap<String, u64> {
 fn nothing_confirmed_lost_or_denied(url: &str, answers: &[(usize, u64, String)]) {
     let mut granted: HashMap<u64, usize> = HashMap::new();
     for (k, slot, answer) in answers {
-        if answer.starts_with("doc") {
-            if let Some(first) = granted.insert(*slot, *k) {
-                panic!("slot {slot} granted to u{first} and again to u{k}");
-            }
+        if answer.starts_with("doc")
+            && let Some(first) = granted.insert(*slot, *k)
+        {
+            panic!("slot {slot} granted to u{first} and again to u{k}");
         }
     }
     let told_error: Vec<usize> = answers

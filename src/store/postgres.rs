@@ -146,8 +146,20 @@ pub struct PostgresStore {
     mirror: Arc<Mirror>,
     reader: Mutex<Link>,
     label: String,
-    /// Dropped with the store: the refresher stops.
-    _stop_refresh: crossbeam_channel::Sender<()>,
+    /// Dropped with the store: the refresher stops...
+    stop_refresh: Option<crossbeam_channel::Sender<()>>,
+    /// ...and this is disconnected once it has.
+    refresher_ended: crossbeam_channel::Receiver<()>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // The refresher lets go of its connection before the store is gone
+        // (and its database, perhaps, dropped); one stuck on a stalled
+        // server is left behind rather than waited for.
+        self.stop_refresh = None;
+        let _ = self.refresher_ended.recv_timeout(Duration::from_secs(2));
+    }
 }
 
 /// A connection made on demand and again after it is lost.
@@ -252,7 +264,7 @@ impl PostgresStore {
         let options = config.get_options().unwrap_or("").to_owned();
         if !options.contains("statement_timeout") {
             let limit = format!("-c statement_timeout={}", timeout.as_millis().max(1));
-            config.options(&format!("{options} {limit}").trim().to_owned());
+            config.options(format!("{options} {limit}").trim());
         }
         let mut link = Link::new(&config, &label);
         let client = link.client()?;
@@ -279,6 +291,7 @@ impl PostgresStore {
             .collect();
         let committer = Committer::start(writers, timeout, label.clone())?;
         let (stop_refresh, stopped) = crossbeam_channel::bounded(0);
+        let (refresher_ending, refresher_ended) = crossbeam_channel::bounded::<()>(0);
         let refresher = Refresher {
             link: Link::new(&config, &label),
             mirror: Arc::clone(&mirror),
@@ -287,7 +300,10 @@ impl PostgresStore {
         };
         std::thread::Builder::new()
             .name("store-refresh".into())
-            .spawn(move || refresher.run(&stopped))
+            .spawn(move || {
+                refresher.run(&stopped);
+                drop(refresher_ending);
+            })
             .map_err(|e| {
                 StoreError::new(
                     label.clone(),
@@ -300,7 +316,8 @@ impl PostgresStore {
             mirror,
             reader: Mutex::new(link),
             label,
-            _stop_refresh: stop_refresh,
+            stop_refresh: Some(stop_refresh),
+            refresher_ended,
         })
     }
 }

@@ -6,7 +6,7 @@
 //! - [`protocol`] messages, framing and both readings of an answer (pure);
 //!   [`data`] the classic data files; [`net`] addresses and sockets;
 //! - the servers: [`slots`] (the slot table), [`store`] (where it is
-//!   kept: memory, SQLite, PostgreSQL) and [`ledger`] under [`center`]; [`doctor`]; [`system`] runs both in this process;
+//!   kept: memory, SQLite, PostgreSQL) under [`center`]; [`doctor`]; [`system`] runs both in this process;
 //! - [`client`], the one client of the protocol, under [`patient`] (the
 //!   person-facing one), [`sim`], [`check`] and [`bench`];
 //! - the classroom: [`live`] (a live page of a running system, and the
@@ -24,7 +24,6 @@ pub mod client;
 pub mod console;
 pub mod data;
 pub mod doctor;
-pub mod ledger;
 pub mod live;
 pub mod net;
 pub mod patient;

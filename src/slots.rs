@@ -6,7 +6,7 @@
 //! (check, then set), so however many sessions race for a slot exactly one
 //! wins. The free list is rendered once per change and shared, so listing
 //! costs a clone of an `Arc`, not a walk over the table. Sockets, framing
-//! and the journal on disk belong to other modules.
+//! and the stores on disk belong to other modules.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -232,8 +232,8 @@ impl SlotBook {
         booked
     }
 
-    /// Marks slots reserved as a journal recorded them, before serving.
-    /// Indexes not in the table are ignored (the journal checks them).
+    /// Marks slots reserved as an earlier run left them, before serving.
+    /// Indexes not in the table are ignored.
     pub fn restore(&self, holders: &[(u64, String)]) {
         let mut state = self.shared.lock();
         for (index, holder) in holders {
@@ -259,6 +259,60 @@ impl SlotBook {
         state.free.insert(index);
         state.rendered = None;
         true
+    }
+
+    /// Sets who holds slot `index` (`None`: free), whatever it was: for a
+    /// copy of a table kept elsewhere (`store::postgres`), told what the
+    /// real one decided. Indexes not in the table are ignored.
+    pub fn set_holder(&self, index: u64, holder: Option<&str>) {
+        let mut state = self.shared.lock();
+        let Some(entry) = state.slots.get_mut(&index) else {
+            return;
+        };
+        let was_free = entry.holder.is_none();
+        entry.holder = holder.map(Box::from);
+        match (was_free, holder.is_none()) {
+            (true, false) => {
+                state.free.remove(&index);
+                state.rendered = None;
+            }
+            (false, true) => {
+                state.free.insert(index);
+                state.rendered = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Makes the slots up to `upto` (all when `None`) free exactly when
+    /// they are in `free` (sorted), except those `keep` says to leave as
+    /// they are; a slot found held gets an empty holder (who holds it is
+    /// the copy's source's to say).
+    pub fn sync_free(&self, free: &[u64], upto: Option<u64>, keep: impl Fn(u64) -> bool) {
+        let mut state = self.shared.lock();
+        let state = &mut *state;
+        let mut changed = false;
+        let range = match upto {
+            Some(last) => state.slots.range_mut(..=last),
+            None => state.slots.range_mut(..),
+        };
+        for (&index, entry) in range {
+            let should_be_free = free.binary_search(&index).is_ok();
+            if should_be_free == entry.holder.is_none() || keep(index) {
+                continue;
+            }
+            if should_be_free {
+                entry.holder = None;
+                state.free.insert(index);
+            } else {
+                entry.holder = Some("".into());
+                state.free.remove(&index);
+            }
+            changed = true;
+        }
+        if changed {
+            state.rendered = None;
+        }
     }
 
     /// Every reserved slot and its holder, in index order.

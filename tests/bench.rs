@@ -116,7 +116,17 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
         .filter(|p| p.case.starts_with("booking "))
     {
         assert!(pair.medsim.bookings > 0, "{pair:?}");
+        // Every booking on disk went through a commit; a commit may carry
+        // several.
+        assert!(
+            pair.medsim.commits > 0
+                && pair.medsim.commits <= pair.medsim.bookings + pair.medsim.sessions,
+            "{pair:?}"
+        );
     }
+    assert!(report.disk_fsyncs_per_second.is_some_and(|r| r > 0.0));
+    assert!(stdout.contains("the disk alone: "), "{stdout}");
+    assert!(stdout.contains("per commit  commits/s"), "{stdout}");
 
     let scale = &report.scale[0];
     assert_eq!(scale.patients, 300);

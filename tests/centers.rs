@@ -289,3 +289,268 @@ fn simulate_on_postgres_with_several_centers_gives_the_slot_once() {
         "ok   no slot reserved twice: 1 slot booked, each once, as the store records",
     ));
 }
+
+/// One booking attempt as crowd user `k` at `center`, a listed slot at
+/// random, waiting up to `wait` for each answer: the slot asked for and
+/// the answer to `selection`, `None` when nothing was listed.
+fn book_once(
+    center: SocketAddr,
+    k: usize,
+    rng: &mut SplitMix64,
+    wait: Duration,
+) -> Result<Option<(u64, String)>, String> {
+    let mut c = medsim::client::Conversation::connect(center, Default::default(), wait)
+        .map_err(|e| e.to_string())?;
+    let login = c
+        .ask(&format!("authenticate u{k} pw{k}"))
+        .map_err(|e| e.to_string())?;
+    if login != "success" {
+        return Err(format!("login answered {login:?}"));
+    }
+    let listed: Vec<u64> = c
+        .ask("available")
+        .map_err(|e| e.to_string())?
+        .split(' ')
+        .step_by(3)
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    if listed.is_empty() {
+        return Ok(None);
+    }
+    let pick = listed[rng.below(listed.len() as u64) as usize];
+    let answer = c
+        .ask(&format!("selection {pick}"))
+        .map_err(|e| e.to_string())?;
+    Ok(Some((pick, answer)))
+}
+
+/// The slots held in the database at `url`, by holder.
+fn held_in(url: &str) -> HashMap<String, u64> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client
+        .query(
+            "SELECT idx, holder FROM slots WHERE holder IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| (row.get::<_, String>(1), row.get::<_, i64>(0) as u64))
+        .collect()
+}
+
+/// What every fault test asserts at the end: no slot granted twice, every
+/// grant in the database to its patient, and (once the centers have
+/// settled, bounded) no patient told `error` holding a slot.
+fn nothing_confirmed_lost_or_denied(url: &str, answers: &[(usize, u64, String)]) {
+    let mut granted: HashMap<u64, usize> = HashMap::new();
+    for (k, slot, answer) in answers {
+        if answer.starts_with("doc")
+            && let Some(first) = granted.insert(*slot, *k)
+        {
+            panic!("slot {slot} granted to u{first} and again to u{k}");
+        }
+    }
+    let told_error: Vec<usize> = answers
+        .iter()
+        .filter(|(_, _, a)| a.starts_with("error"))
+        .map(|(k, _, _)| *k)
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = held_in(url);
+        for (slot, k) in &granted {
+            assert_eq!(
+                held.get(&format!("u{k}")),
+                Some(slot),
+                "slot {slot} was granted to u{k} but the database says otherwise"
+            );
+        }
+        let wrongly: Vec<String> = told_error
+            .iter()
+            .filter_map(|k| {
+                held.get(&format!("u{k}"))
+                    .map(|s| format!("u{k} holds slot {s}"))
+            })
+            .collect();
+        if wrongly.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "told error, yet holding a slot 30 s later: {wrongly:?}"
+        );
+        // Settling is the centers' work, a second apart when idle.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn postgres_stopped_mid_race_and_restarted_after_8_s_denies_nothing_committed() {
+    let Some(server) = postgres_support::OwnServer::start("postgres stopped mid-race") else {
+        return;
+    };
+    const USERS: usize = 6000;
+    let dir = tempfile::tempdir().unwrap();
+    crowd_fixtures(dir.path(), USERS, 400);
+    let url = server.url();
+    // Long enough for a session in flight at the stop to see the restart.
+    let processes: Vec<_> = (0..3)
+        .map(|_| support::center_process_with(dir.path(), &url, &["--store-timeout", "20s"]))
+        .collect();
+    let centers: Vec<SocketAddr> = processes.iter().map(|(_, addr)| *addr).collect();
+    let next_user = AtomicUsize::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let answers = std::thread::scope(|scope| {
+        for worker in 0..6 {
+            let (tx, next_user, stop, centers) = (tx.clone(), &next_user, &stop, &centers);
+            scope.spawn(move || {
+                let mut rng = SplitMix64::for_item(17, worker, 0);
+                while !stop.load(Ordering::SeqCst) {
+                    let k = next_user.fetch_add(1, Ordering::SeqCst);
+                    if k >= USERS {
+                        return;
+                    }
+                    match book_once(centers[k % 3], k, &mut rng, Duration::from_secs(40)) {
+                        Ok(Some((slot, answer))) => {
+                            let refused = answer.starts_with("error");
+                            tx.send((k, slot, answer)).unwrap();
+                            if refused {
+                                // A patient tries again a little later.
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
+                        Ok(None) => return,
+                        Err(e) => panic!("u{k}: {e}"),
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut answers = Vec::new();
+        let grants = |answers: &[(usize, u64, String)]| {
+            answers
+                .iter()
+                .filter(|(_, _, a)| a.starts_with("doc"))
+                .count()
+        };
+        while grants(&answers) < 20 {
+            answers.push(
+                rx.recv_timeout(Duration::from_secs(20))
+                    .expect("bookings flow"),
+            );
+        }
+        server.stop_immediate();
+        // The outage: the fault itself lasts 8 s, as in the issue.
+        let outage = std::time::Instant::now();
+        while outage.elapsed() < Duration::from_secs(8) {
+            if let Ok(answer) = rx.recv_timeout(Duration::from_millis(100)) {
+                answers.push(answer);
+            }
+        }
+        server.restart();
+        let before = grants(&answers);
+        while grants(&answers) < before + 20 {
+            answers.push(
+                rx.recv_timeout(Duration::from_secs(30))
+                    .expect("bookings flow again"),
+            );
+        }
+        stop.store(true, Ordering::SeqCst);
+        answers.extend(rx.iter());
+        answers
+    });
+    for (_, _, answer) in &answers {
+        assert!(
+            answer.starts_with("doc")
+                || answer == "notavailable"
+                || answer == "error the reservation could not be recorded; try again later"
+                || answer
+                    == "error the appointment store did not answer in time; the reservation is not confirmed",
+            "{answer}"
+        );
+    }
+    nothing_confirmed_lost_or_denied(&url, &answers);
+}
+
+#[test]
+fn postgres_stalled_answers_error_within_the_time_limit_and_keeps_listing() {
+    let Some(server) = postgres_support::OwnServer::start("postgres stalled") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    crowd_fixtures(dir.path(), 100, 60);
+    let url = server.url();
+    let processes: Vec<_> = (0..2)
+        .map(|_| support::center_process_with(dir.path(), &url, &["--store-timeout", "1s"]))
+        .collect();
+    let centers: Vec<SocketAddr> = processes.iter().map(|(_, addr)| *addr).collect();
+    let mut rng = SplitMix64::new(5);
+    let mut answers = Vec::new();
+    for k in 0..2 {
+        let (slot, answer) = book_once(centers[k % 2], k, &mut rng, Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        assert!(answer.starts_with("doc"), "{answer}");
+        answers.push((k, slot, answer));
+    }
+    server.stall();
+    let stalled = std::time::Instant::now();
+    let during: Vec<(usize, u64, String, Duration)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (10..16)
+            .map(|k| {
+                let center = centers[k % 2];
+                scope.spawn(move || {
+                    let mut rng = SplitMix64::new(k as u64);
+                    let begun = std::time::Instant::now();
+                    let (slot, answer) = book_once(center, k, &mut rng, Duration::from_secs(30))
+                        .unwrap_or_else(|e| panic!("u{k}: {e}"))
+                        .expect("slots listed during the stall");
+                    (k, slot, answer, begun.elapsed())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (k, _, answer, took) in &during {
+        assert!(
+            answer == "error the reservation could not be recorded; try again later"
+                || answer
+                    == "error the appointment store did not answer in time; the reservation is not confirmed",
+            "u{k}: {answer}"
+        );
+        // The limit is 1 s; the rest is margin for a loaded machine.
+        assert!(*took < Duration::from_secs(5), "u{k} waited {took:?}");
+    }
+    // The stall itself lasts 3 s.
+    if let Some(rest) = Duration::from_secs(3).checked_sub(stalled.elapsed()) {
+        std::thread::sleep(rest);
+    }
+    server.resume();
+    answers.extend(
+        during
+            .into_iter()
+            .map(|(k, slot, answer, _)| (k, slot, answer)),
+    );
+    // Served again once the server answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut k = 20;
+    loop {
+        let (slot, answer) = book_once(centers[k % 2], k, &mut rng, Duration::from_secs(10))
+            .unwrap()
+            .unwrap();
+        let granted = answer.starts_with("doc");
+        answers.push((k, slot, answer));
+        if granted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{answers:?}\n{}",
+            server.log()
+        );
+        k += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    nothing_confirmed_lost_or_denied(&url, &answers);
+}

@@ -1,5 +1,5 @@
-//! The real binary under crashes and signals: the ledger across kill -9,
-//! and shutdown on SIGTERM and SIGINT.
+//! The real binary under crashes and signals: an SQLite store across
+//! kill -9, and shutdown on SIGTERM and SIGINT.
 
 use crate::support;
 
@@ -22,7 +22,7 @@ fn write_fixtures(dir: &Path) {
     support::crowd_fixtures(dir, USERS, SLOTS);
 }
 
-/// A center on `store` (a `--store` URL, or `ledger:FILE`).
+/// A center on `store` (a `--store` URL).
 fn start_center(fixtures: &Path, store: &str) -> (Running, SocketAddr) {
     support::center_process(fixtures, store)
 }
@@ -133,77 +133,6 @@ fn reservations_survive_kill_9_and_no_slot_is_ever_given_twice() {
         )),
         "{stderr}"
     );
-}
-
-#[test]
-fn an_old_journal_is_converted_once_and_a_torn_line_ignored_with_a_warning() {
-    let dir = tempfile::tempdir().unwrap();
-    write_fixtures(dir.path());
-    let ledger = dir.path().join("ledger");
-    std::fs::write(&ledger, "book 1 u0\nbook 2 u").unwrap();
-    let (center, addr) = start_center(dir.path(), &format!("ledger:{}", ledger.display()));
-    let free = listed(addr, 10);
-    assert_eq!(free[..2], [2, 3]);
-    let (status, _, stderr) = center.terminate();
-    assert!(status.success());
-    assert!(
-        stderr.contains("line 2: torn last line (8 bytes, never acknowledged) ignored"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains(&format!(
-            "center: {} is an SQLite store now: imported 1 reservation from the journal {}.journal, which stays beside it",
-            ledger.display(),
-            ledger.display()
-        )),
-        "{stderr}"
-    );
-    let journal = dir.path().join("ledger.journal");
-    assert_eq!(
-        std::fs::read_to_string(&journal).unwrap(),
-        "book 1 u0\n",
-        "the old journal is kept beside the store, its torn line cut"
-    );
-    assert!(
-        std::fs::read(&ledger)
-            .unwrap()
-            .starts_with(b"SQLite format 3\0")
-    );
-    // Started again on the same file: an SQLite store now, nothing to convert.
-    let (center, addr) = start_center(dir.path(), &format!("ledger:{}", ledger.display()));
-    assert_eq!(listed(addr, 11)[..2], [2, 3]);
-    let (status, _, stderr) = center.terminate();
-    assert!(status.success(), "{stderr}");
-    assert!(!stderr.contains("imported"), "{stderr}");
-}
-
-#[test]
-fn a_corrupt_ledger_stops_the_center_at_start_with_the_line() {
-    let dir = tempfile::tempdir().unwrap();
-    write_fixtures(dir.path());
-    let ledger = dir.path().join("ledger");
-    std::fs::write(&ledger, "book 1 u0\nbook 1 u1\n").unwrap();
-    let (code, stdout, stderr) = support::output(support::bin().args([
-        "center",
-        "--listen",
-        "127.0.0.1:0",
-        "--fixtures",
-        dir.path().to_str().unwrap(),
-        "--ledger",
-        ledger.to_str().unwrap(),
-    ]));
-    assert_ne!(code, 0);
-    assert!(stdout.is_empty(), "no ready line: {stdout}");
-    assert!(
-        stderr.contains("ledger.journal line 2: slot 1 booked by u1 while u0 holds it"),
-        "{stderr}"
-    );
-    // Left as it was found.
-    assert_eq!(
-        std::fs::read_to_string(&ledger).unwrap(),
-        "book 1 u0\nbook 1 u1\n"
-    );
-    assert!(!dir.path().join("ledger.journal").exists());
 }
 
 /// Waits (bounded) until connections to `addr` are refused.
@@ -324,4 +253,46 @@ fn doctors_stop_on_sigint_and_sigterm_with_a_summary() {
             "{stdout}"
         );
     }
+}
+
+#[test]
+fn an_sqlite_file_deleted_under_a_running_center_is_noticed_and_bookings_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixtures(dir.path());
+    let db = dir.path().join("slots.db");
+    let (mut center, addr) = start_center(dir.path(), &format!("sqlite:{}", db.display()));
+    let mut rng = SplitMix64::new(3);
+    assert!(try_booking(addr, 1, &mut rng).unwrap().is_some());
+    // A patient who listed before the file went.
+    let mut early = Raw::connect(addr);
+    assert_eq!(early.ask("authenticate u3 pw3"), "success");
+    let listed = early.ask("available");
+    let pick = listed.split(' ').next().unwrap().to_owned();
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = db.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+    let mut c = Raw::connect(addr);
+    assert_eq!(c.ask("authenticate u2 pw2"), "success");
+    let answer = c.ask("available");
+    assert_eq!(
+        answer,
+        "error the appointment store cannot answer now; try again later",
+        "{}",
+        center.stderr_text()
+    );
+    assert_eq!(
+        early.ask(&format!("selection {pick}")),
+        "error the appointment store's file is gone; no reservation can be recorded"
+    );
+    let (status, _, stderr) = center.terminate();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the file {} was deleted or replaced while the center ran",
+            db.display()
+        )),
+        "{stderr}"
+    );
 }

@@ -328,3 +328,152 @@ fn postgres_a_bad_url_is_refused_before_connecting_and_masked() {
     assert!(text.contains("medsim:***@127.0.0.1:notaport"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
+
+// sqlite: stores that cannot work are refused at start-up, saying why
+
+/// Makes `path` immutable (`chattr +i`: even root cannot write it) or,
+/// when that is not possible, read-only by its mode; undone on drop.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn make(path: &std::path::Path) -> ReadOnly {
+        let immutable = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !immutable {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = if path.is_dir() { 0o555 } else { 0o444 };
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+            // Root ignores modes: then this test cannot make its case.
+            assert!(
+                unsafe { libc::geteuid() } != 0,
+                "cannot make {} read-only: chattr failed and we are root",
+                path.display()
+            );
+        }
+        ReadOnly(path.to_owned())
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(&self.0, std::fs::Permissions::from_mode(0o755));
+    }
+}
+
+fn sqlite_refused(path: &std::path::Path) -> String {
+    SqliteStore::open(path, &slots(), DEFAULT_LIST_CAP)
+        .err()
+        .unwrap_or_else(|| panic!("{} was accepted", path.display()))
+        .to_string()
+}
+
+#[test]
+fn sqlite_open_errors_say_which() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere").join("slots.db");
+    let err = sqlite_refused(&missing);
+    assert!(
+        err.contains(&format!(
+            "the directory {} does not exist",
+            dir.path().join("nowhere").display()
+        )),
+        "{err}"
+    );
+    let err = sqlite_refused(dir.path());
+    assert!(
+        err.contains(&format!(
+            "{} is a directory, not a database file",
+            dir.path().display()
+        )),
+        "{err}"
+    );
+    let locked = dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let _read_only = ReadOnly::make(&locked);
+    let err = sqlite_refused(&locked.join("slots.db"));
+    assert!(
+        err.contains(&format!("the directory {} is read-only", locked.display())),
+        "{err}"
+    );
+    assert!(!err.contains("unable to open database file"), "{err}");
+}
+
+#[test]
+fn sqlite_a_read_only_file_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slots.db");
+    drop(sqlite_at(&path));
+    let _read_only = ReadOnly::make(&path);
+    let err = sqlite_refused(&path);
+    assert!(
+        err.contains(&format!(
+            "the file {} is read-only: every booking would fail",
+            path.display()
+        )),
+        "{err}"
+    );
+    // The center refuses to start, saying so, with no ready line.
+    let (code, stdout, stderr) = crate::support::output(crate::support::bin().args([
+        "center",
+        "--listen",
+        "127.0.0.1:0",
+        "--store",
+        &format!("sqlite:{}", path.display()),
+    ]));
+    assert_ne!(code, 0);
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(
+        stderr.contains("is read-only: every booking would fail"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sqlite_a_corrupt_index_page_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slots.db");
+    let store = SqliteStore::open(&path, &many_slots(), DEFAULT_LIST_CAP).unwrap();
+    store.reserve(3, "patient1").unwrap();
+    drop(store);
+    let (page_size, root): (i64, i64) = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .unwrap();
+        let page_size = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap();
+        let root = conn
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'slots_free'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (page_size, root)
+    };
+    // Garbage over the free-slot index's root page.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.seek(SeekFrom::Start(((root - 1) * page_size) as u64))
+            .unwrap();
+        file.write_all(&vec![0xA5; page_size as usize]).unwrap();
+    }
+    let err = sqlite_refused(&path);
+    assert!(
+        err.contains("the file is corrupt (PRAGMA quick_check: "),
+        "{err}"
+    );
+    assert!(
+        err.contains("restore it from a backup or use a new file"),
+        "{err}"
+    );
+}

@@ -102,6 +102,9 @@ pub(super) fn drive(
         bookings,
         per_second: latencies.count() as f64 / elapsed.max(1e-9),
         bookings_per_second: bookings as f64 / elapsed.max(1e-9),
+        // Filled in by the runs on a store on disk.
+        commits: 0,
+        commits_per_second: 0.0,
         p50_us: latencies.quantile_us(0.50),
         p99_us: latencies.quantile_us(0.99),
     }

@@ -123,6 +123,12 @@ pub struct Run {
     pub bookings: u64,
     #[serde(default)]
     pub bookings_per_second: f64,
+    /// Commits the stores on disk made during the run (group commit: one
+    /// for many bookings), and their rate.
+    #[serde(default)]
+    pub commits: u64,
+    #[serde(default)]
+    pub commits_per_second: f64,
     pub p50_us: f64,
     pub p99_us: f64,
 }
@@ -216,6 +222,10 @@ pub struct Report {
     /// PostgreSQL with several centers on one database.
     #[serde(default)]
     pub centers: Vec<Centers>,
+    /// What the disk of the SQLite file does alone: 4 KiB writes, each
+    /// followed by `fdatasync`, a second; the limit of commits a second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_fsyncs_per_second: Option<f64>,
     /// Cases not run, each with the reason.
     #[serde(default)]
     pub skipped: Vec<String>,
@@ -380,14 +390,39 @@ fn store_run(
     .with_context(|| format!("starting a center on {}", store.url))?;
     let addrs = medsim.centers();
     let stop = for_duration(seconds);
-    let run = drive(concurrency, &stop, &|rng, client| {
+    let commits_before = crate::store::commit::COMMITS.load(Ordering::Relaxed);
+    let started = Instant::now();
+    let mut run = drive(concurrency, &stop, &|rng, client| {
         let center = addrs[client.number % addrs.len()];
         client.session(Exchange::Booking, center, rng)
     });
+    run.commits = crate::store::commit::COMMITS.load(Ordering::Relaxed) - commits_before;
+    run.commits_per_second = run.commits as f64 / started.elapsed().as_secs_f64().max(1e-9);
     // The centers let go of the database before it is dropped.
     drop(medsim);
     drop(store);
     Ok(run)
+}
+
+/// The disk's own limit: 4 KiB writes to a file in `dir`, each made
+/// durable with `fdatasync`, for `seconds`; how many a second.
+fn disk_fsyncs_per_second(dir: &Path, seconds: f64) -> anyhow::Result<f64> {
+    use std::io::Write as _;
+    let path = dir.join("fsync-probe");
+    let mut file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let block = [0u8; 4096];
+    let started = Instant::now();
+    let mut syncs = 0u64;
+    while started.elapsed().as_secs_f64() < seconds {
+        file.write_all(&block)?;
+        file.sync_data()?;
+        syncs += 1;
+    }
+    let rate = syncs as f64 / started.elapsed().as_secs_f64();
+    drop(file);
+    let _ = std::fs::remove_file(&path);
+    Ok(rate)
 }
 
 /// The PostgreSQL server of the postgres rows, or why there is none.
@@ -578,21 +613,23 @@ fn process_size(pid: u32) -> Option<(f64, u64)> {
 }
 
 /// `sessions` list-path sessions at concurrency 64 against one center
-/// process (all slots booked through a ledger), sampling its size.
+/// process (on an SQLite store whose slots are all booked), sampling its
+/// size.
 fn sustained_run(sessions: u64, log: &mut dyn FnMut(&str)) -> anyhow::Result<Sustained> {
     let dir = tempfile_dir()?;
-    let ledger = dir.join("booked.ledger");
+    let db = dir.join("booked.sqlite");
     let fixtures = Fixtures::load(&Source::built_in())?;
-    let lines: String = fixtures
-        .slots
-        .iter()
-        .map(|s| format!("book {} someone\n", s.index))
-        .collect();
-    std::fs::write(&ledger, lines).context("writing the bench ledger")?;
+    {
+        let store =
+            crate::store::sqlite::SqliteStore::open(&db, &fixtures.slots, DEFAULT_LIST_CAP)?;
+        for slot in &fixtures.slots {
+            crate::store::Store::reserve(&store, slot.index, "someone")?;
+        }
+    }
     let exe = std::env::current_exe().context("finding the medsim binary")?;
     let mut child = Command::new(exe)
-        .args(["center", "--listen", "127.0.0.1:0", "--quiet", "--ledger"])
-        .arg(&ledger)
+        .args(["center", "--listen", "127.0.0.1:0", "--quiet", "--store"])
+        .arg(format!("sqlite:{}", db.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -736,6 +773,14 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     } else {
         Vec::new()
     };
+    let wants_disk = args.cases.contains(&Case::Stores) || args.cases.contains(&Case::Centers);
+    let disk_fsyncs_per_second = if wants_disk {
+        let rate = disk_fsyncs_per_second(&dir, args.seconds.min(1.0))?;
+        eprintln!("the disk: {rate:.0} fsyncs a second (4 KiB write + fdatasync)");
+        Some(rate)
+    } else {
+        None
+    };
     let centers = match (&postgres, args.cases.contains(&Case::Centers)) {
         (Some(url), true) => centers_cases(args, url, &dir, &mut |line| eprintln!("{line}"))?,
         _ => Vec::new(),
@@ -781,6 +826,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         center,
         stores,
         centers,
+        disk_fsyncs_per_second,
         skipped,
         quotes,
         scale,

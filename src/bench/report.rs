@@ -52,6 +52,8 @@ fn store_table(pairs: &[&Pair]) -> String {
         ("p99 us", Align::Right),
         ("ratio", Align::Right),
         ("p99 ratio", Align::Right),
+        ("per commit", Align::Right),
+        ("commits/s", Align::Right),
     ];
     table::render(
         &header,
@@ -70,9 +72,26 @@ fn store_table(pairs: &[&Pair]) -> String {
                 format!("{:.0}", p.floor.p99_us),
                 format!("{:.2}", p.ratio),
                 format!("{:.2}", p.p99_ratio),
+                per_commit(&p.medsim),
+                commits_per_second(&p.medsim),
             ]
         }),
     )
+}
+
+/// Bookings per commit of a run on a store on disk; `-` in memory.
+fn per_commit(run: &super::Run) -> String {
+    if run.commits == 0 {
+        return "-".into();
+    }
+    format!("{:.1}", run.bookings as f64 / run.commits as f64)
+}
+
+fn commits_per_second(run: &super::Run) -> String {
+    if run.commits == 0 {
+        return "-".into();
+    }
+    format!("{:.0}", run.commits_per_second)
 }
 
 fn centers_table(rows: &[Centers]) -> String {
@@ -84,6 +103,8 @@ fn centers_table(rows: &[Centers]) -> String {
         ("p99 us", Align::Right),
         ("errors", Align::Right),
         ("vs 1st", Align::Right),
+        ("per commit", Align::Right),
+        ("commits/s", Align::Right),
     ];
     table::render(
         &header,
@@ -96,6 +117,8 @@ fn centers_table(rows: &[Centers]) -> String {
                 format!("{:.0}", c.run.p99_us),
                 c.run.errors.to_string(),
                 format!("{:.2}", c.vs_first),
+                per_commit(&c.run),
+                commits_per_second(&c.run),
             ]
         }),
     )
@@ -125,7 +148,7 @@ pub fn render(report: &Report) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "\nbooking path per store (bookings: answered DOCTOR PORT, on disk committed first; floor: the booking floor)"
+            "\nbooking path per store (bookings: answered DOCTOR PORT, on disk committed first; floor: the booking floor; per commit: bookings per commit)"
         );
         out.push_str(&store_table(&rows));
     }
@@ -136,6 +159,12 @@ pub fn render(report: &Report) -> String {
             report.repeats
         );
         out.push_str(&centers_table(&report.centers));
+    }
+    if let Some(rate) = report.disk_fsyncs_per_second {
+        let _ = writeln!(
+            out,
+            "\nthe disk alone: {rate:.0} fsyncs a second (4 KiB write + fdatasync): the most commits a second, each booking's own or shared"
+        );
     }
     if !report.quotes.is_empty() {
         let _ = writeln!(

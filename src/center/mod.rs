@@ -14,12 +14,10 @@ pub use session::Link;
 
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use crossbeam_channel::RecvTimeoutError;
 use parking_lot::Mutex;
 
@@ -480,10 +478,12 @@ pub struct Args {
     /// printed.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
     pub live: Option<String>,
-    /// The same as `--store sqlite:FILE`. A FILE that still holds an old
-    /// text journal of medsim's is converted once (kept as FILE.journal).
-    #[arg(long, value_name = "FILE", conflicts_with = "store")]
-    pub ledger: Option<PathBuf>,
+    /// Longest a reservation waits for the store (a commit, a statement,
+    /// reconnecting to a restarted server) before the patient is told it
+    /// is not confirmed (it is then cancelled if it did commit).
+    /// PostgreSQL's statement_timeout is set to it unless the URL sets one.
+    #[arg(long, default_value = "10s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    pub store_timeout: Duration,
     /// Time sessions in flight may run on after SIGINT or SIGTERM.
     #[arg(long, default_value = "5s", value_parser = cli::parse_duration, value_name = "DURATION")]
     pub drain_timeout: Duration,
@@ -514,9 +514,14 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let console = Console::standard(args.quiet);
     // Every recorded reservation is in the table before the ready line:
     // nothing is served before the store is open.
-    let store = open_store(args, &fixtures, &console)?;
+    let store = store::open_with(
+        &args.store,
+        &fixtures.slots,
+        args.list_cap,
+        args.store_timeout,
+    )?;
     // A store that outlives the process says what it brought back.
-    if args.store != StoreUrl::Memory || args.ledger.is_some() {
+    if args.store != StoreUrl::Memory {
         let held = store.holders()?;
         console.diagnostic(format_args!(
             "center: {}: {} held",
@@ -592,55 +597,4 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 fn parse_store(text: &str) -> Result<StoreUrl, String> {
     StoreUrl::parse(text).map_err(|e| e.to_string())
-}
-
-/// The first bytes of every SQLite file.
-const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
-
-/// Opens the store the flags name. `--ledger FILE` is an SQLite store at
-/// FILE; an old text journal found there is moved to FILE.journal and
-/// imported once, with a message.
-fn open_store(
-    args: &Args,
-    fixtures: &Fixtures,
-    console: &Console,
-) -> anyhow::Result<Arc<dyn Store>> {
-    let Some(path) = &args.ledger else {
-        return Ok(store::open(&args.store, &fixtures.slots, args.list_cap)?);
-    };
-    let head = std::fs::read(path).unwrap_or_default();
-    let is_journal = !head.is_empty() && !head.starts_with(SQLITE_MAGIC);
-    if !is_journal {
-        let url = StoreUrl::Sqlite(path.clone());
-        return Ok(store::open(&url, &fixtures.slots, args.list_cap)?);
-    }
-    let mut journal = path.clone().into_os_string();
-    journal.push(".journal");
-    let journal = PathBuf::from(journal);
-    anyhow::ensure!(
-        !journal.exists(),
-        "{} holds an old journal, and {} exists already: move one of them away",
-        path.display(),
-        journal.display()
-    );
-    std::fs::rename(path, &journal)
-        .with_context(|| format!("moving the journal {} aside", path.display()))?;
-    let converted = (|| -> anyhow::Result<Arc<dyn Store>> {
-        let db = store::sqlite::SqliteStore::open(path, &fixtures.slots, args.list_cap)?;
-        let import = store::sqlite::import_ledger(&journal, &db)?;
-        for warning in &import.warnings {
-            console.diagnostic(format_args!("center: warning: {warning}"));
-        }
-        console.diagnostic(format_args!(
-            "center: {} is an SQLite store now: {import}, which stays beside it",
-            path.display()
-        ));
-        Ok(Arc::new(db))
-    })();
-    if converted.is_err() {
-        // Leave things as they were found.
-        let _ = std::fs::remove_file(path);
-        let _ = std::fs::rename(&journal, path);
-    }
-    converted
 }

@@ -261,10 +261,10 @@ impl<L: Link> Session<'_, L> {
         let reservation = match self.center.store.reserve(index, user) {
             Ok(reservation) => reservation,
             Err(e) => {
-                // Nothing was reserved: the store's check-and-set is one
-                // transaction, so a failed one leaves the slot as it was.
+                // The store says what is true to tell: nothing recorded,
+                // or not confirmed (and cancelled if it did commit).
                 self.log(format_args!("reserving slot {index}: {e}"));
-                return self.refuse("the reservation could not be recorded; try again later");
+                return self.refuse(e.for_patient());
             }
         };
         match reservation {

@@ -2,7 +2,7 @@
 //!
 //! Nothing is added on the hot path: every method is the book's own, under
 //! its one lock, and never fails. Reservations live as long as the
-//! process; a journal (`ledger.rs`) or a store on disk is what keeps them.
+//! process; a store on disk (`sqlite.rs`, `postgres.rs`) is what keeps them.
 
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ impl MemoryStore {
         }
     }
 
-    /// The store of an existing book (e.g. one restored from a journal).
+    /// The store of an existing book (e.g. one with earlier reservations restored).
     pub fn from_book(book: SlotBook) -> MemoryStore {
         MemoryStore { book }
     }

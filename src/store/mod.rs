@@ -8,15 +8,21 @@
 //! [`SlotBook::free_list`]). Each backend is its own module: [`memory`]
 //! (today's [`SlotBook`], no extra cost), [`sqlite`] (one file, durable,
 //! shared by processes on one machine) and [`postgres`] (one database,
-//! many centers). Sockets, sessions and the CLI stay with the center.
+//! many centers); the two on disk share [`commit`], which makes concurrent
+//! reservations durable together (group commit). Sockets, sessions and the
+//! CLI stay with the center.
 //!
 //! Every backend keeps PROTOCOL.md's promise: a reservation is one atomic
 //! check-and-set, so however many sessions (or centers) race for a slot,
 //! exactly one gets [`Reservation::Booked`]. Losing a race is an outcome;
 //! [`StoreError`] is for a store that cannot answer (disk, network,
 //! corrupt or foreign data), and a center should answer the session with
-//! an `error` and log it, never confirm a reservation it could not store.
+//! an `error` and log it, never confirm a reservation it could not store;
+//! [`StoreError::for_patient`] is what the patient may be told, and it is
+//! true: "not recorded" only when nothing was, "not confirmed" when the
+//! outcome was lost (and the booking is then cancelled if it committed).
 
+pub mod commit;
 pub mod memory;
 pub mod postgres;
 pub mod sqlite;
@@ -24,6 +30,7 @@ pub mod sqlite;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::data::Slot;
 #[allow(unused_imports)] // for the doc links
@@ -153,10 +160,34 @@ impl std::str::FromStr for StoreUrl {
 ///
 /// The store cannot be reached or made, or it holds other slots.
 pub fn open(url: &StoreUrl, slots: &[Slot], list_cap: usize) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, slots, list_cap, DEFAULT_TIMEOUT)
+}
+
+/// The default of `--store-timeout`: how long a reservation waits for its
+/// outcome (a commit, a statement, reconnecting to a restarted server).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// As [`open`], a reservation waiting at most `timeout` for its outcome
+/// (and PostgreSQL's `statement_timeout` set to it unless the URL sets
+/// one).
+///
+/// # Errors
+///
+/// As [`open`].
+pub fn open_with(
+    url: &StoreUrl,
+    slots: &[Slot],
+    list_cap: usize,
+    timeout: Duration,
+) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match url {
         StoreUrl::Memory => Arc::new(memory::MemoryStore::new(slots, list_cap)),
-        StoreUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open(path, slots, list_cap)?),
-        StoreUrl::Postgres(url) => Arc::new(postgres::PostgresStore::open(url, slots, list_cap)?),
+        StoreUrl::Sqlite(path) => Arc::new(sqlite::SqliteStore::open_with(
+            path, slots, list_cap, timeout,
+        )?),
+        StoreUrl::Postgres(url) => Arc::new(postgres::PostgresStore::open_with(
+            url, slots, list_cap, timeout,
+        )?),
     })
 }
 
@@ -169,10 +200,17 @@ pub enum ErrorKind {
     Unreachable,
     /// The store holds other slots than the data files describe.
     Mismatch,
-    /// A query or a write failed.
+    /// A query or a write failed; nothing was recorded.
     Query,
-    /// A journal could not be imported.
-    Import,
+    /// A reservation's outcome was not known in time: it is not
+    /// confirmed, and it is cancelled if it committed.
+    Unconfirmed,
+    /// The store's file is no longer the one at its path (deleted or
+    /// replaced): nothing written now would be kept.
+    Gone,
+    /// The store cannot work and is refused at start-up (corrupt,
+    /// read-only).
+    Unusable,
 }
 
 /// A store that could not answer: which store (password masked), what it
@@ -218,6 +256,28 @@ impl StoreError {
     /// The store, as shown (password masked).
     pub fn store(&self) -> &str {
         &self.store
+    }
+
+    /// What this error says, without the store's name.
+    pub fn reason(&self) -> String {
+        match &self.cause {
+            Some(cause) => format!("{}: {cause}", self.what),
+            None => self.what.clone(),
+        }
+    }
+
+    /// What a patient whose reservation failed with this error may be
+    /// told (after `error `): true for the kind of failure.
+    pub fn for_patient(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::Unconfirmed => {
+                "the appointment store did not answer in time; the reservation is not confirmed"
+            }
+            ErrorKind::Gone => {
+                "the appointment store's file is gone; no reservation can be recorded"
+            }
+            _ => "the reservation could not be recorded; try again later",
+        }
     }
 }
 

@@ -2,53 +2,60 @@
 //! before a reservation is confirmed, shareable by several processes on one
 //! machine.
 //!
-//! This module owns the file's schema, its first filling, reservations and
-//! cancels as SQL, the free-list cache and the one-time import of a
-//! `--ledger` journal ([`import_ledger`]).
+//! This module owns the file's schema, its first filling, the checks that
+//! refuse a file that cannot work, reservations and cancels as SQL, and
+//! the free-list cache.
 //!
 //! - **Schema.** One table, made when missing:
 //!   `slots(idx INTEGER PRIMARY KEY, day, time, doctor, port, holder NULL,
-//!   booked_at NULL)`, a partial index on the free slots, and
-//!   `ledger_imports` (which journals were imported, so an import happens
-//!   once).
+//!   booked_at NULL)` and a partial index on the free slots.
 //! - **Data files.** The first start fills the table with the data files'
 //!   slots. A later start with data files that describe other slots (one
 //!   more, one fewer, or one changed) is **refused**, naming the first slot
 //!   that differs: adding or rewriting slots under reservations already
 //!   made would silently move patients' bookings, so the operator decides
 //!   (old data files, or a new database file).
-//! - **Durability.** WAL journal, `synchronous=FULL`: a commit is on disk
-//!   when it returns, so a reservation is durable before the patient hears
-//!   `DOCTOR PORT`.
-//! - **Reservation.** One `UPDATE slots SET holder=?1 ... WHERE idx=?2 AND
-//!   holder IS NULL RETURNING doctor, port` in an `IMMEDIATE` transaction;
-//!   when it changes no row, a read in the same transaction tells
-//!   [`Reservation::Taken`] from [`Reservation::NoSuchSlot`].
-//! - **One connection.** A `parking_lot::Mutex<Connection>`: SQLite lets one
-//!   writer in at a time anyway, and a commit waits for its fsync, so a
-//!   pool would only move the queue from this mutex into SQLite's busy
-//!   handler (which sleeps and retries instead of queueing). Another
-//!   process on the same file is waited for up to [`BUSY_TIMEOUT`].
-//! - **Free list.** Rendered once and cached; this process's own changes
-//!   drop the cache, and `PRAGMA data_version` (which changes exactly when
-//!   another connection committed to the file) tells when another process
-//!   did, at the cost of one cheap pragma per listing.
+//! - **A file that cannot work is refused at start-up, saying why**: a
+//!   path that is a directory, a directory that is missing or read-only
+//!   (SQLite makes FILE-wal and FILE-shm beside the file), a read-only
+//!   file (every booking would fail), a corrupt file (`PRAGMA quick_check`,
+//!   and the free list read once: every `available` would fail).
+//! - **Durability, together.** WAL journal, `synchronous=FULL`: a commit is
+//!   on disk when it returns. Reservations go through [`super::commit`]:
+//!   one writer connection on a committer thread takes every reservation
+//!   waiting, runs each as `UPDATE slots SET holder=?1 ... WHERE idx=?2 AND
+//!   holder IS NULL RETURNING doctor, port` in one `IMMEDIATE` transaction
+//!   (SQLite's write lock makes it atomic across processes too), commits
+//!   once, and only then answers each: one fsync for many bookings.
+//! - **The file must stay the file.** After every commit the path is
+//!   checked to still name the file this store holds (device and inode):
+//!   a file deleted or replaced under a running center is noticed, and
+//!   from then on every booking is refused ([`ErrorKind::Gone`]).
+//! - **Reads never wait for a commit.** `available` and the holders are
+//!   read on a second connection: in WAL mode a reader sees the last
+//!   commit and never waits for the writer's fsync. The rendered free list
+//!   is cached, and `PRAGMA data_version` (which changes exactly when
+//!   another connection, this store's writer included, committed) tells
+//!   when to read it again.
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use super::commit::{Backend, Committer, Failure, Settle, Ticket};
 use super::{
-    ErrorKind, FreeList, Reservation, Store, StoreError, db_index, first_difference, mismatch,
-    render_free_list,
+    DEFAULT_TIMEOUT, ErrorKind, FreeList, Reservation, Store, StoreError, db_index,
+    first_difference, mismatch, render_free_list,
 };
 use crate::data::Slot;
 
 /// How long a write waits for another process holding the file's write
-/// lock before it fails.
+/// lock before it fails (at most the store's time limit).
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
@@ -62,28 +69,107 @@ CREATE TABLE IF NOT EXISTS slots (
     booked_at TEXT NULL
 );
 CREATE INDEX IF NOT EXISTS slots_free ON slots (idx) WHERE holder IS NULL;
-CREATE TABLE IF NOT EXISTS ledger_imports (
-    journal TEXT PRIMARY KEY,
-    bookings INTEGER NOT NULL,
-    imported_at TEXT NOT NULL
-);
+CREATE TABLE IF NOT EXISTS medsim_opened (at TEXT NOT NULL);
 ";
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 /// The slot table in an SQLite file.
 pub struct SqliteStore {
-    inner: Mutex<Inner>,
+    committer: Committer,
+    reader: Mutex<Reader>,
+    file: Arc<FileIdentity>,
     path: PathBuf,
     label: String,
     list_cap: usize,
 }
 
-struct Inner {
+struct Reader {
     conn: Connection,
-    /// The rendered free list and the `data_version` it was read at;
-    /// dropped on this connection's own changes.
+    /// The rendered free list and the `data_version` it was read at.
     cache: Option<(i64, Arc<FreeList>)>,
+}
+
+/// The file a store opened: the path, and the device and inode it named
+/// then.
+struct FileIdentity {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    gone: AtomicBool,
+}
+
+impl FileIdentity {
+    /// Whether the path still names the file opened; once not, never again.
+    fn still_there(&self) -> bool {
+        if self.gone.load(Ordering::Relaxed) {
+            return false;
+        }
+        let same =
+            std::fs::metadata(&self.path).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
+        if !same {
+            self.gone.store(true, Ordering::Relaxed);
+        }
+        same
+    }
+
+    fn gone_error(&self, label: &str) -> StoreError {
+        StoreError::new(
+            label.to_owned(),
+            ErrorKind::Gone,
+            format!(
+                "the file {} was deleted or replaced while the center ran: nothing written \
+                 now would be kept, so bookings are refused; restart the center",
+                self.path.display()
+            ),
+        )
+    }
+}
+
+/// Why a path cannot hold an SQLite store, when it plainly cannot: SQLite
+/// itself says only "unable to open database file" for all of these.
+fn path_problem(path: &Path) -> Option<String> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Some(format!("{shown} is a directory, not a database file"));
+    }
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let dir_shown = dir.display();
+    match std::fs::metadata(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Some(format!("the directory {dir_shown} does not exist"));
+        }
+        Err(e) => return Some(format!("the directory {dir_shown} cannot be read: {e}")),
+        Ok(m) if !m.is_dir() => return Some(format!("{dir_shown} is not a directory")),
+        Ok(_) => {}
+    }
+    if !writable(&dir) {
+        return Some(format!(
+            "the directory {dir_shown} is read-only: SQLite makes {shown}-wal and \
+             {shown}-shm beside the file, so the store cannot work there"
+        ));
+    }
+    if path.exists() && !writable(path) {
+        return Some(format!(
+            "the file {shown} is read-only: every booking would fail; make it writable \
+             or use another file"
+        ));
+    }
+    None
+}
+
+/// Whether this process may write `path` (permissions, a read-only mount,
+/// an immutable file: what `access(2)` checks).
+fn writable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+    unsafe { libc::access(c_path.as_ptr(), libc::W_OK) == 0 }
 }
 
 impl SqliteStore {
@@ -92,15 +178,51 @@ impl SqliteStore {
     ///
     /// # Errors
     ///
-    /// The file cannot be opened or made, WAL cannot be set, or the file
-    /// holds other slots than `slots` (see the module doc).
+    /// As [`SqliteStore::open_with`].
     pub fn open(path: &Path, slots: &[Slot], list_cap: usize) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, slots, list_cap, DEFAULT_TIMEOUT)
+    }
+
+    /// As [`SqliteStore::open`], a reservation waiting at most `timeout`
+    /// for its commit.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened or made (saying why: a directory, a
+    /// missing or read-only directory), is read-only or corrupt, WAL cannot
+    /// be set, or the file holds other slots than `slots`.
+    pub fn open_with(
+        path: &Path,
+        slots: &[Slot],
+        list_cap: usize,
+        timeout: Duration,
+    ) -> Result<SqliteStore, StoreError> {
         let label = format!("sqlite store {}", path.display());
         let fail = |what: &str, e: rusqlite::Error| {
             StoreError::caused(label.clone(), ErrorKind::Unreachable, what, &e)
         };
-        let mut conn = Connection::open(path).map_err(|e| fail("cannot open the file", e))?;
-        conn.busy_timeout(BUSY_TIMEOUT)
+        let unusable = |what: String| StoreError::new(label.clone(), ErrorKind::Unusable, what);
+        if let Some(problem) = path_problem(path) {
+            return Err(StoreError::new(
+                label.clone(),
+                ErrorKind::Unreachable,
+                problem,
+            ));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| fail("cannot open the file", e))?;
+        // SQLite falls back to reading when it may not write.
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(true) {
+            return Err(unusable(format!(
+                "the file {} can only be read: every booking would fail; make it writable \
+                 or use another file",
+                path.display()
+            )));
+        }
+        conn.busy_timeout(BUSY_TIMEOUT.min(timeout))
             .map_err(|e| fail("cannot set the busy timeout", e))?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
@@ -114,8 +236,16 @@ impl SqliteStore {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| fail("cannot set synchronous=FULL", e))?;
+        check_integrity(&conn).map_err(|why| {
+            unusable(format!(
+                "the file is corrupt ({why}): every listing or booking could fail; restore \
+                 it from a backup or use a new file"
+            ))
+        })?;
         // Two processes starting together: the IMMEDIATE transaction lets
         // one make and fill the table while the other waits, then checks.
+        // It always writes (medsim_opened), so a file that cannot take a
+        // write is refused here rather than at the first booking.
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| fail("cannot begin the set-up", e))?;
@@ -127,13 +257,61 @@ impl SqliteStore {
         } else if let Some(difference) = first_difference(&stored, slots) {
             return Err(mismatch(label, difference));
         }
-        tx.commit()
-            .map_err(|e| fail("cannot commit the set-up", e))?;
+        tx.execute_batch(&format!(
+            "DELETE FROM medsim_opened; INSERT INTO medsim_opened (at) VALUES ({NOW});"
+        ))
+        .map_err(|e| {
+            unusable(format!(
+                "a test write failed ({e}): every booking would fail"
+            ))
+        })?;
+        tx.commit().map_err(|e| {
+            unusable(format!(
+                "a test write failed ({e}): every booking would fail"
+            ))
+        })?;
+        let meta = std::fs::metadata(path).map_err(|e| {
+            StoreError::new(
+                label.clone(),
+                ErrorKind::Unreachable,
+                format!("cannot read the file's metadata: {e}"),
+            )
+        })?;
+        let file = Arc::new(FileIdentity {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            gone: AtomicBool::new(false),
+        });
+        let reader = Connection::open_with_flags(path, flags)
+            .map_err(|e| fail("cannot open a reading connection", e))?;
+        reader
+            .busy_timeout(BUSY_TIMEOUT.min(timeout))
+            .map_err(|e| fail("cannot set the busy timeout", e))?;
+        let list_cap = list_cap.max(1);
+        // The first listing, now: an index that cannot be read fails here.
+        render_from(&reader, list_cap).map_err(|e| {
+            unusable(format!(
+                "the free slots cannot be read ({e}): every `available` would fail; restore \
+                 the file from a backup or use a new file"
+            ))
+        })?;
+        let writer = Writer {
+            conn,
+            file: Arc::clone(&file),
+            label: label.clone(),
+        };
+        let committer = Committer::start(vec![writer], timeout, label.clone())?;
         Ok(SqliteStore {
-            inner: Mutex::new(Inner { conn, cache: None }),
+            committer,
+            reader: Mutex::new(Reader {
+                conn: reader,
+                cache: None,
+            }),
+            file,
             path: path.to_owned(),
             label,
-            list_cap: list_cap.max(1),
+            list_cap,
         })
     }
 
@@ -144,6 +322,130 @@ impl SqliteStore {
 
     fn query_error(&self, what: &str, e: rusqlite::Error) -> StoreError {
         StoreError::caused(self.label.clone(), ErrorKind::Query, what, &e)
+    }
+}
+
+/// `PRAGMA quick_check`: `Err` with its first findings unless the file is
+/// whole.
+fn check_integrity(conn: &Connection) -> Result<(), String> {
+    let found: Vec<String> = conn
+        .prepare("PRAGMA quick_check(5)")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(|e| e.to_string())?;
+    if found.len() == 1 && found[0] == "ok" {
+        Ok(())
+    } else {
+        Err(format!("PRAGMA quick_check: {}", found.join("; ")))
+    }
+}
+
+/// The committer's side: the one writing connection.
+struct Writer {
+    conn: Connection,
+    file: Arc<FileIdentity>,
+    label: String,
+}
+
+impl Writer {
+    fn run_batch(&mut self, tickets: &[&Ticket]) -> rusqlite::Result<Vec<Reservation>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut outcomes = Vec::with_capacity(tickets.len());
+        {
+            let mut book = tx.prepare_cached(&format!(
+                "UPDATE slots SET holder = ?1, booked_at = {NOW} \
+                 WHERE idx = ?2 AND holder IS NULL RETURNING doctor, port"
+            ))?;
+            let mut exists = tx.prepare_cached("SELECT 1 FROM slots WHERE idx = ?1")?;
+            for ticket in tickets {
+                let Some(index) = db_index(ticket.index) else {
+                    outcomes.push(Reservation::NoSuchSlot);
+                    continue;
+                };
+                let booked = book
+                    .query_row(params![&*ticket.holder, index], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .optional()?;
+                outcomes.push(match booked {
+                    Some((doctor, port)) => Reservation::Booked {
+                        doctor: doctor.into(),
+                        port: u16::try_from(port)
+                            .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(1, port))?,
+                    },
+                    None if exists.exists([index])? => Reservation::Taken,
+                    None => Reservation::NoSuchSlot,
+                });
+            }
+        }
+        // Returns once the WAL is synced (synchronous=FULL): one fsync for
+        // the whole batch.
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+impl Backend for Writer {
+    fn commit(&mut self, tickets: &[&Ticket]) -> Result<Vec<Reservation>, Failure> {
+        if !self.file.still_there() {
+            return Err(Failure::NotRecorded(self.file.gone_error(&self.label)));
+        }
+        let outcomes = self.run_batch(tickets).map_err(|e| {
+            // A failed transaction is rolled back whole.
+            Failure::NotRecorded(StoreError::caused(
+                self.label.clone(),
+                ErrorKind::Query,
+                "cannot commit the reservations",
+                &e,
+            ))
+        })?;
+        // Committed, but to a file nobody will open again: not kept.
+        if !self.file.still_there() {
+            return Err(Failure::NotRecorded(self.file.gone_error(&self.label)));
+        }
+        Ok(outcomes)
+    }
+
+    fn cancel(&mut self, index: u64, holder: &str) -> Result<bool, StoreError> {
+        if !self.file.still_there() {
+            return Err(self.file.gone_error(&self.label));
+        }
+        let Some(at) = db_index(index) else {
+            return Ok(false);
+        };
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE slots SET holder = NULL, booked_at = NULL WHERE idx = ?1 AND holder = ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![at, holder]))
+            .map_err(|e| {
+                StoreError::caused(
+                    self.label.clone(),
+                    ErrorKind::Query,
+                    format!("cannot cancel slot {index}"),
+                    &e,
+                )
+            })?;
+        Ok(changed > 0)
+    }
+
+    fn settle(&mut self, settles: &[Settle]) -> Result<Vec<u64>, StoreError> {
+        let mut freed = Vec::new();
+        for s in settles {
+            if self.cancel(s.index, &s.holder)? {
+                freed.push(s.index);
+            }
+        }
+        Ok(freed)
+    }
+
+    fn log(&self, line: &str) {
+        eprintln!("{}: {line}", self.label);
     }
 }
 
@@ -214,100 +516,38 @@ fn render_from(conn: &Connection, cap: usize) -> rusqlite::Result<FreeList> {
 
 impl Store for SqliteStore {
     fn reserve(&self, index: u64, holder: &str) -> Result<Reservation, StoreError> {
-        let Some(index) = db_index(index) else {
-            return Ok(Reservation::NoSuchSlot);
-        };
-        let fail = |e| self.query_error(&format!("cannot reserve slot {index}"), e);
-        let mut inner = self.inner.lock();
-        let tx = inner
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(fail)?;
-        let booked = tx
-            .prepare_cached(&format!(
-                "UPDATE slots SET holder = ?1, booked_at = {NOW} \
-                 WHERE idx = ?2 AND holder IS NULL RETURNING doctor, port"
-            ))
-            .and_then(|mut stmt| {
-                stmt.query_row(params![holder, index], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
-                })
-                .optional()
-            })
-            .map_err(fail)?;
-        let outcome = match booked {
-            Some((doctor, port)) => {
-                let port = u16::try_from(port).map_err(|_| {
-                    self.query_error(
-                        &format!("cannot reserve slot {index}"),
-                        rusqlite::Error::IntegralValueOutOfRange(1, port),
-                    )
-                })?;
-                Reservation::Booked {
-                    doctor: doctor.into(),
-                    port,
-                }
-            }
-            None => {
-                let exists = tx
-                    .prepare_cached("SELECT 1 FROM slots WHERE idx = ?1")
-                    .and_then(|mut stmt| stmt.exists([index]))
-                    .map_err(fail)?;
-                if exists {
-                    Reservation::Taken
-                } else {
-                    Reservation::NoSuchSlot
-                }
-            }
-        };
-        // Commit returns once the WAL is synced (synchronous=FULL).
-        tx.commit().map_err(fail)?;
-        if matches!(outcome, Reservation::Booked { .. }) {
-            inner.cache = None;
-        }
-        Ok(outcome)
+        self.committer.reserve(index, holder)
     }
 
     fn cancel(&self, index: u64, holder: &str) -> Result<bool, StoreError> {
-        let Some(index) = db_index(index) else {
-            return Ok(false);
-        };
-        let mut inner = self.inner.lock();
-        let changed = inner
-            .conn
-            .prepare_cached(
-                "UPDATE slots SET holder = NULL, booked_at = NULL WHERE idx = ?1 AND holder = ?2",
-            )
-            .and_then(|mut stmt| stmt.execute(params![index, holder]))
-            .map_err(|e| self.query_error(&format!("cannot cancel slot {index}"), e))?;
-        if changed > 0 {
-            inner.cache = None;
-        }
-        Ok(changed > 0)
+        self.committer.cancel(index, holder)
     }
 
     fn free_list(&self) -> Result<Arc<FreeList>, StoreError> {
+        if !self.file.still_there() {
+            return Err(self.file.gone_error(&self.label));
+        }
         let fail = |e| self.query_error("cannot list the free slots", e);
-        let mut inner = self.inner.lock();
-        let version: i64 = inner
+        let mut reader = self.reader.lock();
+        let version: i64 = reader
             .conn
             .pragma_query_value(None, "data_version", |row| row.get(0))
             .map_err(fail)?;
-        if let Some((cached_at, list)) = &inner.cache
+        if let Some((cached_at, list)) = &reader.cache
             && *cached_at == version
         {
             return Ok(Arc::clone(list));
         }
         // Read after the version: a commit in between makes the next
         // listing read again, never serves a stale list.
-        let list = Arc::new(render_from(&inner.conn, self.list_cap).map_err(fail)?);
-        inner.cache = Some((version, Arc::clone(&list)));
+        let list = Arc::new(render_from(&reader.conn, self.list_cap).map_err(fail)?);
+        reader.cache = Some((version, Arc::clone(&list)));
         Ok(list)
     }
 
     fn holders(&self) -> Result<Vec<(u64, String)>, StoreError> {
-        let inner = self.inner.lock();
-        holders_of(&inner.conn).map_err(|e| self.query_error("cannot read the holders", e))
+        let reader = self.reader.lock();
+        holders_of(&reader.conn).map_err(|e| self.query_error("cannot read the holders", e))
     }
 
     fn describe(&self) -> String {
@@ -325,135 +565,6 @@ fn holders_of(conn: &Connection) -> rusqlite::Result<Vec<(u64, String)>> {
         Ok((index, row.get::<_, String>(1)?))
     })?;
     rows.collect()
-}
-
-/// What [`import_ledger`] did, with a message for the operator
-/// (`Display`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerImport {
-    /// The journal, as given.
-    pub journal: PathBuf,
-    /// Reservations the journal held.
-    pub bookings: usize,
-    /// False when this journal had been imported before: nothing was done.
-    pub imported: bool,
-    /// The journal's own warnings (a torn last line cut off).
-    pub warnings: Vec<String>,
-}
-
-impl std::fmt::Display for LedgerImport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.imported {
-            write!(
-                f,
-                "imported {} from the journal {}",
-                crate::stats::plural(self.bookings as u64, "reservation", "reservations"),
-                self.journal.display()
-            )
-        } else {
-            write!(
-                f,
-                "the journal {} was imported before; nothing to do",
-                self.journal.display()
-            )
-        }
-    }
-}
-
-/// Replays the `--ledger` journal at `journal` (through
-/// [`crate::ledger::Ledger::open`], so it is checked, and a torn last line
-/// cut off, exactly as the center would) into `db`, once: the journal's
-/// canonical path is recorded in the same transaction, and a second import
-/// of it does nothing.
-///
-/// # Errors
-///
-/// The journal is missing or does not replay against the database's slots,
-/// a slot it books is held by someone else in the database, or the
-/// database cannot be written. Nothing is imported then.
-pub fn import_ledger(journal: &Path, db: &SqliteStore) -> Result<LedgerImport, StoreError> {
-    let import_error = |what: String| StoreError::new(db.label.clone(), ErrorKind::Import, what);
-    let shown = journal.display();
-    let canonical = journal
-        .canonicalize()
-        .map_err(|e| import_error(format!("cannot import the journal {shown}: {e}")))?;
-    let key = canonical.to_string_lossy().into_owned();
-    let mut inner = db.inner.lock();
-    let fail = |e: rusqlite::Error| {
-        StoreError::caused(
-            db.label.clone(),
-            ErrorKind::Import,
-            format!("cannot import the journal {shown}"),
-            &e,
-        )
-    };
-    let tx = inner
-        .conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(fail)?;
-    let before: Option<i64> = tx
-        .query_row(
-            "SELECT bookings FROM ledger_imports WHERE journal = ?1",
-            [&key],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(fail)?;
-    if let Some(bookings) = before {
-        return Ok(LedgerImport {
-            journal: journal.to_owned(),
-            bookings: usize::try_from(bookings).unwrap_or(0),
-            imported: false,
-            warnings: Vec::new(),
-        });
-    }
-    let slots = read_slots(&tx).map_err(fail)?;
-    let (_ledger, replay) = crate::ledger::Ledger::open(journal, &slots)
-        .map_err(|e| import_error(format!("cannot import the journal: {e}")))?;
-    for (index, holder) in &replay.holders {
-        let Some(at) = db_index(*index) else {
-            return Err(import_error(format!("slot {index} is out of range")));
-        };
-        let changed = tx
-            .execute(
-                &format!(
-                    "UPDATE slots SET holder = ?1, booked_at = {NOW} \
-                     WHERE idx = ?2 AND holder IS NULL"
-                ),
-                params![holder, at],
-            )
-            .map_err(fail)?;
-        if changed == 0 {
-            let current: Option<String> = tx
-                .query_row("SELECT holder FROM slots WHERE idx = ?1", [at], |row| {
-                    row.get(0)
-                })
-                .map_err(fail)?;
-            if current.as_deref() != Some(holder.as_str()) {
-                return Err(import_error(format!(
-                    "cannot import the journal {shown}: it books slot {index} for {holder}, \
-                     but the database has it reserved for {}",
-                    current.as_deref().unwrap_or("nobody")
-                )));
-            }
-        }
-    }
-    let bookings = i64::try_from(replay.holders.len()).unwrap_or(i64::MAX);
-    tx.execute(
-        &format!(
-            "INSERT INTO ledger_imports (journal, bookings, imported_at) VALUES (?1, ?2, {NOW})"
-        ),
-        params![key, bookings],
-    )
-    .map_err(fail)?;
-    tx.commit().map_err(fail)?;
-    inner.cache = None;
-    Ok(LedgerImport {
-        journal: journal.to_owned(),
-        bookings: replay.holders.len(),
-        imported: true,
-        warnings: replay.warnings,
-    })
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -474,55 +585,6 @@ mod tests {
         crate::data::Fixtures::load(&crate::data::Source::built_in())
             .unwrap()
             .slots
-    }
-
-    #[test]
-    fn a_journal_is_imported_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = dir.path().join("ledger");
-        std::fs::write(
-            &journal,
-            "book 2 patient1\nbook 5 patient2\ncancel 2 patient1\n",
-        )
-        .unwrap();
-        let db = SqliteStore::open(&dir.path().join("db"), &slots(), DEFAULT_LIST_CAP).unwrap();
-        db.reserve(1, "patient9").unwrap();
-        db.free_list().unwrap();
-        let first = import_ledger(&journal, &db).unwrap();
-        assert!(first.imported);
-        assert_eq!(first.bookings, 1);
-        assert!(
-            first.to_string().contains("imported 1 reservation"),
-            "{first}"
-        );
-        assert_eq!(
-            db.holders().unwrap(),
-            [(1, "patient9".to_owned()), (5, "patient2".to_owned())]
-        );
-        assert!(!db.free_list().unwrap().line.contains("5 Sat"));
-        let again = import_ledger(&journal, &db).unwrap();
-        assert!(!again.imported, "{again}");
-        assert!(again.to_string().contains("imported before"));
-    }
-
-    #[test]
-    fn a_journal_that_conflicts_is_refused_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = dir.path().join("ledger");
-        std::fs::write(&journal, "book 3 patient1\nbook 5 patient2\n").unwrap();
-        let db = SqliteStore::open(&dir.path().join("db"), &slots(), DEFAULT_LIST_CAP).unwrap();
-        db.reserve(5, "patient7").unwrap();
-        let err = import_ledger(&journal, &db).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Import);
-        assert!(
-            err.to_string().contains(
-                "books slot 5 for patient2, but the database has it reserved for patient7"
-            ),
-            "{err}"
-        );
-        assert_eq!(db.holders().unwrap(), [(5, "patient7".to_owned())]);
-        let missing = import_ledger(&dir.path().join("nope"), &db).unwrap_err();
-        assert!(missing.to_string().contains("nope"), "{missing}");
     }
 
     #[test]

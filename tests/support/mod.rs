@@ -499,26 +499,32 @@ pub fn try_booking(
     Ok(answer.starts_with("doc").then_some(pick))
 }
 
-/// `medsim center` on `store` (a `--store` URL, or `ledger:FILE` for
-/// `--ledger FILE`) with the data in `fixtures`, on a free port; returns it
-/// and its address.
+/// `medsim center` on `store` (a `--store` URL) with the data in
+/// `fixtures`, on a free port; returns it and its address.
 pub fn center_process(fixtures: &std::path::Path, store: &str) -> (Running, SocketAddr) {
-    let (flag, value) = match store.strip_prefix("ledger:") {
-        Some(path) => ("--ledger", path),
-        None => ("--store", store),
-    };
-    let mut center = Running::spawn(&[
+    center_process_with(fixtures, store, &[])
+}
+
+/// As [`center_process`], with more flags (e.g. `--store-timeout 1s`).
+pub fn center_process_with(
+    fixtures: &std::path::Path,
+    store: &str,
+    more: &[&str],
+) -> (Running, SocketAddr) {
+    let mut args = vec![
         "center",
         "--listen",
         "127.0.0.1:0",
         "--quiet",
         "--fixtures",
         fixtures.to_str().unwrap(),
-        flag,
-        value,
+        "--store",
+        store,
         "--list-cap",
         "1000",
-    ]);
+    ];
+    args.extend_from_slice(more);
+    let mut center = Running::spawn(&args);
     let addr = address_in(&center.line());
     (center, addr)
 }

@@ -302,6 +302,7 @@ impl<'a> Crowd<'a> {
         same_target: u64,
     ) -> PatientRow {
         let seed = self.seed;
+        let passed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut chooser: Box<dyn Chooser> = match self.args.choice {
             Choice::First => Box::new(patient::First),
             Choice::Random => Box::new(patient::Random(SplitMix64::for_item(
@@ -312,6 +313,7 @@ impl<'a> Crowd<'a> {
             Choice::Same => Box::new(Released {
                 gate: Arc::clone(&self.same_gate),
                 choice: same_target,
+                passed: Arc::clone(&passed),
             }),
         };
         let mut settings = self.settings(center, doctors, visitor.label.clone(), Some(k as u64));
@@ -322,6 +324,12 @@ impl<'a> Crowd<'a> {
         let started = Instant::now();
         let patient = &visitor.patient;
         let visit = patient::visit(&mut settings, patient, chooser.as_mut(), &self.console);
+        if self.args.choice == Choice::Same
+            && k < self.same_gate.size
+            && !passed.load(Ordering::Relaxed)
+        {
+            self.same_gate.left();
+        }
         let row = PatientRow {
             label: visitor.label.clone(),
             user: patient.username.clone(),
@@ -396,11 +404,13 @@ impl<'a> Crowd<'a> {
 }
 
 /// The selection step of `--choice same`: the patients running at once
-/// wait here until all of them have listed, then select together, so a
-/// center that checks and reserves apart is caught. Only the first wave
-/// waits (later patients come as earlier ones leave, one at a time), and
-/// never longer than [`SameGate::WAIT`], so a patient that fails before
-/// listing holds no one.
+/// wait here until every one of them has listed or left, then select
+/// together, as check's race does, so a center that checks and reserves
+/// apart is caught whenever check's race catches it. Only the first wave
+/// waits (later patients come as earlier ones leave, one at a time). A
+/// patient of the first wave that ends without reaching the gate (a
+/// refused login, a timeout) counts as arrived, so it holds no one; a
+/// bound of [`SameGate::WAIT`] guards the rest.
 struct SameGate {
     size: usize,
     arrived: parking_lot::Mutex<usize>,
@@ -408,7 +418,7 @@ struct SameGate {
 }
 
 impl SameGate {
-    const WAIT: Duration = Duration::from_secs(2);
+    const WAIT: Duration = Duration::from_secs(60);
 
     fn new(size: usize) -> SameGate {
         SameGate {
@@ -418,13 +428,19 @@ impl SameGate {
         }
     }
 
-    fn pass(&self) {
+    /// Counts one patient of the first wave as arrived.
+    fn arrive(&self) -> parking_lot::MutexGuard<'_, usize> {
         let mut arrived = self.arrived.lock();
         *arrived += 1;
         if *arrived >= self.size {
             self.all_here.notify_all();
-            return;
         }
+        arrived
+    }
+
+    /// Waits for the whole first wave.
+    fn pass(&self) {
+        let mut arrived = self.arrive();
         let deadline = Instant::now() + Self::WAIT;
         while *arrived < self.size {
             if self.all_here.wait_until(&mut arrived, deadline).timed_out() {
@@ -434,16 +450,24 @@ impl SameGate {
             }
         }
     }
+
+    /// A patient of the first wave ended without reaching the gate.
+    fn left(&self) {
+        drop(self.arrive());
+    }
 }
 
 /// `--choice same`'s chooser: waits at the gate, then chooses the slot.
 struct Released {
     gate: Arc<SameGate>,
     choice: u64,
+    /// Set once this patient has passed the gate.
+    passed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Chooser for Released {
     fn choose(&mut self, _listings: &[Listing]) -> std::io::Result<Option<u64>> {
+        self.passed.store(true, Ordering::Relaxed);
         self.gate.pass();
         Ok(Some(self.choice))
     }
@@ -452,6 +476,25 @@ impl Chooser for Released {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_patient_that_leaves_before_the_gate_holds_no_one() {
+        let gate = Arc::new(SameGate::new(2));
+        std::thread::scope(|scope| {
+            let waiting = Arc::clone(&gate);
+            let through = scope.spawn(move || {
+                waiting.pass();
+                Instant::now()
+            });
+            while *gate.arrived.lock() < 1 {
+                std::thread::yield_now();
+            }
+            let left = Instant::now();
+            gate.left();
+            let passed = through.join().expect("the waiting patient");
+            assert!(passed >= left, "released only when the other left");
+        });
+    }
 
     #[test]
     fn the_same_gate_releases_the_first_wave_together_and_then_stays_open() {

@@ -368,7 +368,11 @@ enum Entry {
 impl Writer {
     /// A writer for `streams`, reporting dropped lines on `report_to`, that
     /// holds at most `capacity` bytes of lines.
-    fn start(streams: Vec<Box<dyn Write + Send>>, report_to: usize, capacity: usize) -> Arc<Writer> {
+    fn start(
+        streams: Vec<Box<dyn Write + Send>>,
+        report_to: usize,
+        capacity: usize,
+    ) -> Arc<Writer> {
         let (queue, entries) = crossbeam_channel::unbounded();
         let counts = Arc::new(Counts {
             queued: AtomicUsize::new(0),
@@ -570,7 +574,10 @@ mod tests {
             captured.phases(),
             format!("Phase 1: username {shown}.\nPhase 2: {shown}\nPhase 3: plain\n")
         );
-        assert_eq!(captured.diagnostics(), format!("center: ({shown}): error\n"));
+        assert_eq!(
+            captured.diagnostics(),
+            format!("center: ({shown}): error\n")
+        );
     }
 
     #[test]

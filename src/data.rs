@@ -315,9 +315,7 @@ impl Users {
 
     /// The password of `username`, for clients that log in as known users.
     pub fn password(&self, username: &str) -> Option<&str> {
-        self.credentials
-            .get(username)
-            .map(|c| c.password.as_str())
+        self.credentials.get(username).map(|c| c.password.as_str())
     }
 }
 

@@ -230,10 +230,8 @@ impl Doctor {
                 // goes: their lines are rate limited, the answers are not.
                 if let Some(held_back) = self.peer_log.allow() {
                     receives(&mut self.console.transcript());
-                    self.console.diagnostic(format_args!(
-                        "{}: {from}: error {e}{held_back}",
-                        self.name
-                    ));
+                    self.console
+                        .diagnostic(format_args!("{}: {from}: error {e}{held_back}", self.name));
                 }
                 protocol::encode_into(dialect, &format!("error {e}"), reply);
                 true
@@ -250,10 +248,8 @@ impl Doctor {
     ) -> bool {
         self.errors.fetch_add(1, Ordering::Relaxed);
         if let Some(held_back) = self.peer_log.allow() {
-            self.console.diagnostic(format_args!(
-                "{}: {from}: error {e}{held_back}",
-                self.name
-            ));
+            self.console
+                .diagnostic(format_args!("{}: {from}: error {e}{held_back}", self.name));
         }
         protocol::encode_into(dialect, &format!("error {e}"), reply);
         true

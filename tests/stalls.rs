@@ -292,5 +292,8 @@ fn control_characters_from_peers_are_shown_escaped_in_every_log_line() {
         "{phases}"
     );
     assert!(diagnostics.contains(r"\u{1b}[2Javailable"), "{diagnostics}");
-    assert!(diagnostics.contains(r"\u{1b}[2Jinsurance\r9"), "{diagnostics}");
+    assert!(
+        diagnostics.contains(r"\u{1b}[2Jinsurance\r9"),
+        "{diagnostics}"
+    );
 }

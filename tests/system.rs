@@ -358,7 +358,9 @@ fn a_start_that_fails_stops_the_doctors_it_started() {
 
     let fixtures = medsim::data::Fixtures::load(&medsim::data::Source::built_in()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let failures: [(&str, Box<dyn Fn(&mut Options)>); 2] = [
+    /// A thread-name prefix, and how the start is made to fail.
+    type Failure<'a> = (&'static str, Box<dyn Fn(&mut Options) + 'a>);
+    let failures: [Failure; 2] = [
         (
             "ends18a",
             Box::new(|o: &mut Options| {

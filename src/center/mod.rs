@@ -2,9 +2,9 @@
 //! slots and reserves one per session (PROTOCOL.md, "Session at the
 //! center").
 //!
-//! This module owns the accept loop and its limits (concurrent sessions,
-//! `error busy`, accept errors such as running out of descriptors), the
-//! counters, and the `center` subcommand. One session's state machine is
+//! This module owns the accept loop and its limits (concurrent sessions and
+//! each peer address's share of them, `error busy`, accept errors such as
+//! running out of descriptors), the counters, and the `center` subcommand. One session's state machine is
 //! [`session`]'s; the slot table is `slots.rs`'s, framing and parsing
 //! `protocol.rs`'s.
 
@@ -12,8 +12,8 @@ mod session;
 
 pub use session::Link;
 
-use std::io::{self, Write};
 use std::collections::HashMap;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -465,9 +465,7 @@ fn seat_address(peer: IpAddr) -> IpAddr {
         IpAddr::V4(v4) => IpAddr::V4(v4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from(
-                u128::from(v6) & !u128::from(u64::MAX),
-            )),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
         },
     }
 }

@@ -165,10 +165,7 @@ impl<L: Link> Session<'_, L> {
                         Stage::Unauthenticated => self.center.limits.first_wait(),
                         _ => self.center.limits.idle_timeout,
                     };
-                    let reason = format!(
-                        "no message for {}s; disconnecting",
-                        limit.as_secs_f64()
-                    );
+                    let reason = format!("no message for {}s; disconnecting", limit.as_secs_f64());
                     return self.refuse(&reason);
                 }
                 Incoming::ShuttingDown => return self.refuse("the center is shutting down"),

@@ -280,21 +280,26 @@ impl Drop for Transcript<'_> {
 }
 
 /// How many lines a second a server writes about one kind of trouble a
-/// peer can cause (bad input, refused connections); the rest are counted.
+/// peer can cause (bad input, failed connections), after a first burst of
+/// [`PEER_LINES_BURST`]; the rest are counted.
 pub const PEER_LINES_PER_SECOND: u32 = 10;
+/// Lines about peer trouble written at once before the rate applies: a
+/// class making its first mistakes sees every one of them.
+pub const PEER_LINES_BURST: u32 = 50;
 
 /// Lets at most a number of lines through per second and counts the rest:
 /// for lines a peer can cause at will (bad input, refused connections),
 /// so a flood of them cannot fill a disk or bury everything else.
 pub struct RateLimit {
-    per_second: u32,
-    window: Mutex<Window>,
+    per_second: f64,
+    burst: f64,
+    bucket: Mutex<Bucket>,
 }
 
-#[derive(Default)]
-struct Window {
-    started: Option<Instant>,
-    let_through: u32,
+/// A token bucket: a line takes a token; tokens come back at the rate.
+struct Bucket {
+    tokens: f64,
+    filled: Instant,
     held_back: u64,
 }
 
@@ -313,32 +318,41 @@ impl std::fmt::Display for HeldBack {
 }
 
 impl RateLimit {
-    /// At most `per_second` lines in any one second (at least one).
-    pub fn per_second(per_second: u32) -> RateLimit {
+    /// At most `burst` lines at once, then `per_second` (both at least
+    /// one).
+    pub fn new(per_second: u32, burst: u32) -> RateLimit {
+        let burst = f64::from(burst.max(1));
         RateLimit {
-            per_second: per_second.max(1),
-            window: Mutex::new(Window::default()),
+            per_second: f64::from(per_second.max(1)),
+            burst,
+            bucket: Mutex::new(Bucket {
+                tokens: burst,
+                filled: Instant::now(),
+                held_back: 0,
+            }),
         }
+    }
+
+    /// The limit for lines about peer trouble: [`PEER_LINES_BURST`], then
+    /// [`PEER_LINES_PER_SECOND`].
+    pub fn for_peer_trouble() -> RateLimit {
+        RateLimit::new(PEER_LINES_PER_SECOND, PEER_LINES_BURST)
     }
 
     /// `Some` (with what was held back before) when a line may be written
     /// now; `None`, counted, when it must be left out.
     pub fn allow(&self) -> Option<HeldBack> {
         let now = Instant::now();
-        let mut window = self.window.lock();
-        let current = window
-            .started
-            .is_some_and(|started| now.duration_since(started) < Duration::from_secs(1));
-        if !current {
-            window.started = Some(now);
-            window.let_through = 0;
-        }
-        if window.let_through >= self.per_second {
-            window.held_back += 1;
+        let mut bucket = self.bucket.lock();
+        let earned = now.duration_since(bucket.filled).as_secs_f64() * self.per_second;
+        bucket.tokens = (bucket.tokens + earned).min(self.burst);
+        bucket.filled = now;
+        if bucket.tokens < 1.0 {
+            bucket.held_back += 1;
             return None;
         }
-        window.let_through += 1;
-        Some(HeldBack(std::mem::take(&mut window.held_back)))
+        bucket.tokens -= 1.0;
+        Some(HeldBack(std::mem::take(&mut bucket.held_back)))
     }
 }
 
@@ -581,8 +595,8 @@ mod tests {
     }
 
     #[test]
-    fn a_rate_limit_lets_a_burst_through_then_counts() {
-        let limit = RateLimit::per_second(3);
+    fn a_rate_limit_lets_a_burst_through_then_counts_the_rest() {
+        let limit = RateLimit::new(1, 3);
         let allowed: Vec<Option<HeldBack>> = (0..5).map(|_| limit.allow()).collect();
         assert_eq!(
             allowed,

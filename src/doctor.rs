@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::console::{Console, PEER_LINES_PER_SECOND, RateLimit};
+use crate::console::{Console, RateLimit};
 use crate::data::{FeeTable, Fixtures};
 use crate::net;
 use crate::protocol::{self, ProtocolError, decode_datagram, shorten};
@@ -84,8 +84,8 @@ impl Doctor {
             errors: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             receive_failures: AtomicU64::new(0),
-            peer_log: RateLimit::per_second(PEER_LINES_PER_SECOND),
-            receive_log: RateLimit::per_second(1),
+            peer_log: RateLimit::for_peer_trouble(),
+            receive_log: RateLimit::new(1, 1),
         }
     }
 

@@ -167,7 +167,7 @@ impl Center {
             live: None,
             show_messages: false,
             counters: Counters::default(),
-            peer_log: RateLimit::per_second(crate::console::PEER_LINES_PER_SECOND),
+            peer_log: RateLimit::for_peer_trouble(),
             seats: Seats::new(limits.max_sessions, limits.per_address()),
             limits,
         }
@@ -231,8 +231,8 @@ impl Center {
         let acceptors = Arc::new(Acceptors {
             listener,
             accepting: AtomicUsize::new(0),
-            accept_log: RateLimit::per_second(1),
-            busy_log: RateLimit::per_second(1),
+            accept_log: RateLimit::new(1, 1),
+            busy_log: RateLimit::new(1, 1),
             alive,
         });
         if let Err(e) = self.spawn_acceptor(&acceptors, shutdown) {

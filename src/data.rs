@@ -207,37 +207,83 @@ pub fn generated_slots(count: u64, doctors: &[(String, u16)]) -> impl Iterator<I
 /// Usernames and passwords.
 #[derive(Debug, Clone, Default)]
 pub struct Users {
-    passwords: HashMap<String, String>,
+    credentials: HashMap<String, Credential>,
 }
+
+/// One user's password, and its digest for [`Users::check`].
+#[derive(Clone)]
+struct Credential {
+    password: String,
+    digest: Digest,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(..)")
+    }
+}
+
+impl Credential {
+    fn new(password: String) -> Credential {
+        Credential {
+            digest: digest(&password),
+            password,
+        }
+    }
+}
+
+/// A SHA-256 digest: every password compares as these 32 bytes, so no
+/// comparison is cut short by a difference in length.
+type Digest = [u8; 32];
+
+fn digest(password: &str) -> Digest {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(password.as_bytes()).into()
+}
+
+/// What an unknown user's password is compared with: the same work as for
+/// a known user, against a digest no password is likely to have.
+const NO_ONE: Digest = [0; 32];
 
 impl Users {
     /// Users from (username, password) pairs; a later pair replaces an
     /// earlier one.
     pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Users {
         Users {
-            passwords: pairs.into_iter().collect(),
+            credentials: pairs
+                .into_iter()
+                .map(|(user, password)| (user, Credential::new(password)))
+                .collect(),
         }
     }
 
-    /// True when `password` is `username`'s. The comparison takes the same
-    /// time wherever the first differing byte is, and an unknown user costs
-    /// a comparison too, so timing tells an attacker nothing of either.
+    /// True when `password` is `username`'s.
+    ///
+    /// The password given is hashed and its digest compared with the
+    /// stored one by `subtle`, which looks at all 32 bytes whatever they
+    /// hold: the time taken depends on the length of the password given
+    /// (which the sender knows) and on nothing stored, neither where the
+    /// first difference is nor how long the real password is. An unknown
+    /// user costs the same hash and comparison, against [`NO_ONE`]. What is
+    /// not hidden is the name's lookup, an ordinary hash-map probe (SipHash
+    /// with a random key), which does not involve the password.
     pub fn check(&self, username: &str, password: &str) -> bool {
-        match self.passwords.get(username) {
-            Some(known) => constant_time_eq(known.as_bytes(), password.as_bytes()),
-            None => {
-                constant_time_eq(password.as_bytes(), password.as_bytes());
-                false
-            }
-        }
+        use subtle::ConstantTimeEq as _;
+        let given = digest(password);
+        let (stored, known) = match self.credentials.get(username) {
+            Some(credential) => (&credential.digest, true),
+            None => (&NO_ONE, false),
+        };
+        let same: bool = given.ct_eq(stored).into();
+        same & known
     }
 
     pub fn len(&self) -> usize {
-        self.passwords.len()
+        self.credentials.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.passwords.is_empty()
+        self.credentials.is_empty()
     }
 
     /// Reads a `users.txt`-format file at `path`.
@@ -259,9 +305,9 @@ impl Users {
     /// order, so `patient2` comes before `patient10`.
     pub fn pairs(&self) -> Vec<(&str, &str)> {
         let mut pairs: Vec<(&str, &str)> = self
-            .passwords
+            .credentials
             .iter()
-            .map(|(u, p)| (u.as_str(), p.as_str()))
+            .map(|(u, c)| (u.as_str(), c.password.as_str()))
             .collect();
         pairs.sort_by_key(|(u, _)| (u.len(), *u));
         pairs
@@ -269,18 +315,8 @@ impl Users {
 
     /// The password of `username`, for clients that log in as known users.
     pub fn password(&self, username: &str) -> Option<&str> {
-        self.passwords.get(username).map(String::as_str)
+        self.credentials.get(username).map(|c| c.password.as_str())
     }
-}
-
-/// Compares every byte whatever the first difference; only the lengths
-/// (not secret in this protocol's threat model) end it early.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
 }
 
 /// A doctor's costs per insurance plan, in whole dollars.
@@ -388,17 +424,17 @@ fn slot_lines(file: &File) -> Vec<usize> {
 }
 
 fn parse_users(file: &File) -> Result<Users, DataError> {
-    let mut passwords = HashMap::new();
+    let mut credentials = HashMap::new();
     for (line, fields) in file.records() {
         file.expect_fields(line, &fields, &["USERNAME", "PASSWORD"])?;
-        if passwords
-            .insert(fields[0].to_owned(), fields[1].to_owned())
+        if credentials
+            .insert(fields[0].to_owned(), Credential::new(fields[1].to_owned()))
             .is_some()
         {
             return Err(file.error(line, format!("user '{}' appears twice", fields[0])));
         }
     }
-    Ok(Users { passwords })
+    Ok(Users { credentials })
 }
 
 fn parse_slots(file: &File) -> Result<Vec<Slot>, DataError> {
@@ -621,10 +657,22 @@ mod tests {
     }
 
     #[test]
-    fn constant_time_eq_compares_whole_buffers() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
-        assert!(constant_time_eq(b"", b""));
+    fn a_password_matches_only_exactly_whatever_its_length() {
+        let users = Users::from_pairs([
+            ("ann".to_owned(), "secret".to_owned()),
+            ("bo".to_owned(), String::new()),
+        ]);
+        assert!(users.check("ann", "secret"));
+        for wrong in ["secreT", "secre", "secrets", "", "s", "secret\0", "Secret"] {
+            assert!(!users.check("ann", wrong), "{wrong:?}");
+        }
+        // An empty password is a password like any other.
+        assert!(users.check("bo", ""));
+        assert!(!users.check("bo", " "));
+        // An unknown user fails whatever is given, an empty password too.
+        for given in ["secret", "", "anything"] {
+            assert!(!users.check("nobody", given), "{given:?}");
+        }
+        assert!(!users.check("", ""));
     }
 }

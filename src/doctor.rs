@@ -7,14 +7,19 @@
 //! doctor cannot be used to amplify traffic to a forged source), and the
 //! `doctor` subcommand that runs every doctor of the data in one process.
 //! A doctor keeps no per-patient state, so a repeated request is harmless.
+//! Nothing a peer sends can stall it: its log lines are queued, never
+//! waited for (`console`), lines about bad input are rate limited, and a
+//! receive error that persists is retried with growing pauses, not in a
+//! spin.
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
-use crate::console::Console;
+use crate::console::{Console, RateLimit};
 use crate::data::{FeeTable, Fixtures};
 use crate::net;
 use crate::protocol::{self, ProtocolError, decode_datagram, shorten};
@@ -26,6 +31,12 @@ pub const MESSAGE_LIMIT: usize = 512;
 
 /// An answer is sent only if it is at most this many times the request.
 pub const AMPLIFICATION_LIMIT: usize = 4;
+
+/// The first pause after a failed receive; it doubles while they go on.
+const FIRST_PAUSE: Duration = Duration::from_millis(1);
+/// The longest pause between receives that keep failing: short enough
+/// that a doctor notices shutdown soon.
+const LONGEST_PAUSE: Duration = Duration::from_millis(250);
 
 /// Counts kept while serving, returned by [`Doctor::serve`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -56,6 +67,11 @@ pub struct Doctor {
     quotes: AtomicU64,
     errors: AtomicU64,
     dropped: AtomicU64,
+    receive_failures: AtomicU64,
+    /// Lines about bad datagrams: anyone can send them at will.
+    peer_log: RateLimit,
+    /// Lines about failed receives.
+    receive_log: RateLimit,
 }
 
 impl Doctor {
@@ -67,7 +83,16 @@ impl Doctor {
             quotes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            receive_failures: AtomicU64::new(0),
+            peer_log: RateLimit::for_peer_trouble(),
+            receive_log: RateLimit::new(1, 1),
         }
+    }
+
+    /// How many receives have failed (other than with a peer's ICMP
+    /// error), each followed by a pause.
+    pub fn receive_failures(&self) -> u64 {
+        self.receive_failures.load(Ordering::Relaxed)
     }
 
     pub fn name(&self) -> &str {
@@ -100,12 +125,40 @@ impl Doctor {
         // The largest datagram UDP carries, so nothing is silently cut.
         let mut buf = vec![0u8; 65536];
         let mut reply = Vec::with_capacity(64);
+        let mut backoff = Backoff::default();
         while !shutdown.is_triggered() {
             let (len, from) = match socket.recv_from(&mut buf) {
-                Ok(received) => received,
-                // ICMP errors from earlier answers surface here on Linux;
-                // they concern that peer, not this doctor.
-                Err(_) => continue,
+                Ok(received) => {
+                    backoff.reset();
+                    received
+                }
+                // ICMP errors from earlier answers surface here on Linux,
+                // one per error message; they concern that peer, not this
+                // doctor, and pausing for them would let anyone slow it.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionRefused
+                            | io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                // Anything else may well fail again at once: retrying in a
+                // loop would spin a core, so wait a little longer each time.
+                Err(e) => {
+                    self.receive_failures.fetch_add(1, Ordering::Relaxed);
+                    let pause = backoff.next_pause();
+                    if let Some(held_back) = self.receive_log.allow() {
+                        self.console.diagnostic(format_args!(
+                            "{}: receive failed: {e}; retrying in {pause:?}{held_back}",
+                            self.name
+                        ));
+                    }
+                    std::thread::sleep(pause);
+                    continue;
+                }
             };
             if shutdown.is_triggered() {
                 break;
@@ -114,11 +167,13 @@ impl Doctor {
             if self.answer(&buf[..len], from, &mut reply) {
                 if reply.len() > len.saturating_mul(AMPLIFICATION_LIMIT) {
                     self.dropped.fetch_add(1, Ordering::Relaxed);
-                    self.console.diagnostic(format_args!(
-                        "{}: {from}: answer of {} bytes to a {len}-byte request dropped (amplification limit)",
-                        self.name,
-                        reply.len()
-                    ));
+                    if let Some(held_back) = self.peer_log.allow() {
+                        self.console.diagnostic(format_args!(
+                            "{}: {from}: answer of {} bytes to a {len}-byte request dropped (amplification limit){held_back}",
+                            self.name,
+                            reply.len()
+                        ));
+                    }
                     continue;
                 }
                 let _ = socket.send_to(&reply, from);
@@ -147,17 +202,20 @@ impl Doctor {
             }
         };
         let plan = plan.trim();
-        let mut transcript = self.console.transcript();
-        transcript.line(format_args!(
-            "Phase 3: Doctor {} receives the request from the patient with port number {} and the insurance plan {}.",
-            self.name,
-            from.port(),
-            shorten(plan)
-        ));
+        let receives = |transcript: &mut crate::console::Transcript<'_>| {
+            transcript.line(format_args!(
+                "Phase 3: Doctor {} receives the request from the patient with port number {} and the insurance plan {}.",
+                self.name,
+                from.port(),
+                shorten(plan)
+            ));
+        };
         match self.fees.cost(plan) {
             Some(cost) => {
                 self.quotes.fetch_add(1, Ordering::Relaxed);
                 protocol::encode_into(dialect, &cost.to_string(), reply);
+                let mut transcript = self.console.transcript();
+                receives(&mut transcript);
                 transcript.line(format_args!(
                     "Phase 3: Doctor {} has sent estimated price {cost}$ to patient with port number {}.",
                     self.name,
@@ -166,11 +224,15 @@ impl Doctor {
                 true
             }
             None => {
-                drop(transcript);
                 let e = format!("unknown plan {}", shorten(plan));
                 self.errors.fetch_add(1, Ordering::Relaxed);
-                self.console
-                    .diagnostic(format_args!("{}: {from}: error {e}", self.name));
+                // Anyone can send unknown plans as fast as the network
+                // goes: their lines are rate limited, the answers are not.
+                if let Some(held_back) = self.peer_log.allow() {
+                    receives(&mut self.console.transcript());
+                    self.console
+                        .diagnostic(format_args!("{}: {from}: error {e}{held_back}", self.name));
+                }
                 protocol::encode_into(dialect, &format!("error {e}"), reply);
                 true
             }
@@ -185,10 +247,33 @@ impl Doctor {
         reply: &mut Vec<u8>,
     ) -> bool {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        self.console
-            .diagnostic(format_args!("{}: {from}: error {e}", self.name));
+        if let Some(held_back) = self.peer_log.allow() {
+            self.console
+                .diagnostic(format_args!("{}: {from}: error {e}{held_back}", self.name));
+        }
         protocol::encode_into(dialect, &format!("error {e}"), reply);
         true
+    }
+}
+
+/// The pauses between receives that keep failing: [`FIRST_PAUSE`],
+/// doubling up to [`LONGEST_PAUSE`]; a datagram received starts over.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    fn next_pause(&mut self) -> Duration {
+        let pause = FIRST_PAUSE
+            .saturating_mul(1 << self.failures.min(16))
+            .min(LONGEST_PAUSE);
+        self.failures = self.failures.saturating_add(1);
+        pause
+    }
+
+    fn reset(&mut self) {
+        self.failures = 0;
     }
 }
 
@@ -280,4 +365,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         Console::standard(false).phases(&format!("doctor {name} stopped: {summary}\n"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_double_to_a_ceiling_and_start_over_after_a_datagram() {
+        let mut backoff = Backoff::default();
+        let pauses: Vec<u64> = (0..12)
+            .map(|_| backoff.next_pause().as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 32, 64, 128, 250, 250, 250, 250]);
+        backoff.reset();
+        assert_eq!(backoff.next_pause(), FIRST_PAUSE);
+    }
 }

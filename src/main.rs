@@ -38,7 +38,11 @@ struct CompletionsArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
+    let outcome = run(&cli);
+    // Log lines still queued go out before the process ends (and before
+    // its error, which comes after them).
+    medsim::console::finish();
+    match outcome {
         Ok(code) => ExitCode::from(code),
         // Whoever read our output stopped reading (`| head`): nothing is
         // wrong, and nobody is left to tell. End quietly, as ripgrep does.

@@ -99,8 +99,40 @@ pub struct System {
     /// The slot table, as the first center sees it.
     store: Arc<dyn Store>,
     slot_count: usize,
+    servers: Servers,
+}
+
+/// The server threads started so far and their stop signal: dropped, it
+/// stops and joins every one, so an error part-way through
+/// [`System::start`] leaves no doctor blocked in `recv_from` for ever.
+struct Servers {
     shutdown: Shutdown,
     threads: Vec<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Servers {
+    /// Stops every server and waits for each; the first failure is
+    /// returned after all have been joined.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        self.shutdown.trigger();
+        let mut outcome = Ok(());
+        for thread in self.threads.drain(..) {
+            let ended = match thread.join() {
+                Ok(served) => served.context("serving"),
+                Err(_) => Err(anyhow::anyhow!("a server thread panicked")),
+            };
+            if outcome.is_ok() {
+                outcome = ended;
+            }
+        }
+        outcome
+    }
+}
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        let _ = self.stop();
+    }
 }
 
 impl System {
@@ -112,8 +144,11 @@ impl System {
     /// An address that cannot be bound, a store that cannot be opened, or
     /// a thread that cannot start.
     pub fn start(options: Options) -> anyhow::Result<System> {
-        let shutdown = Shutdown::new();
-        let mut threads = Vec::new();
+        // Every early return below drops `servers`, which stops what it holds.
+        let mut servers = Servers {
+            shutdown: Shutdown::new(),
+            threads: Vec::new(),
+        };
         let mut doctors = Vec::new();
         for d in &options.doctors {
             let what = format!("doctor {}", d.name);
@@ -121,8 +156,8 @@ impl System {
             let addr = net::loopback_if_unspecified(socket.local_addr()?);
             doctors.push((d.name.clone(), addr));
             let server = Doctor::new(&d.name, d.fees.clone(), options.console.clone());
-            let shutdown = shutdown.clone();
-            threads.push(
+            let shutdown = servers.shutdown.clone();
+            servers.threads.push(
                 std::thread::Builder::new()
                     .name(format!("medsim-{}", d.name))
                     .spawn(move || server.serve(&socket, &shutdown).map(drop))
@@ -183,8 +218,8 @@ impl System {
                 .with_live(options.live.clone()),
             );
             let serving = Arc::clone(&center);
-            let shutdown = shutdown.clone();
-            threads.push(
+            let shutdown = servers.shutdown.clone();
+            servers.threads.push(
                 std::thread::Builder::new()
                     .name(format!("medsim-center-{}", k + 1))
                     .spawn(move || serving.serve(listener, &shutdown).map(drop))
@@ -197,8 +232,7 @@ impl System {
             doctors,
             store: Arc::clone(&stores[0]),
             slot_count,
-            shutdown,
-            threads,
+            servers,
         })
     }
 
@@ -264,22 +298,7 @@ impl System {
     ///
     /// A server failed or its thread panicked.
     pub fn stop(mut self) -> anyhow::Result<CenterSummary> {
-        self.shutdown.trigger();
-        for thread in self.threads.drain(..) {
-            thread
-                .join()
-                .map_err(|_| anyhow::anyhow!("a server thread panicked"))?
-                .context("serving")?;
-        }
+        self.servers.stop()?;
         Ok(self.summary())
-    }
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        self.shutdown.trigger();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
     }
 }

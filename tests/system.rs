@@ -337,3 +337,55 @@ fn nothing_is_listed_or_reserved_before_authentication() {
     assert_eq!(c.line().as_deref(), Some("failure"));
     assert_eq!(c.line(), None);
 }
+
+/// Threads of this process whose name starts with `prefix` (Linux shows
+/// at most 15 bytes of a thread's name).
+fn threads_named(prefix: &str) -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("Linux shows this process's threads")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
+/// Issue 18.11: a start that fails after its doctors are serving stops
+/// them. Before the fix their threads stayed blocked in `recv_from`.
+#[test]
+fn a_start_that_fails_stops_the_doctors_it_started() {
+    use medsim::store::StoreUrl;
+    use medsim::system::{self, Options};
+
+    let fixtures = medsim::data::Fixtures::load(&medsim::data::Source::built_in()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    /// A thread-name prefix, and how the start is made to fail.
+    type Failure<'a> = (&'static str, Box<dyn Fn(&mut Options) + 'a>);
+    let failures: [Failure; 2] = [
+        (
+            "ends18a",
+            Box::new(|o: &mut Options| {
+                o.store = StoreUrl::Sqlite(dir.path().join("no such folder").join("slots.db"));
+            }),
+        ),
+        (
+            "ends18b",
+            // TEST-NET-1: never an address of this machine.
+            Box::new(|o: &mut Options| o.center_listen = "192.0.2.1:0".into()),
+        ),
+    ];
+    for (name, fail) in failures {
+        let mut options = Options::from_fixtures(&fixtures);
+        for doctor in &mut options.doctors {
+            doctor.name = format!("{name}{}", &doctor.name[3..]);
+        }
+        fail(&mut options);
+        let Err(e) = system::System::start(options) else {
+            panic!("{name}: the system started");
+        };
+        assert_eq!(
+            threads_named(&format!("medsim-{name}")),
+            Vec::<String>::new(),
+            "{name}: doctor threads left serving after: {e:#}"
+        );
+    }
+}

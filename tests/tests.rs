@@ -16,5 +16,6 @@ mod hosts;
 mod interop;
 mod live;
 mod properties;
+mod stalls;
 mod store;
 mod system;

@@ -2,9 +2,9 @@
 //! slots and reserves one per session (PROTOCOL.md, "Session at the
 //! center").
 //!
-//! This module owns the accept loop and its limits (concurrent sessions,
-//! `error busy`, accept errors such as running out of descriptors), the
-//! counters, and the `center` subcommand. One session's state machine is
+//! This module owns the accept loop and its limits (concurrent sessions and
+//! each peer address's share of them, `error busy`, accept errors such as
+//! running out of descriptors), the counters, and the `center` subcommand. One session's state machine is
 //! [`session`]'s; the slot table is `slots.rs`'s, framing and parsing
 //! `protocol.rs`'s.
 
@@ -12,8 +12,9 @@ mod session;
 
 pub use session::Link;
 
+use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use crossbeam_channel::RecvTimeoutError;
 use parking_lot::Mutex;
 
 use crate::cli;
-use crate::console::Console;
+use crate::console::{Console, RateLimit};
 use crate::data::{Fixtures, Users};
 use crate::live::Hub;
 use crate::net;
@@ -42,13 +43,37 @@ pub struct Limits {
     /// How long a session may stay silent between an answer and the next
     /// message: long, so a person thinking at a prompt keeps the session.
     pub idle_timeout: Duration,
+    /// How long a new connection may stay silent before its first message
+    /// (at most the idle limit): short, since whoever connects has already
+    /// typed their login, so silent connections cannot hold seats for long.
+    pub first_message_timeout: Duration,
     /// How long unterminated first text waits before it is taken as a
     /// classic message without terminator.
     pub grace: Duration,
     /// Sessions open at once; past it a connection gets `error busy`.
     pub max_sessions: usize,
+    /// Sessions one peer address may hold at once (an IPv6 address counts
+    /// by its /64); past it a connection from there gets `error busy`, so
+    /// one address never takes every seat. 0 means half of
+    /// `max_sessions` (at least one).
+    pub max_sessions_per_address: usize,
     /// How long sessions in flight may run on after shutdown.
     pub drain_timeout: Duration,
+}
+
+impl Limits {
+    /// The seats one peer address may hold at once.
+    pub fn per_address(&self) -> usize {
+        match self.max_sessions_per_address {
+            0 => (self.max_sessions / 2).max(1),
+            n => n,
+        }
+    }
+
+    /// How long a new connection may wait before its first message.
+    pub fn first_wait(&self) -> Duration {
+        self.first_message_timeout.min(self.idle_timeout)
+    }
 }
 
 impl Default for Limits {
@@ -57,8 +82,10 @@ impl Default for Limits {
             message_limit: 512,
             message_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
+            first_message_timeout: Duration::from_secs(10),
             grace: Duration::from_millis(100),
             max_sessions: 1024,
+            max_sessions_per_address: 0,
             drain_timeout: Duration::from_secs(5),
         }
     }
@@ -74,8 +101,6 @@ const WORKER_STACK: usize = 256 * 1024;
 /// Pause after an accept error such as EMFILE, so the loop does not spin
 /// while descriptors are short; sessions ending free them.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
-/// At most one log line per this interval for repeated accept problems.
-const LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest single read from a session's socket.
 const READ_CHUNK: usize = 4096;
 
@@ -123,8 +148,11 @@ pub struct Center {
     /// are other programs, which cannot report their own).
     show_messages: bool,
     counters: Counters,
-    /// Sessions open now; bounded by `limits.max_sessions`.
-    open: Arc<AtomicUsize>,
+    /// Lines about sessions' bad input and failed connections: a peer can
+    /// cause them at will.
+    peer_log: RateLimit,
+    /// Who holds the sessions open now.
+    seats: Seats,
 }
 
 impl Center {
@@ -132,13 +160,14 @@ impl Center {
         Center {
             users,
             store,
-            limits,
             console,
             show_passwords: false,
             live: None,
             show_messages: false,
             counters: Counters::default(),
-            open: Arc::new(AtomicUsize::new(0)),
+            peer_log: RateLimit::for_peer_trouble(),
+            seats: Seats::new(limits.max_sessions, limits.per_address()),
+            limits,
         }
     }
 
@@ -162,7 +191,7 @@ impl Center {
 
     /// Sessions open right now.
     pub fn open_sessions(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+        self.seats.open.load(Ordering::Acquire)
     }
 
     /// The counts so far.
@@ -200,8 +229,8 @@ impl Center {
         let acceptors = Arc::new(Acceptors {
             listener,
             accepting: AtomicUsize::new(0),
-            accept_log: Mutex::new(RateLimitedLog::default()),
-            busy_log: Mutex::new(RateLimitedLog::default()),
+            accept_log: RateLimit::new(1, 1),
+            busy_log: RateLimit::new(1, 1),
             alive,
         });
         if let Err(e) = self.spawn_acceptor(&acceptors, shutdown) {
@@ -300,18 +329,16 @@ impl Center {
                     "center: no thread for a new acceptor ({e}); accepting after this session"
                 ));
             }
-            if self.open.load(Ordering::Acquire) >= self.limits.max_sessions {
-                self.refuse_busy(&stream, peer, &acceptors.busy_log);
-            } else {
-                let _seat = Seat::take(&self.open);
-                self.run_session(stream, peer, shutdown);
+            match self.seats.take(peer.ip()) {
+                Ok(_seat) => self.run_session(stream, peer, shutdown),
+                Err(full) => self.refuse_busy(&stream, peer, full, &acceptors.busy_log),
             }
             acceptors.accepting.fetch_add(1, Ordering::AcqRel);
             idle_since = Instant::now();
         }
     }
 
-    fn accept_failed(&self, e: &io::Error, log: &Mutex<RateLimitedLog>) {
+    fn accept_failed(&self, e: &io::Error, log: &RateLimit) {
         use io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted};
         // A peer that gave up before we accepted it is not our problem.
         if matches!(e.kind(), Interrupted | ConnectionAborted | ConnectionReset) {
@@ -319,25 +346,29 @@ impl Center {
         }
         // EMFILE, ENFILE, ENOBUFS, ENOMEM and the like: wait for sessions to
         // end and free what is short, then accept again.
-        if let Some(skipped) = log.lock().ready() {
+        if let Some(held_back) = log.allow() {
             self.console.diagnostic(format_args!(
-                "center: accept failed: {e}; retrying{}",
-                skipped_note(skipped)
+                "center: accept failed: {e}; retrying{held_back}"
             ));
         }
         std::thread::sleep(ACCEPT_BACKOFF);
     }
 
-    fn refuse_busy(&self, stream: &TcpStream, peer: SocketAddr, log: &Mutex<RateLimitedLog>) {
+    fn refuse_busy(&self, stream: &TcpStream, peer: SocketAddr, full: Full, log: &RateLimit) {
         self.counters.busy.fetch_add(1, Ordering::Relaxed);
         // Never block the accept loop on a peer that does not read.
         let _ = stream.set_nonblocking(true);
         let _ = (&*stream).write(format!("{}\n", words::BUSY).as_bytes());
-        if let Some(skipped) = log.lock().ready() {
+        if let Some(held_back) = log.allow() {
+            let why = match full {
+                Full::Center => format!("{} sessions open", self.seats.max),
+                Full::Address => format!(
+                    "its address holds {} sessions, the most one address may",
+                    self.seats.per_address
+                ),
+            };
             self.console.diagnostic(format_args!(
-                "center: {peer}: refused with 'error busy', {} sessions open{}",
-                self.limits.max_sessions,
-                skipped_note(skipped)
+                "center: {peer}: refused with 'error busy', {why}{held_back}"
             ));
         }
     }
@@ -355,8 +386,8 @@ struct Acceptors {
     listener: TcpListener,
     /// Threads waiting in accept() now.
     accepting: AtomicUsize,
-    accept_log: Mutex<RateLimitedLog>,
-    busy_log: Mutex<RateLimitedLog>,
+    accept_log: RateLimit,
+    busy_log: RateLimit,
     /// Each acceptor holds a clone while it runs; `serve` waits for the
     /// channel to disconnect.
     alive: crossbeam_channel::Sender<()>,
@@ -374,51 +405,85 @@ impl Acceptors {
     }
 }
 
-/// One open session, counted in `live` until dropped.
-struct Seat(Arc<AtomicUsize>);
-
-impl Seat {
-    fn take(live: &Arc<AtomicUsize>) -> Seat {
-        live.fetch_add(1, Ordering::AcqRel);
-        Seat(Arc::clone(live))
-    }
+/// Who holds the center's sessions: how many are open, in all and per
+/// peer address. A connection takes a seat if one is free and its address
+/// holds fewer than its share, so one address cannot take every seat.
+struct Seats {
+    max: usize,
+    per_address: usize,
+    /// Sessions open now, readable without the lock.
+    open: AtomicUsize,
+    by_address: Mutex<HashMap<IpAddr, usize>>,
 }
 
-impl Drop for Seat {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+/// Why a connection got no seat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    /// Every seat is taken.
+    Center,
+    /// Its address holds its share already.
+    Address,
 }
 
-/// Says something at most once per [`LOG_INTERVAL`] and counts the rest.
-#[derive(Default)]
-struct RateLimitedLog {
-    last: Option<Instant>,
-    skipped: u64,
-}
-
-impl RateLimitedLog {
-    /// `Some(skipped since last time)` when a line may be written now.
-    fn ready(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        match self.last {
-            Some(last) if now.duration_since(last) < LOG_INTERVAL => {
-                self.skipped += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.skipped))
-            }
+impl Seats {
+    fn new(max: usize, per_address: usize) -> Seats {
+        Seats {
+            max,
+            per_address,
+            open: AtomicUsize::new(0),
+            by_address: Mutex::new(HashMap::new()),
         }
     }
+
+    /// A seat for a session from `peer`, held until the [`Seat`] drops.
+    fn take(&self, peer: IpAddr) -> Result<Seat<'_>, Full> {
+        let address = seat_address(peer);
+        let mut by_address = self.by_address.lock();
+        if self.open.load(Ordering::Acquire) >= self.max {
+            return Err(Full::Center);
+        }
+        let held = by_address.entry(address).or_insert(0);
+        if *held >= self.per_address {
+            return Err(Full::Address);
+        }
+        *held += 1;
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Ok(Seat {
+            seats: self,
+            address,
+        })
+    }
 }
 
-fn skipped_note(skipped: u64) -> String {
-    if skipped == 0 {
-        String::new()
-    } else {
-        format!(" ({skipped} more since the last report)")
+/// The address a peer's seats are counted under: an IPv4 address as it is
+/// (also when mapped into IPv6), an IPv6 address by its /64, the block one
+/// host usually has to choose from.
+fn seat_address(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+/// One open session's seat, given back when dropped.
+struct Seat<'a> {
+    seats: &'a Seats,
+    address: IpAddr,
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        let mut by_address = self.seats.by_address.lock();
+        if let Some(held) = by_address.get_mut(&self.address) {
+            *held -= 1;
+            if *held == 0 {
+                by_address.remove(&self.address);
+            }
+        }
+        self.seats.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -466,6 +531,16 @@ pub struct Args {
     /// Sessions served at once; past it a new connection gets `error busy`.
     #[arg(long, default_value_t = Limits::default().max_sessions, value_name = "N")]
     pub max_sessions: usize,
+    /// Sessions one peer address may hold at once (an IPv6 address counts
+    /// by its /64); past it a new connection from there gets `error busy`,
+    /// so one address never takes every seat [default: half of
+    /// --max-sessions].
+    #[arg(long, value_name = "N")]
+    pub max_sessions_per_address: Option<usize>,
+    /// Time a new connection may stay silent before its first message (a
+    /// patient sends its login at once), at most the idle timeout.
+    #[arg(long, default_value = "10s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    pub first_message_timeout: Duration,
     /// Where the reservations are kept: `memory` (gone at exit),
     /// `sqlite:FILE` (durable before each `DOCTOR PORT`; made and filled
     /// from the data files when missing), or `postgres://USER@HOST/DB`
@@ -495,7 +570,10 @@ impl Args {
             message_limit: self.max_message,
             message_timeout: self.message_timeout,
             idle_timeout: self.idle_timeout,
+            first_message_timeout: self.first_message_timeout,
             max_sessions: self.max_sessions.max(1),
+            // An explicit 0 would refuse everyone: take it as one.
+            max_sessions_per_address: self.max_sessions_per_address.map_or(0, |n| n.max(1)),
             drain_timeout: self.drain_timeout,
             ..Limits::default()
         }
@@ -559,15 +637,15 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let center = Arc::new(center);
     let shutdown = Shutdown::new();
     shutdown.stop_on_signals_saying({
-        let (center, drain) = (Arc::clone(&center), limits_drain);
+        let (center, drain, console) = (Arc::clone(&center), limits_drain, console.clone());
         move || {
             let open = center.open_sessions();
             if open > 0 {
-                eprintln!(
+                console.diagnostic(format_args!(
                     "center: stopping: waiting up to {} for {}; Ctrl-C again to stop now",
                     cli::show_duration(drain),
                     crate::stats::plural(open as u64, "session", "sessions")
-                );
+                ));
             }
         }
     })?;

@@ -48,7 +48,9 @@ impl Center {
             stream: link,
             peer,
             decoder: Decoder::new(self.limits.message_limit),
-            deadline: Instant::now() + self.limits.idle_timeout,
+            // Whoever connects has their login ready: a connection that
+            // stays silent is let go soon, so it cannot hold a seat long.
+            deadline: Instant::now() + self.limits.first_wait(),
             message_deadline: None,
             drain_deadline: None,
             read_timeout: None,
@@ -158,16 +160,18 @@ impl<L: Link> Session<'_, L> {
                     return self.refuse(&reason);
                 }
                 Incoming::Idle => {
-                    let reason = format!(
-                        "no message for {}s; disconnecting",
-                        self.center.limits.idle_timeout.as_secs_f64()
-                    );
+                    // Nothing has been answered before the first message.
+                    let limit = match stage {
+                        Stage::Unauthenticated => self.center.limits.first_wait(),
+                        _ => self.center.limits.idle_timeout,
+                    };
+                    let reason = format!("no message for {}s; disconnecting", limit.as_secs_f64());
                     return self.refuse(&reason);
                 }
                 Incoming::ShuttingDown => return self.refuse("the center is shutting down"),
                 Incoming::Bad(e) => return self.refuse(&departure(&stage, &e)),
                 Incoming::Failed(e) => {
-                    return self.log(format_args!("connection failed: {e}"));
+                    return self.log_peer_trouble(format_args!("connection failed: {e}"));
                 }
             };
             self.show(&text, true);
@@ -336,16 +340,18 @@ impl<L: Link> Session<'_, L> {
         match sent {
             Ok(()) => true,
             Err(e) => {
-                self.log(format_args!("could not answer: {e}"));
+                self.log_peer_trouble(format_args!("could not answer: {e}"));
                 false
             }
         }
     }
 
-    /// Answers `error REASON`, logs it, and (by returning) ends the session.
+    /// Answers `error REASON`, logs it (within the center's rate limit:
+    /// a peer can send bad input at will), and (by returning) ends the
+    /// session.
     fn refuse(&mut self, reason: &str) {
         self.center.counters.errors.fetch_add(1, Ordering::Relaxed);
-        self.log(format_args!("error {reason}"));
+        self.log_peer_trouble(format_args!("error {reason}"));
         self.answer(&format!("error {reason}"));
     }
 
@@ -371,6 +377,14 @@ impl<L: Link> Session<'_, L> {
         self.center
             .console
             .diagnostic(format_args!("center: {} ({user}): {what}", self.peer));
+    }
+
+    /// Logs a problem a peer can cause at will, within the center's rate
+    /// limit for such lines.
+    fn log_peer_trouble(&mut self, what: std::fmt::Arguments<'_>) {
+        if let Some(held_back) = self.center.peer_log.allow() {
+            self.log(format_args!("{what}{held_back}"));
+        }
     }
 
     fn next_message(&mut self) -> Incoming {
@@ -550,6 +564,7 @@ mod tests {
             grace: Duration::from_millis(10),
             message_timeout: Duration::from_millis(100),
             idle_timeout: Duration::from_millis(300),
+            first_message_timeout: Duration::from_millis(200),
             ..Limits::default()
         };
         let store = Arc::new(MemoryStore::new(&fixtures.slots, 50));
@@ -665,9 +680,18 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_peer_is_told_and_dropped_at_the_idle_limit() {
+    fn a_silent_peer_is_told_and_dropped_at_the_first_message_limit() {
         let (written, _) = session(&[], Then::Silence);
-        assert_eq!(written, "error no message for 0.3s; disconnecting\n");
+        assert_eq!(written, "error no message for 0.2s; disconnecting\n");
+    }
+
+    #[test]
+    fn a_peer_silent_after_its_login_is_dropped_at_the_idle_limit() {
+        let (written, _) = session(&[b"authenticate patient1 password111\n"], Then::Silence);
+        assert_eq!(
+            written,
+            "success\nerror no message for 0.3s; disconnecting\n"
+        );
     }
 
     #[test]

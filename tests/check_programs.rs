@@ -223,10 +223,53 @@ fn a_patient_sending_its_plan_to_the_wrong_port_fails() {
     let line = support::check_line(&out, "FAIL", "patient: asks the doctor the center named")
         .unwrap_or_else(|| panic!("{out}"));
     assert!(
-        line.contains("no datagram reached doc2 at 127.0.0.1:"),
+        line.contains("no datagram reached doc2 at 127.0.0.1:")
+            && line.contains(
+                "a patient that adds to the port it is given (the seed adds 720) needs \
+                 --patient-port-offset with that number"
+            ),
         "{line}"
     );
     assert_eq!(out.matches("FAIL").count(), 1, "{out}");
+}
+
+#[test]
+fn several_patient_programs_share_one_report_without_overwriting() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = python_script(&dir, "patient.py", fakes::PATIENT_PY);
+    let junit = dir.path().join("junit.xml");
+    let (code, stdout, stderr) = output(bin().args([
+        "check",
+        "--center",
+        "127.0.0.1:0",
+        "--doctor",
+        "doc1=127.0.0.1:0",
+        "--doctor",
+        "doc2=127.0.0.1:0",
+        "--patient-cmd",
+        &format!("exec python3 {script}"),
+        "--patient-cmd",
+        &format!("PORT_OFFSET=720 exec python3 {script}"),
+        "--junit",
+        &junit.display().to_string(),
+    ]));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    // Both programs' cases, each under its own prefix; only the second's
+    // doctor case fails.
+    assert!(
+        xml.contains("name=\"patient1/patient/doctor: exec python3"),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("name=\"patient2/patient/doctor: PORT_OFFSET=720"),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("<failure").count(), 1, "{xml}");
+    assert!(
+        stdout.starts_with("medsim check: patient programs `exec python3"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -295,6 +338,94 @@ fn in_a_private_network_namespace_programs_keep_their_default_ports() {
         ),
         "{stdout}"
     );
+    assert!(
+        support::has_check_line(&stdout, "PASS", "doc1 quotes insurance1"),
+        "{stdout}"
+    );
+}
+
+/// Polls `done` until it holds or `within` passes; whether it held.
+fn eventually(within: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+#[test]
+fn sigterm_to_check_stops_the_programs_it_started() {
+    use medsim::check::sockets::{Transport, served};
+    let port = free_port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    // A center that accepts one connection and then says nothing for a
+    // minute, still bound: check waits on it when the signal comes.
+    let center = format!(
+        "exec python3 -c 'import socket, time\n\
+         s = socket.socket(); s.bind((\"127.0.0.1\", {port})); s.listen()\n\
+         c = s.accept(); time.sleep(60)'"
+    );
+    let mut check = bin()
+        .args([
+            "check",
+            "--center",
+            &addr.to_string(),
+            "--center-cmd",
+            &center,
+            "--timeout",
+            "30s",
+            "--doctor",
+            "doc1=127.0.0.1:9",
+            "--doctor",
+            "doc2=127.0.0.1:9",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || served(Transport::Tcp, addr)),
+        "check started the center"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(check.id() as i32, libc::SIGTERM);
+    }
+    let status = check.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || !served(Transport::Tcp, addr)),
+        "the center check started outlived it, still bound to {addr}"
+    );
+}
+
+#[test]
+fn a_program_that_cannot_start_is_reported_never_replaced_by_what_answers_on_its_port() {
+    let system = System::start();
+    // Something else already serves the port the program would take.
+    let (code, stdout, stderr) = output(bin().args([
+        "check",
+        "--center",
+        &system.center.to_string(),
+        "--center-cmd",
+        "exec sleep 30",
+        "--doctor",
+        &format!("doc1={}", system.doctor("doc1")),
+        "--doctor",
+        &format!("doc2={}", system.doctor("doc2")),
+    ]));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!(
+            "not run: something already serves {} before check started the center",
+            system.center
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("PASS  auth/"), "{stdout}");
     assert!(
         support::has_check_line(&stdout, "PASS", "doc1 quotes insurance1"),
         "{stdout}"

@@ -248,9 +248,12 @@ pub struct Args {
     #[arg(long, value_name = "CMD")]
     pub doctor_cmd: Option<String>,
     /// Check a patient program, started with `sh -c CMD` (in --dir), against
-    /// medsim's own center (at --center) and doctors.
+    /// medsim's own center (at --center) and doctors. Give it once per
+    /// program (e.g. patient1 and patient2): each is judged in turn, and
+    /// the reports hold them all, their case ids prefixed `patient1/`,
+    /// `patient2/` in the order given.
     #[arg(long, value_name = "CMD")]
-    pub patient_cmd: Option<String>,
+    pub patient_cmd: Vec<String>,
     /// With --patient-cmd: the port the center names is the doctor's port
     /// minus this (the seed patient adds 720 to what it is given).
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -421,9 +424,23 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     });
     let started = Instant::now();
     let mut more_centers = Vec::new();
-    let findings = if let Some(cmd) = &args.patient_cmd {
-        let plan = patient::Plan::from_args(args, cmd)?;
-        patient::check_patient(&plan)?
+    let findings = if !args.patient_cmd.is_empty() {
+        let mut all = Findings {
+            listed_free: None,
+            cases: Vec::new(),
+        };
+        for (k, cmd) in args.patient_cmd.iter().enumerate() {
+            let plan = patient::Plan::from_args(args, cmd)?;
+            let mut findings = patient::check_patient(&plan)?;
+            if args.patient_cmd.len() > 1 {
+                for case in &mut findings.cases {
+                    case.id = format!("patient{}/{}", k + 1, case.id);
+                    case.name = format!("{}: {}", cmd, case.name);
+                }
+            }
+            all.cases.append(&mut findings.cases);
+        }
+        all
     } else {
         let settings = args.settings(&config)?;
         more_centers.clone_from(&settings.more_centers);
@@ -448,7 +465,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     }
     if args.json {
         crate::console::out(&format!("{}\n", serde_json::to_string_pretty(&findings)?))?;
-    } else if args.patient_cmd.is_some() {
+    } else if !args.patient_cmd.is_empty() {
         crate::console::out(&report::render_patient(args, &findings))?;
     } else {
         crate::console::out(&render(&config, &more_centers, &findings))?;

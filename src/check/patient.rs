@@ -380,8 +380,15 @@ fn judge_booking(plan: &Plan, o: &Observed, cases: &mut Vec<CaseResult>) {
         (Some((_, addr, port)), None) => (
             Verdict::Fail,
             format!(
-                "no datagram reached {doctor} at {addr}: the center named port {port}{}; a program that adds another offset sends elsewhere",
-                offset_note(plan.offset)
+                "no datagram reached {doctor} at {addr}: the center named port {port}{}; {}",
+                offset_note(plan.offset),
+                if plan.offset == 0 {
+                    "a patient that adds to the port it is given (the seed adds 720) needs \
+                     --patient-port-offset with that number"
+                } else {
+                    "a program that adds another number sends elsewhere: set \
+                     --patient-port-offset to it"
+                }
             ),
         ),
         (None, _) => (

@@ -55,8 +55,13 @@ pub fn render(
 /// The findings of a patient check, for people.
 pub fn render_patient(args: &Args, findings: &Findings) -> String {
     let mut out = format!(
-        "medsim check: patient program `{}`, medsim's center at {}\n",
-        args.patient_cmd.as_deref().unwrap_or_default(),
+        "medsim check: patient {} `{}`, medsim's center at {}\n",
+        if args.patient_cmd.len() == 1 {
+            "program"
+        } else {
+            "programs"
+        },
+        args.patient_cmd.join("`, `"),
         args.center.first().map_or("", String::as_str)
     );
     out.push_str(&cases_table(&findings.cases));

@@ -395,3 +395,185 @@ fn a_race_spreads_over_every_center_given_and_one_wins() {
     assert!(race.contains("19 got 'notavailable'"), "{race}");
     assert_eq!(system.holders().unwrap().len(), 1);
 }
+
+// Fakes of what the real C programs were seen to do (issue 15), each with
+// check's exact verdicts.
+
+#[test]
+fn the_seeds_fixed_answer_buffer_is_stale_padding_never_the_next_answer() {
+    let system = System::start();
+    let center = fakes::Center {
+        stale_tail: Some(b"send\0\0\0\0\0Pha"),
+        ..fake(&system)
+    }
+    .serve();
+    let findings = run(&config(&system, center, 4));
+    assert_eq!(
+        not_passed(&findings),
+        vec![("wording/padding", Verdict::Warn)]
+    );
+    assert!(
+        evidence(&findings, "wording/padding").starts_with(
+            "after 'failure' came 12 more bytes before the next request: 'send\\0\\0\\0\\0\\0Pha'"
+        ),
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn credentials_kept_from_the_last_login_are_a_login_bypass_right_after_a_good_login() {
+    let system = System::start();
+    let center = fakes::Center {
+        last_credentials: true,
+        ..fake(&system)
+    }
+    .serve();
+    let findings = run(&config(&system, center, 4));
+    let failed: Vec<&str> = findings
+        .cases
+        .iter()
+        .filter(|c| c.verdict == Verdict::Fail)
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        // `authenticate someone` keeps the last password but not its user.
+        [
+            "auth/after-login/empty",
+            "auth/after-login/authenticate-0-args"
+        ]
+    );
+    assert!(
+        evidence(&findings, "auth/after-login/empty").starts_with(
+            "LOGIN BYPASS right after another session's good login (the last credentials kept \
+             for everyone?): sent '', got 'success', let in without valid credentials"
+        ),
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn a_center_taking_only_a_bare_index_is_booked_in_its_form_and_its_race_found() {
+    let system = System::start();
+    let center = fakes::Center {
+        bare_index: true,
+        racy: true,
+        ..fake(&system)
+    }
+    .serve();
+    let findings = run(&config(&system, center, 8));
+    let book = evidence(&findings, "book/first");
+    assert!(
+        book.contains(
+            "the center takes a bare index as the selection, not PROTOCOL.md's 'selection 1'"
+        ),
+        "{book}"
+    );
+    let race = evidence(&findings, "race/one-slot");
+    assert!(
+        race.starts_with("DOUBLE BOOKING: slot 2 given to"),
+        "{race}"
+    );
+    let verdicts: Vec<_> = not_passed(&findings)
+        .into_iter()
+        .filter(|(id, _)| id.starts_with("book/") || id.starts_with("race/"))
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            ("book/first", Verdict::Warn),
+            ("race/one-slot", Verdict::Fail)
+        ]
+    );
+}
+
+#[test]
+fn a_center_serving_one_session_at_a_time_is_said_and_never_failed_for_it() {
+    let system = System::start();
+    let center = fakes::Center {
+        iterative: true,
+        ..fake(&system)
+    }
+    .serve();
+    let findings = run(&config(&system, center, 4));
+    assert_eq!(
+        not_passed(&findings),
+        vec![("session/concurrent", Verdict::Warn)]
+    );
+    assert!(
+        evidence(&findings, "race/one-slot").starts_with(
+            "the center serves one session at a time, so the clients took turns: slot 2: 1 granted"
+        ),
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn a_grant_naming_another_doctor_than_the_data_fails() {
+    let system = System::start();
+    let (doc1, doc2) = (system.doctor("doc1").port(), system.doctor("doc2").port());
+    let mut center = fake(&system);
+    center.slots[0] = (1, "Tue", "01pm", "doc2", doc2);
+    let findings = run(&config(&system, center.serve(), 4));
+    let _ = doc1;
+    assert_eq!(not_passed(&findings), vec![("book/first", Verdict::Fail)]);
+    assert!(
+        evidence(&findings, "book/first").ends_with(&format!(
+            "WRONG GRANT: slot 1 is doc1's at port 41720 in the data, but the center granted 'doc2 {doc2}'"
+        )),
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn a_grant_with_text_after_a_newline_is_read_as_sscanf_reads_it() {
+    let system = System::start();
+    let center = fakes::Center {
+        grant_tail: Some("\n\u{1}2"),
+        ..fake(&system)
+    }
+    .serve();
+    let findings = run(&config(&system, center, 4));
+    assert_eq!(
+        not_passed(&findings),
+        vec![("wording/grant", Verdict::Warn)]
+    );
+}
+
+#[test]
+fn a_center_answering_ok_to_everything_passes_no_case_that_needs_an_answer() {
+    let system = System::start();
+    let findings = run(&config(&system, fakes::ok_center(), 4));
+    for id in [
+        "auth/select-after-failure",
+        "auth/success",
+        "list/format",
+        "book/first",
+    ] {
+        let case = findings.cases.iter().find(|c| c.id == id).expect(id);
+        assert_ne!(case.verdict, Verdict::Pass, "{case:#?}");
+    }
+}
+
+#[test]
+fn doctors_comparing_the_plan_exactly_are_asked_in_the_chosen_dialect() {
+    let system = System::start();
+    let doc1 = fakes::exact_doctor(&[("insurance1", 30), ("insurance2", 20)]);
+    let center = fakes::Center::good(doc1.port(), system.doctor("doc2").port()).serve();
+    let mut config = config(&system, center, 4);
+    config.doctors[0].addr = doc1;
+    let findings = run(&config);
+    let doctor: Vec<_> = findings
+        .cases
+        .iter()
+        .filter(|c| c.id.starts_with("doctor/doc1/"))
+        .map(|c| (c.id.as_str(), c.verdict))
+        .collect();
+    assert_eq!(
+        doctor,
+        [
+            ("doctor/doc1/quote", Verdict::Pass),
+            ("doctor/doc1/unknown-plan", Verdict::Fail)
+        ]
+    );
+}

@@ -431,3 +431,50 @@ fn a_program_that_cannot_start_is_reported_never_replaced_by_what_answers_on_its
         "{stdout}"
     );
 }
+
+#[test]
+fn a_center_that_dies_of_a_silent_close_is_blamed_once_and_rebinds_without_reuseaddr() {
+    let system = System::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = python_script(&dir, "seed.py", fakes::SEED_LIKE_CENTER_PY);
+    let port = free_port();
+    let (code, stdout, stderr) = output(bin().args([
+        "check",
+        "--center",
+        &format!("127.0.0.1:{port}"),
+        "--center-cmd",
+        &format!("exec python3 {script} {port}"),
+        "--dialect",
+        "classic",
+        "--race",
+        "4",
+        "--doctor",
+        &format!("doc1={}", system.doctor("doc1")),
+        "--doctor",
+        &format!("doc2={}", system.doctor("doc2")),
+    ]));
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let line = support::check_line(&stdout, "FAIL", "connect and close without a word")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains(
+            "the center died with SIGSEGV on a connection closed without a word; \
+             its last output: listening on"
+        ) && line.contains("restarted it with fresh state"),
+        "{line}"
+    );
+    // The only FAIL: no probe of check's killed it again, the restart
+    // bound the port though the program sets no SO_REUSEADDR, and every
+    // other case ran against it.
+    assert_eq!(stdout.matches("FAIL").count(), 1, "{stdout}");
+    assert!(!stdout.contains("NOT RUN"), "{stdout}");
+    assert!(!stdout.contains("Address already in use"), "{stdout}");
+    assert!(
+        support::has_check_line(&stdout, "PASS", "booking (reserves 1 slot)"),
+        "{stdout}"
+    );
+    assert!(
+        support::has_check_line(&stdout, "WARN", "wording: nothing after an answer's end"),
+        "{stdout}"
+    );
+}

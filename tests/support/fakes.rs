@@ -53,6 +53,20 @@ pub struct Center {
     /// `selection` works on a connection that never logged in.
     pub books_without_login: bool,
     pub closes_after_failure: bool,
+    /// Bytes sent after each answer's NUL instead of padding: the rest of
+    /// a reused fixed buffer (the seed: `success\0send\0\0\0\0\0Pha`).
+    pub stale_tail: Option<&'static [u8]>,
+    /// An empty message, or `authenticate` short of words, is checked
+    /// against the last credentials any session sent (a global buffer).
+    pub last_credentials: bool,
+    /// Takes only a bare index (`1`) as the selection; closes on
+    /// `selection 1` without a word.
+    pub bare_index: bool,
+    /// Serves one session at a time: the next connection waits in the
+    /// backlog until this one closes.
+    pub iterative: bool,
+    /// Text after a newline inside the grant's C string.
+    pub grant_tail: Option<&'static str>,
     /// Slots: index, day, time, doctor, port.
     pub slots: Vec<FakeSlot>,
 }
@@ -71,6 +85,11 @@ impl Center {
             shared_flag: false,
             books_without_login: false,
             closes_after_failure: true,
+            stale_tail: None,
+            last_credentials: false,
+            bare_index: false,
+            iterative: false,
+            grant_tail: None,
             slots: vec![
                 (1, "Tue", "01pm", "doc1", doc1),
                 (2, "Mon", "03pm", "doc2", doc2),
@@ -88,16 +107,22 @@ impl Center {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let taken: BTreeMap<u64, bool> = self.slots.iter().map(|s| (s.0, false)).collect();
+        let iterative = self.iterative;
         let state = Arc::new(State {
             center: self,
             taken: Mutex::new(taken),
             flag: AtomicBool::new(false),
+            last: Mutex::new(None),
         });
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let state = Arc::clone(&state);
-                std::thread::spawn(move || session(stream, &state));
+                if iterative {
+                    session(stream, &state);
+                } else {
+                    std::thread::spawn(move || session(stream, &state));
+                }
             }
         });
         addr
@@ -108,19 +133,31 @@ struct State {
     center: Center,
     taken: Mutex<BTreeMap<u64, bool>>,
     flag: AtomicBool,
+    /// The last credentials any session sent (`last_credentials`).
+    last: Mutex<Option<(String, String)>>,
 }
 
-fn send(stream: &mut TcpStream, padding: u8, text: &str) -> bool {
-    let mut out = [padding; 100];
+fn send(stream: &mut TcpStream, padding: u8, stale_tail: Option<&[u8]>, text: &str) -> bool {
     let text = &text.as_bytes()[..text.len().min(99)];
-    out[..text.len()].copy_from_slice(text);
-    out[text.len()] = 0;
+    let mut out = text.to_vec();
+    out.push(0);
+    match stale_tail {
+        Some(tail) => out.extend_from_slice(tail),
+        None => out.resize(100, padding),
+    }
     stream.write_all(&out).is_ok()
+}
+
+fn good_login(user: &str, password: &str) -> bool {
+    matches!(
+        (user, password),
+        ("patient1", "password111") | ("patient2", "password222")
+    )
 }
 
 fn session(mut stream: TcpStream, state: &State) {
     let c = &state.center;
-    let answer = |stream: &mut TcpStream, text: &str| send(stream, c.padding, text);
+    let answer = |stream: &mut TcpStream, text: &str| send(stream, c.padding, c.stale_tail, text);
     if let Some(greeting) = c.greeting
         && !answer(&mut stream, greeting)
     {
@@ -138,13 +175,35 @@ fn session(mut stream: TcpStream, state: &State) {
             answer(&mut stream, "error message is not valid UTF-8");
             return;
         };
-        let words: Vec<&str> = text.split_whitespace().collect();
+        let mut words: Vec<&str> = text.split_whitespace().collect();
+        let last = state.last.lock().clone();
+        if c.last_credentials
+            && !authed
+            && words.len() < 3
+            && words.first().is_none_or(|w| *w == "authenticate")
+        {
+            // The defect: the words missing are taken from the last login.
+            if let Some((user, password)) = &last {
+                let given: Vec<&str> = words.iter().skip(1).copied().collect();
+                words = vec![
+                    "authenticate",
+                    given.first().copied().unwrap_or(user),
+                    password,
+                ];
+            }
+        }
+        if let ["authenticate", user, password] = words[..] {
+            *state.last.lock() = Some((user.to_owned(), password.to_owned()));
+        }
+        if c.bare_index && words.first() == Some(&"selection") {
+            return;
+        }
+        if c.bare_index && words.len() == 1 && words[0].parse::<u64>().is_ok() {
+            words.insert(0, "selection");
+        }
         let reply = match words[..] {
             ["authenticate", user, password] if !authed => {
-                let good = matches!(
-                    (user, password),
-                    ("patient1", "password111") | ("patient2", "password222")
-                );
+                let good = good_login(user, password);
                 if good || c.shared_flag && state.flag.load(Ordering::SeqCst) {
                     authed = true;
                     state.flag.store(true, Ordering::SeqCst);
@@ -202,7 +261,7 @@ fn session(mut stream: TcpStream, state: &State) {
                 let reply = match (granted, c.port_alone) {
                     (false, _) => c.not_available.to_owned(),
                     (true, true) => slot.4.to_string(),
-                    (true, false) => format!("{} {}", slot.3, slot.4),
+                    (true, false) => format!("{} {}{}", slot.3, slot.4, c.grant_tail.unwrap_or("")),
                 };
                 answer(&mut stream, &reply);
                 return;
@@ -503,3 +562,111 @@ pub fn seed_list_indexes(list: &str) -> Result<Vec<u64>, String> {
     }
     Ok(indexes)
 }
+
+/// A doctor that compares the plan exactly as a C string (only a NUL ends
+/// it: `insurance1\n` is an unknown plan) and dies on an unknown plan.
+pub fn exact_doctor(fees: &[(&'static str, u64)]) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let fees: Vec<(&'static str, u64)> = fees.to_vec();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
+            let plan = String::from_utf8_lossy(&buf[..end]).into_owned();
+            match fees.iter().find(|(p, _)| *p == plan) {
+                Some((_, cost)) => {
+                    let _ = socket.send_to(format!("{cost}\0").as_bytes(), from);
+                }
+                None => return,
+            }
+        }
+    });
+    addr
+}
+
+/// A center that answers `OK` to everything and books nothing.
+pub fn ok_center() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut stream = stream;
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(b"OK\0").is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A python3 center like the seed as it was measured, run as a program of
+/// its own on the port given: it does not set SO_REUSEADDR, sends every
+/// answer in a fixed 20-byte buffer that keeps its old bytes after the
+/// NUL, and dies with SIGSEGV when a client connects and closes without a
+/// word. Otherwise it keeps the protocol.
+pub const SEED_LIKE_CENTER_PY: &str = r#"
+import os, signal, socket, sys, threading
+port = int(sys.argv[1])
+slots = {1: "1 Tue 01pm", 2: "2 Mon 03pm", 3: "3 Thu 02pm", 4: "4 Wed 10am", 5: "5 Sat 12pm", 6: "6 Fri 04pm"}
+ports = {1: "doc1 41720", 2: "doc2 42720", 3: "doc1 41720", 4: "doc1 41720", 5: "doc2 42720", 6: "doc2 42720"}
+taken = set()
+lock = threading.Lock()
+threading.excepthook = lambda args: None
+def send(c, text):
+    b = text.encode() + b"\0"
+    if len(b) < 20:
+        b = b + b"send\0\0\0\0\0Pha"[: 20 - len(b)]
+    c.sendall(b)
+def serve(c):
+    authed = False
+    said = False
+    while True:
+        data = c.recv(100)
+        if not data:
+            if not said:
+                print("closed without a word: crashing", flush=True)
+                os.kill(os.getpid(), signal.SIGSEGV)
+            c.close(); return
+        said = True
+        text = data.split(b"\0")[0].decode("latin-1").strip()
+        w = text.split()
+        if not w:
+            send(c, "error empty"); c.close(); return
+        if w[0] == "authenticate" and len(w) == 3 and not authed:
+            if (w[1], w[2]) in (("patient1", "password111"), ("patient2", "password222")):
+                authed = True; send(c, "success")
+            else:
+                send(c, "failure"); c.close(); return
+        elif w == ["available"] and authed:
+            with lock:
+                free = [slots[i] for i in sorted(slots) if i not in taken]
+            if not free:
+                send(c, "notavailable"); c.close(); return
+            send(c, " ".join(free) + " ")
+        elif w[0] == "selection" and len(w) == 2 and authed:
+            try:
+                i = int(w[1])
+            except ValueError:
+                send(c, "error bad index"); c.close(); return
+            if i not in slots:
+                send(c, "error no such slot"); c.close(); return
+            with lock:
+                free = i not in taken
+                taken.add(i)
+            send(c, ports[i] if free else "notavailable"); c.close(); return
+        else:
+            send(c, "error unexpected"); c.close(); return
+s = socket.socket()
+s.bind(("127.0.0.1", port))
+s.listen(64)
+print("listening on", port, flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;

@@ -340,17 +340,20 @@ pub(in crate::check) fn before_login_selection(run: &mut Run) -> Outcome {
             fail(c.evidence())
         }
         Ok((Reading::Error | Reading::NotAvailable | Reading::Failure, _)) | Err(_) => {
+            let mut evidence = c.evidence();
+            // Closed first: a center serving one session at a time would
+            // keep the next one waiting behind it.
+            drop(c);
             if free.contains(&target) {
                 let after = run.free_now().ok().flatten().unwrap_or_default();
                 if !after.contains(&target) {
-                    c.log.push(format!(
-                        "BOOKED WITHOUT LOGIN: slot {target} was free before and is no longer listed"
+                    return fail(format!(
+                        "{evidence}, BOOKED WITHOUT LOGIN: slot {target} was free before and is no longer listed"
                     ));
-                    return fail(c.evidence());
                 }
-                c.log.push(format!("slot {target} is still listed"));
+                evidence.push_str(&format!(", slot {target} is still listed"));
             }
-            pass(c.evidence())
+            pass(evidence)
         }
         Ok(_) => warn(format!("{}, expected 'error ...'", c.evidence())),
     }

@@ -113,6 +113,8 @@ pub struct Conversation {
     /// The center answered a line-dialect request with a C string (or
     /// bare text): the conversation went over to the classic dialect.
     answers_classic: bool,
+    /// Answers read so far.
+    answers: u64,
     watch: Option<Watch>,
 }
 
@@ -139,6 +141,7 @@ impl Conversation {
             after_answer: Vec::new(),
             stale: Vec::new(),
             answers_classic: false,
+            answers: 0,
             watch: None,
         })
     }
@@ -216,8 +219,10 @@ impl Conversation {
                 .observer
                 .message(&watch.me, trace::CENTER, text, Transport::Tcp);
         }
-        if self.framing.dialect == Dialect::Classic {
+        if self.framing.dialect == Dialect::Classic && self.answers > 0 {
             // A new request: what is left of the last answer is stale.
+            // (Before the first request, what came is a greeting: it stays
+            // to be read.)
             let stale = self.take_stale();
             self.stale = stale;
         }
@@ -252,6 +257,7 @@ impl Conversation {
     /// Why no answer came.
     pub fn receive(&mut self) -> Result<String, NoAnswer> {
         let answer = self.read_answer()?;
+        self.answers += 1;
         if let Some(watch) = &self.watch {
             watch
                 .observer

@@ -105,6 +105,9 @@ impl Shutdown {
                 shutdown.trigger();
                 on_first();
                 if received.next().is_some() {
+                    // What was queued (the first signal's own line among
+                    // it) goes out first, as far as the reader takes it.
+                    crate::console::finish();
                     eprintln!("medsim: stopped at once");
                     std::process::exit(130);
                 }

@@ -177,6 +177,17 @@ impl Server {
         server
     }
 
+    /// Whether check started it and its process has ended.
+    fn started_and_dead(&mut self) -> bool {
+        match &mut self.watch {
+            // Its sockets close a moment before it can be reaped.
+            Watch::Started(_, Some(running)) => {
+                running.wait_for_exit(Duration::from_millis(300)).is_some()
+            }
+            _ => false,
+        }
+    }
+
     /// Whether it went away, waiting up to `grace` for a death already on
     /// its way (a crash on the close of a case's connection comes a moment
     /// after it); restarts a server check started.
@@ -279,6 +290,9 @@ pub(super) struct Run<'a> {
     /// Doctors that answered their quote case, so that silence to an
     /// unknown plan means a drop.
     pub(super) quoted: Vec<String>,
+    /// The center died during the running case and was restarted for it
+    /// to go on: how, and what the case had sent unanswered by then.
+    died_during_case: Option<(Gone, Vec<String>)>,
     pub(super) results: Vec<CaseResult>,
 }
 
@@ -287,8 +301,23 @@ impl<'a> Run<'a> {
         self.shared.config
     }
 
-    pub(super) fn open(&self) -> Result<Session<'a>, String> {
-        Session::open(self.shared, self.centers[0])
+    /// A new session with the (first) center. When the center check
+    /// started has died during this case, it is restarted first (the death
+    /// is blamed when the case ends), so a case can go on past the input
+    /// that killed it.
+    pub(super) fn open(&mut self) -> Result<Session<'a>, String> {
+        match Session::open(self.shared, self.centers[0]) {
+            Err(why) if self.center.started_and_dead() => {
+                let gone = self.center.gone(Duration::ZERO, || true);
+                if let Some(gone) = gone {
+                    self.died_during_case
+                        .get_or_insert((gone, self.shared.unanswered()));
+                }
+                Session::open(self.shared, self.centers[0])
+                    .map_err(|again| format!("{why}; after a restart: {again}"))
+            }
+            opened => opened,
+        }
     }
 
     /// The server of doctor `name`.
@@ -300,7 +329,7 @@ impl<'a> Run<'a> {
     }
 
     /// The free slots now, listed by a session of its own.
-    pub(super) fn free_now(&self) -> Result<Option<Vec<u64>>, String> {
+    pub(super) fn free_now(&mut self) -> Result<Option<Vec<u64>>, String> {
         self.open()?.list()
     }
 }
@@ -356,6 +385,7 @@ pub fn check_with(config: &Config, settings: &Settings) -> Findings {
         center,
         doctors,
         quoted: Vec::new(),
+        died_during_case: None,
         results: Vec::new(),
     };
     let cases = center_cases(config);
@@ -420,20 +450,32 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                         outcome.evidence
                     ));
                 }
-                match run.center.gone(DEATH_GRACE, still_answers) {
-                    Some(gone) => {
-                        run.restarted = true;
-                        let input = match unanswered.first() {
-                            Some(sent) => format!("'{}'", quote(sent)),
-                            None if !run.shared.sent_any() => {
-                                "a connection closed without a word".into()
-                            }
-                            None => "the close of a connection after its answers".into(),
-                        };
-                        run.center.blame(outcome, gone, input)
+                // Died mid-case (and restarted for the case to go on),
+                // then perhaps again after the restart, of a later input.
+                let earlier = run.died_during_case.take();
+                let later = run.center.gone(DEATH_GRACE, still_answers);
+                let mut deaths = Vec::new();
+                match earlier {
+                    Some((gone, unanswered_then)) => {
+                        let after: Vec<String> =
+                            unanswered[unanswered_then.len().min(unanswered.len())..].to_vec();
+                        deaths.push((gone, unanswered_then));
+                        deaths.extend(later.map(|g| (g, after)));
                     }
-                    None => outcome,
+                    None => deaths.extend(later.map(|g| (g, unanswered.clone()))),
                 }
+                for (gone, unanswered) in deaths {
+                    run.restarted = true;
+                    let input = match unanswered.first() {
+                        Some(sent) => format!("'{}'", quote(sent)),
+                        None if !run.shared.sent_any() => {
+                            "a connection closed without a word".into()
+                        }
+                        None => "the close of a connection after its answers".into(),
+                    };
+                    outcome = run.center.blame(outcome, gone, input);
+                }
+                outcome
             }
             Need::Doctor(name) => {
                 let config = run.config();

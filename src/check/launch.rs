@@ -27,8 +27,9 @@ use parking_lot::Mutex;
 
 use super::sockets::{self, Transport};
 
-/// Lines of a program's output kept for the report.
-const TAIL_LINES: usize = 8;
+/// Lines of a program's output kept for the report: its last words, not
+/// its whole phase log.
+const TAIL_LINES: usize = 3;
 /// How long a started server may take to accept or answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// The environment variable that marks a check already in its namespace.

@@ -313,6 +313,12 @@ impl Conversation {
                 },
             };
             if n == 0 {
+                // The center closed: close this side too, so its socket
+                // ends in TIME_WAIT (which check can clear before it
+                // restarts a dead center) rather than in FIN_WAIT2 for a
+                // minute, holding the port against a program without
+                // SO_REUSEADDR.
+                let _ = self.stream.shutdown(std::net::Shutdown::Write);
                 // An answer cut short by the close is still an answer.
                 if !self.pending.is_empty() {
                     let text = String::from_utf8_lossy(&self.pending).trim_end().to_owned();

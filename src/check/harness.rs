@@ -399,6 +399,28 @@ pub fn check_with(config: &Config, settings: &Settings) -> Findings {
     }
 }
 
+/// Whether a center that answered nothing in lowercase answers a good
+/// login as `Authenticate`: then every later request is capitalised, and
+/// what that departure is, in words.
+fn capitalised_form(run: &mut Run) -> Option<String> {
+    use std::sync::atomic::Ordering;
+    let shared = run.shared;
+    shared.capitalised.store(true, Ordering::Relaxed);
+    let found = run
+        .open()
+        .and_then(|mut c| c.log_in().map(|()| c.last_exchange()));
+    match found {
+        Ok(exchange) => Some(format!(
+            "the center answers nothing to PROTOCOL.md's lowercase commands, but {exchange}: \
+             check goes on with capitalised commands ('Authenticate', 'Available', 'Selection')"
+        )),
+        Err(_) => {
+            shared.capitalised.store(false, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
 /// How long a server may take to die of a case's last input.
 const DEATH_GRACE: Duration = Duration::from_millis(60);
 
@@ -432,13 +454,15 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                         .iter()
                         .all(|&c| super::accepts(c, shared.config.timeout))
                 };
-                if !run
+                let silent = !run
                     .shared
                     .answered
                     .load(std::sync::atomic::Ordering::Relaxed)
                     && run.shared.sent_any()
-                    && run.center.down.is_none()
-                {
+                    && run.center.down.is_none();
+                if silent && let Some(form) = capitalised_form(run) {
+                    outcome = warn(format!("{form}; the case: {}", outcome.evidence));
+                } else if silent {
                     // Nothing has ever come back: every later case would
                     // only wait out its timeout.
                     run.center.down = Some(format!(

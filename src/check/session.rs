@@ -48,6 +48,8 @@ pub(super) struct Shared<'a> {
     /// Asked in lines, the center answered with C strings: later sessions
     /// speak classic.
     answers_classic: AtomicBool,
+    /// The center answers only capitalised commands (`Authenticate`).
+    pub(super) capitalised: AtomicBool,
 }
 
 impl<'a> Shared<'a> {
@@ -64,6 +66,7 @@ impl<'a> Shared<'a> {
             bare_selection: AtomicBool::new(false),
             one_at_a_time: AtomicBool::new(false),
             answers_classic: AtomicBool::new(false),
+            capitalised: AtomicBool::new(false),
         }
     }
 
@@ -98,6 +101,19 @@ impl<'a> Shared<'a> {
     /// message).
     pub(super) fn sent_unanswered(&self, text: &str) {
         self.unanswered.lock().push(text.to_owned());
+    }
+
+    /// A request in the form the center takes: its command word
+    /// capitalised (`Authenticate`) when the center answers only that.
+    pub(super) fn in_form(&self, text: &str) -> String {
+        if !self.capitalised.load(Ordering::Relaxed) {
+            return text.to_owned();
+        }
+        let mut chars = text.chars();
+        match chars.next() {
+            Some(first) => first.to_uppercase().chain(chars).collect(),
+            None => String::new(),
+        }
     }
 
     /// The selection request for `index`, in the form the center takes.
@@ -237,6 +253,7 @@ impl<'s> Session<'s> {
 
     pub(super) fn ask(&mut self, text: &str) -> Result<String, String> {
         self.note_stale();
+        let text = &self.shared.in_form(text);
         self.log.push(format!("sent '{}'", shown(text)));
         self.last_sent = Some(shown(text));
         self.shared.sent_any.store(true, Ordering::Relaxed);

@@ -110,8 +110,12 @@ pub struct Conversation {
     after_answer: Vec<u8>,
     /// Bytes that came after an answer and before the next request.
     stale: Vec<u8>,
+    /// How answers are read: the framing's dialect, or classic once the
+    /// center answered a line request with a C string (or bare text).
+    /// Requests keep their framing: that center took them.
+    reading: Dialect,
     /// The center answered a line-dialect request with a C string (or
-    /// bare text): the conversation went over to the classic dialect.
+    /// bare text).
     answers_classic: bool,
     /// Answers read so far.
     answers: u64,
@@ -140,6 +144,7 @@ impl Conversation {
             pending: Vec::new(),
             after_answer: Vec::new(),
             stale: Vec::new(),
+            reading: framing.dialect,
             answers_classic: false,
             answers: 0,
             watch: None,
@@ -147,8 +152,8 @@ impl Conversation {
     }
 
     /// Whether the center, asked in the line dialect, answered with C
-    /// strings: the conversation now speaks classic (and the user should
-    /// pass `--dialect classic`).
+    /// strings: the conversation now reads classic answers (and the user
+    /// may pass `--dialect classic`).
     pub fn answers_classic(&self) -> bool {
         self.answers_classic
     }
@@ -157,7 +162,7 @@ impl Conversation {
     /// call (C padding, or the leftovers of the center's buffer); empty
     /// when none did. Reading them never blocks.
     pub fn take_stale(&mut self) -> Vec<u8> {
-        if self.framing.dialect == Dialect::Classic {
+        if self.reading == Dialect::Classic {
             self.stale.append(&mut self.after_answer);
             self.drain_arrived();
         }
@@ -219,7 +224,7 @@ impl Conversation {
                 .observer
                 .message(&watch.me, trace::CENTER, text, Transport::Tcp);
         }
-        if self.framing.dialect == Dialect::Classic && self.answers > 0 {
+        if self.reading == Dialect::Classic && self.answers > 0 {
             // A new request: what is left of the last answer is stale.
             // (Before the first request, what came is a greeting: it stays
             // to be read.)
@@ -269,7 +274,7 @@ impl Conversation {
     fn read_answer(&mut self) -> Result<String, NoAnswer> {
         let mut chunk = [0u8; 4096];
         loop {
-            if self.framing.dialect == Dialect::Line
+            if self.reading == Dialect::Line
                 && let Some(end) = self.pending.iter().position(|&b| b == b'\n' || b == 0)
             {
                 if self.pending[end] == 0 {
@@ -277,13 +282,13 @@ impl Conversation {
                     // speaks classic, and so does the rest of this
                     // conversation.
                     self.answers_classic = true;
-                    self.framing.dialect = Dialect::Classic;
+                    self.reading = Dialect::Classic;
                     continue;
                 }
                 let line: Vec<u8> = self.pending.drain(..=end).collect();
                 return Ok(String::from_utf8_lossy(&line).trim_end().to_owned());
             }
-            if self.framing.dialect == Dialect::Classic {
+            if self.reading == Dialect::Classic {
                 // Asked again before any request: a C string glued after
                 // the last answer (a greeting, then the answer) is the
                 // next one; padding is stale.
@@ -331,14 +336,14 @@ impl Conversation {
             if self.pending.len() > ANSWER_LIMIT {
                 return Err(NoAnswer::TooLong);
             }
-            if self.framing.dialect == Dialect::Line
+            if self.reading == Dialect::Line
                 && !self.pending.iter().any(|&b| b == b'\n' || b == 0)
                 && self.quiet_for(BARE_ANSWER_PAUSE)
             {
                 // Text, then silence: a classic center that sends its
                 // answers without a terminator.
                 self.answers_classic = true;
-                self.framing.dialect = Dialect::Classic;
+                self.reading = Dialect::Classic;
             }
         }
     }

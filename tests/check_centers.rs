@@ -218,7 +218,10 @@ fn a_doctor_that_dies_on_an_unknown_plan_is_named_and_not_passed() {
     // Not passed as "dropped", and doc2 is not blamed.
     assert_eq!(
         not_passed(&findings),
-        vec![("doctor/doc1/unknown-plan", Verdict::Fail)]
+        vec![
+            ("doctor/doc1/unknown-plan", Verdict::Fail),
+            ("doctor/doc1/plan-prefix", Verdict::Blocked)
+        ]
     );
     assert!(
         evidence(&findings, "doctor/doc1/unknown-plan").starts_with(&format!(
@@ -414,7 +417,7 @@ fn the_seeds_fixed_answer_buffer_is_stale_padding_never_the_next_answer() {
     );
     assert!(
         evidence(&findings, "wording/padding").starts_with(
-            "after 'failure' came 12 more bytes before the next request: 'send\\0\\0\\0\\0\\0Pha'"
+            "after 'error empty message' came 12 more bytes before the next request: 'send\\0\\0\\0\\0\\0Pha'"
         ),
         "{findings:#?}"
     );
@@ -573,7 +576,8 @@ fn doctors_comparing_the_plan_exactly_are_asked_in_the_chosen_dialect() {
         doctor,
         [
             ("doctor/doc1/quote", Verdict::Pass),
-            ("doctor/doc1/unknown-plan", Verdict::Fail)
+            ("doctor/doc1/unknown-plan", Verdict::Fail),
+            ("doctor/doc1/plan-prefix", Verdict::Blocked)
         ]
     );
 }

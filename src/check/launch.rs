@@ -226,7 +226,12 @@ impl Running {
         if let Some(death) = self.died() {
             return Some(death);
         }
-        (!self.serves()).then(|| "closed its listening socket".to_owned())
+        (!self.serves()).then(|| match &self.program.ready {
+            Ready::Serves(Transport::Udp, _) => {
+                "stopped holding its port (a process of its died)".to_owned()
+            }
+            _ => "closed its listening socket".to_owned(),
+        })
     }
 
     /// What the program is (`the center`).

@@ -45,9 +45,11 @@ pub(super) struct Shared<'a> {
     /// The center serves one session at a time: a second client waits
     /// until the first closes.
     pub(super) one_at_a_time: AtomicBool,
-    /// Asked in lines, the center answered with C strings: later sessions
-    /// speak classic.
+    /// Asked in lines, the center answered with C strings (noted once).
     answers_classic: AtomicBool,
+    /// The center takes a login only ended by a newline (it compares the
+    /// password with it): requests go as lines.
+    pub(super) line_requests: AtomicBool,
     /// The center answers only capitalised commands (`Authenticate`).
     pub(super) capitalised: AtomicBool,
 }
@@ -67,15 +69,16 @@ impl<'a> Shared<'a> {
             one_at_a_time: AtomicBool::new(false),
             answers_classic: AtomicBool::new(false),
             capitalised: AtomicBool::new(false),
+            line_requests: AtomicBool::new(false),
         }
     }
 
-    /// The framing sessions open with: the configured one, or classic once
-    /// the center has answered a line session with C strings.
+    /// The framing sessions send in: the configured one, or lines once the
+    /// center was found to take a login only with its newline.
     pub(super) fn framing(&self) -> crate::cli::Framing {
         let mut framing = self.config.framing;
-        if self.answers_classic.load(Ordering::Relaxed) {
-            framing.dialect = Dialect::Classic;
+        if self.line_requests.load(Ordering::Relaxed) {
+            framing.dialect = Dialect::Line;
         }
         framing
     }
@@ -177,6 +180,8 @@ pub(super) struct Session<'s> {
     last_sent: Option<String>,
     /// The last answer received.
     pub(super) last_answer: String,
+    /// The last wait for an answer ended in silence, the connection open.
+    pub(super) silent: bool,
 }
 
 impl<'s> Session<'s> {
@@ -190,6 +195,7 @@ impl<'s> Session<'s> {
             log: Vec::new(),
             last_sent: None,
             last_answer: String::new(),
+            silent: false,
         };
         if !shared.greeting_checked.swap(true, Ordering::Relaxed) {
             // The run's first session: does the center speak first?
@@ -280,6 +286,7 @@ impl<'s> Session<'s> {
         match self.link.receive() {
             Ok(answer) => {
                 self.shared.answered.store(true, Ordering::Relaxed);
+                self.silent = false;
                 self.log.push(format!("got '{}'", quote(&answer)));
                 self.last_answer.clone_from(&answer);
                 let classic = self.link.answers_classic();
@@ -294,6 +301,7 @@ impl<'s> Session<'s> {
                 Ok(answer)
             }
             Err(why) => {
+                self.silent = matches!(why, NoAnswer::TimedOut);
                 if matches!(
                     why,
                     NoAnswer::Closed | NoAnswer::Reset | NoAnswer::Failed(_)

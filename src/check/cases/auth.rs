@@ -80,6 +80,9 @@ pub(in crate::check) fn list_after_failure(run: &mut Run) -> Outcome {
             return fail(c.evidence());
         }
         Ok(_) => {}
+        // Silence to a wrong password: a patient would go on, and so does
+        // this case (a center may list to it anyway).
+        Err(_) if c.silent => {}
         Err(e) => return fail(e),
     }
     match c.ask("available") {
@@ -111,6 +114,7 @@ pub(in crate::check) fn select_after_failure(run: &mut Run) -> Outcome {
             return fail(c.evidence());
         }
         Ok(_) => {}
+        Err(_) if c.silent => {}
         Err(e) => return fail(e),
     }
     // Ask for the list, as a client would; a list names a slot to try.
@@ -234,5 +238,38 @@ pub(in crate::check) fn bypass_after_login(run: &mut Run, m: &Malformed) -> Outc
     Outcome {
         verdict: outcome.verdict,
         evidence,
+    }
+}
+
+/// The user's good login gets `success`. A classic center that refuses it
+/// as a C string but takes it ended by a newline (it compares the password
+/// with its newline) is a departure (WARN), and the other cases go on in
+/// that form.
+pub(in crate::check) fn success(run: &mut Run) -> Outcome {
+    let mut c = match run.open() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let refused = match c.log_in() {
+        Ok(()) => return pass(c.last_exchange()),
+        Err(e) => e,
+    };
+    let classic = run.shared.framing().dialect == crate::protocol::Dialect::Classic;
+    if !classic || c.last_answer.is_empty() {
+        return fail(refused);
+    }
+    run.shared.line_requests.store(true, Ordering::Relaxed);
+    match run
+        .open()
+        .and_then(|mut line| line.log_in().map(|()| line.last_exchange()))
+    {
+        Ok(exchange) => warn(format!(
+            "{refused}; ended by a newline instead: {exchange}: the center takes the login only \
+             with its newline (it compares the password with it); check goes on sending lines"
+        )),
+        Err(_) => {
+            run.shared.line_requests.store(false, Ordering::Relaxed);
+            fail(refused)
+        }
     }
 }

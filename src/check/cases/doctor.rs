@@ -46,6 +46,16 @@ pub(in crate::check) fn doctor_cases(run: &Run) -> Vec<Case<'static>> {
             Need::Doctor(target.name.clone()),
             move |run| unknown_plan_case(run, &refused),
         ));
+        let longer = target.clone();
+        cases.push(case(
+            format!("doctor/{}/plan-prefix", target.name),
+            format!(
+                "{} refuses a plan that only begins like {plan}",
+                target.name
+            ),
+            Need::Doctor(target.name.clone()),
+            move |run| plan_prefix_case(run, &longer),
+        ));
     }
     cases
 }
@@ -133,4 +143,23 @@ pub(in crate::check) fn ask_doctor(
         DoctorReply::Undecodable(e) => Some(format!("(undecodable: {e})")),
         DoctorReply::Silent => None,
     })
+}
+
+/// A plan the doctor does not have, beginning with one it has
+/// (`insurance1xyz`): a doctor that compares a prefix quotes it.
+fn plan_prefix_case(run: &Run, target: &DoctorTarget) -> Outcome {
+    let config = run.config();
+    let longer = format!("{}xyz", config.plan);
+    run.shared.sent_unanswered(&longer);
+    match ask_doctor(config, target.addr, &longer) {
+        Ok(Some(answer)) => match protocol::parse_quote_answer(&answer) {
+            Ok(protocol::QuoteAnswer::Cost(_)) => fail(format!(
+                "sent '{longer}', got a cost: '{}' (it compares only the beginning of the plan?)",
+                quote(&answer)
+            )),
+            _ => pass(format!("sent '{longer}', got '{}'", quote(&answer))),
+        },
+        Ok(None) => pass(format!("sent '{longer}', no answer (dropped)")),
+        Err(e) => fail(format!("asking {}: {e}", target.addr)),
+    }
 }

@@ -4,6 +4,7 @@
 
 use super::Config;
 use super::harness::{Case, Need, case, judged};
+
 use std::sync::Arc;
 
 use auth::{
@@ -71,12 +72,7 @@ pub(in crate::check) fn center_cases(config: &Config) -> Vec<Case<'static>> {
             Need::Center,
             select_after_failure,
         ),
-        case("auth/success", "auth-success", Need::Center, |run| {
-            judged(run.open().and_then(|mut c| {
-                c.log_in()?;
-                Ok(c.last_exchange())
-            }))
-        }),
+        case("auth/success", "auth-success", Need::Center, auth::success),
         case(
             "session/concurrent",
             "serves two sessions at once",
@@ -122,6 +118,12 @@ pub(in crate::check) fn center_cases(config: &Config) -> Vec<Case<'static>> {
             ),
             Need::Center,
             race,
+        ),
+        case(
+            "book/still-taken",
+            "taken-slot, still, after the race",
+            Need::Center,
+            taken_slot,
         ),
         case(
             "login/available",

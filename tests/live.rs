@@ -43,14 +43,25 @@ fn slots(n: u64) -> Vec<SlotView> {
 
 // ---------------------------------------------------------------- HTTP ---
 
-/// One request over a fresh connection; the whole answer, as text.
+/// One request over a fresh connection, with the `Host` a browser would
+/// send unless it names its own; the whole answer, as text.
 fn http(server: &LiveServer, request: &str) -> String {
+    let request = with_host(request, server.local_addr());
     let mut stream = TcpStream::connect(server.local_addr()).expect("connect");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
     stream.write_all(request.as_bytes()).expect("send");
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer
+}
+
+/// `request` with `Host: ADDR` after its first line, unless it has one.
+fn with_host(request: &str, addr: std::net::SocketAddr) -> String {
+    if request.to_ascii_lowercase().contains("\r\nhost:") {
+        return request.to_owned();
+    }
+    let (first, rest) = request.split_once("\r\n").expect("a request line");
+    format!("{first}\r\nHost: {addr}\r\n{rest}")
 }
 
 #[test]
@@ -107,7 +118,7 @@ fn the_event_stream_starts_with_the_state_and_ends_cleanly_on_stop() {
     let mut stream = TcpStream::connect(server.local_addr()).expect("connect");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
     stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(with_host("GET /events HTTP/1.1\r\n\r\n", server.local_addr()).as_bytes())
         .expect("send");
     let mut reader = BufReader::new(stream);
     let mut head = String::new();
@@ -124,7 +135,10 @@ fn the_event_stream_starts_with_the_state_and_ends_cleanly_on_stop() {
         }
     }
     assert!(head.contains("text/event-stream"), "{head}");
-    assert_eq!(events[0], json!({"type": "hello", "controls": null}));
+    assert_eq!(
+        events[0],
+        json!({"type": "hello", "controls": null, "read_only": false, "step_from": null})
+    );
     assert_eq!(events[1]["type"], "slots");
     assert_eq!(events[1]["slots"][1]["holder"], "patient1");
 
@@ -150,6 +164,317 @@ fn the_event_stream_starts_with_the_state_and_ends_cleanly_on_stop() {
         assert!(n > 0, "closed before the last chunk: {rest:?}");
         rest.extend_from_slice(&buf[..n]);
     }
+}
+
+// ------------------------------------------------------- attacks (#16) ---
+
+/// The status code of an HTTP answer.
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+fn control_request(origin: Option<&str>, host: Option<&str>, token: Option<&str>) -> String {
+    let mut request = String::from("POST /control HTTP/1.1\r\n");
+    if let Some(host) = host {
+        request.push_str(&format!("Host: {host}\r\n"));
+    }
+    if let Some(origin) = origin {
+        request.push_str(&format!("Origin: {origin}\r\n"));
+    }
+    if let Some(token) = token {
+        request.push_str(&format!("X-Medsim-Token: {token}\r\n"));
+    }
+    request.push_str("Content-Type: text/plain\r\nContent-Length: 8\r\n\r\npace=999");
+    request
+}
+
+#[test]
+fn issue_16_controls_refuse_a_foreign_origin_and_a_foreign_host() {
+    let hub = Hub::new();
+    let controls = Controls::new(|| false);
+    let server = start(&hub, Some(controls.clone()));
+    let addr = server.local_addr().to_string();
+    // A page elsewhere (a plain form does this) and a rebound DNS name.
+    let foreign = http(
+        &server,
+        &control_request(Some("http://attacker.example"), Some(&addr), None),
+    );
+    assert_eq!(status_of(&foreign), 403, "{foreign}");
+    let null_origin = http(&server, &control_request(Some("null"), Some(&addr), None));
+    assert_eq!(status_of(&null_origin), 403, "{null_origin}");
+    let rebound = http(
+        &server,
+        &control_request(
+            None,
+            Some(&format!("rebound.example:{}", server.local_addr().port())),
+            None,
+        ),
+    );
+    assert_eq!(status_of(&rebound), 421, "{rebound}");
+    let page = http(&server, "GET / HTTP/1.1\r\nHost: rebound.example\r\n\r\n");
+    assert_eq!(
+        status_of(&page),
+        421,
+        "the page is not served to a rebound name"
+    );
+    let cross_site = http(
+        &server,
+        &control_request(None, Some(&addr), None).replacen(
+            "Content-Type",
+            "Sec-Fetch-Site: cross-site\r\nContent-Type",
+            1,
+        ),
+    );
+    assert_eq!(status_of(&cross_site), 403, "{cross_site}");
+    assert_eq!(controls.pace(), Duration::ZERO, "nothing was changed");
+    // The page's own origin, and a tool that sends none (curl), may.
+    let own = http(
+        &server,
+        &control_request(Some(&format!("http://{addr}")), Some(&addr), None),
+    );
+    assert_eq!(status_of(&own), 200, "{own}");
+    assert_eq!(controls.pace(), Duration::from_millis(999));
+    let curl = http(&server, &control_request(None, Some(&addr), None));
+    assert_eq!(status_of(&curl), 200, "{curl}");
+}
+
+#[test]
+fn issue_16_off_loopback_the_controls_need_the_terminals_token() {
+    let hub = Hub::new();
+    let controls = Controls::new(|| false);
+    // Bound to every address: the room's machines reach it; the test
+    // still talks over loopback.
+    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let server = serve(listener, hub.clone(), Some(controls.clone()), || false).expect("serve");
+    assert!(server.needs_token());
+    let teacher = server.teacher_url();
+    let token = teacher
+        .split_once("?token=")
+        .map(|(_, t)| t.to_owned())
+        .expect("the teacher's URL has the token");
+    assert_eq!(token.len(), 32);
+    assert!(!server.url().contains(&token), "the room's URL is plain");
+    let port = server.local_addr().port();
+    let host = format!("127.0.0.1:{port}");
+    let room = http(&server, &control_request(None, Some(&host), None));
+    assert_eq!(status_of(&room), 403, "{room}");
+    assert!(room.contains("read only"), "{room}");
+    let guessed = http(
+        &server,
+        &control_request(None, Some(&host), Some(&"0".repeat(32))),
+    );
+    assert_eq!(status_of(&guessed), 403, "{guessed}");
+    assert_eq!(controls.pace(), Duration::ZERO);
+    let teachers = http(&server, &control_request(None, Some(&host), Some(&token)));
+    assert_eq!(status_of(&teachers), 200, "{teachers}");
+    assert_eq!(controls.pace(), Duration::from_millis(999));
+    // The room's stream says it is read only and carries no control state.
+    let hello = |query: &str| {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        write!(
+            stream,
+            "GET /events{query} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        )
+        .expect("send");
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(reader.read_line(&mut line).expect("the stream") > 0);
+            if let Some(json) = line.strip_prefix("data: ") {
+                return serde_json::from_str::<Value>(json.trim()).expect("JSON");
+            }
+        }
+    };
+    let room = hello("");
+    assert_eq!(room["read_only"], json!(true));
+    assert_eq!(room["controls"], Value::Null);
+    let teachers = hello(&format!("?token={token}"));
+    assert_eq!(teachers["read_only"], json!(false));
+    assert_eq!(teachers["controls"]["pace_ms"], json!(999));
+}
+
+#[test]
+fn issue_16_every_answer_forbids_framing_and_foreign_scripts() {
+    let hub = Hub::new();
+    let server = start(&hub, Some(Controls::new(|| false)));
+    for request in [
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET /nope HTTP/1.1\r\n\r\n",
+        "POST /control HTTP/1.1\r\nContent-Length: 4\r\n\r\nnope",
+        "GET / HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n",
+    ] {
+        let answer = http(&server, request);
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(
+            head.contains("content-security-policy: default-src 'none';")
+                && head.contains("frame-ancestors 'none'")
+                && head.contains("x-frame-options: deny"),
+            "{request:?} answered without the policy:\n{head}"
+        );
+    }
+    // The page's one script runs by its nonce; nothing else would.
+    let page = http(&server, "GET / HTTP/1.1\r\n\r\n");
+    let nonce = page
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a nonce in the policy");
+    assert!(page.contains(&format!("<script nonce=\"{nonce}\">")));
+}
+
+#[test]
+fn issue_16_a_slow_request_holds_nobody_and_is_cut_off() {
+    let hub = Hub::new();
+    let server = start(&hub, Some(Controls::new(|| false)));
+    let addr = server.local_addr();
+    // A body announced long and sent one byte: refused at once, unread.
+    let mut long = TcpStream::connect(addr).expect("connect");
+    long.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(
+        long,
+        "POST /control HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 5000\r\n\r\np"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = long.read_to_string(&mut answer);
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    // A head sent one byte and then nothing, and a short body that never
+    // comes: neither holds the page nor the stream...
+    let mut stalled_head = TcpStream::connect(addr).expect("connect");
+    stalled_head.write_all(b"G").expect("send");
+    let mut stalled_body = TcpStream::connect(addr).expect("connect");
+    write!(
+        stalled_body,
+        "POST /control HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 5\r\n\r\np"
+    )
+    .expect("send");
+    let page = http(&server, "GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(status_of(&page), 200);
+    // ...and each is answered 408 and closed once its time is up.
+    for mut stalled in [stalled_head, stalled_body] {
+        stalled.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut answer = String::new();
+        let _ = stalled.read_to_string(&mut answer);
+        assert_eq!(status_of(&answer), 408, "{answer}");
+    }
+}
+
+/// A connection that asks for the event stream and then never reads, its
+/// receive buffer as small as the kernel allows.
+fn never_reading_stream(addr: std::net::SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket.set_recv_buffer_size(1).expect("a small buffer");
+    socket.connect(&addr.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    write!(stream, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+    stream
+}
+
+/// The status line of a fresh `GET /events`.
+fn stream_status(addr: std::net::SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(stream, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut first = String::new();
+    BufReader::new(stream)
+        .read_line(&mut first)
+        .expect("a status line");
+    first
+}
+
+#[test]
+fn issue_16_stream_clients_that_never_read_are_dropped_for_others() {
+    let hub = Hub::new();
+    let server = start(&hub, None);
+    let addr = server.local_addr();
+    let sluggards: Vec<TcpStream> = (0..32).map(|_| never_reading_stream(addr)).collect();
+    hub.publish(Event::Slots { slots: slots(6) });
+    // Every place taken (the 33rd is told so at once)...
+    let deadline = Instant::now() + WAIT;
+    while status_of(&stream_status(addr)) != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "the 33rd stream was never refused"
+        );
+    }
+    // ...until the run says more than they take: then they are dropped,
+    // and a browser that reads gets a stream again.
+    let text = "x".repeat(8000);
+    let started = Instant::now();
+    for _ in 0..3000 {
+        hub.message(0, "patient1", "center", &text, Transport::Tcp);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "publishing waited for the browsers"
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let first = stream_status(addr);
+        if status_of(&first) == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the places of readers that never read were never given back: {first}"
+        );
+        hub.message(0, "patient1", "center", &text, Transport::Tcp);
+    }
+    drop(sluggards);
+}
+
+#[test]
+fn issue_16_the_live_port_survives_running_out_of_descriptors() {
+    // A center with few descriptors, and its live view flooded with idle
+    // connections until accept fails with EMFILE.
+    let mut center = support::Running::spawn_shell(
+        "ulimit -n 48 && exec \"$MEDSIM\" center --listen 127.0.0.1:0 --live 127.0.0.1:0 --quiet 2>&1",
+    );
+    let addr = support::address_in(&center.line_with("has port number"));
+    let url = live_url(&mut center);
+    let live: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("the live address");
+    let idle: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(live).expect("the kernel queues it"))
+        .collect();
+    // The idle ones are cut off by the request time limit, and the port
+    // serves again (tiny_http's accept thread ended for good here).
+    let deadline = Instant::now() + WAIT + WAIT;
+    loop {
+        let mut stream = TcpStream::connect(live).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let _ = write!(stream, "GET / HTTP/1.1\r\nHost: {live}\r\n\r\n");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live port never served again: {answer:?}"
+        );
+    }
+    drop(idle);
+    // And the center went on.
+    let answer = support::book(addr, "patient1", "password111", 1);
+    assert!(answer.starts_with("doc1 "), "{answer}");
+    center.send_signal("TERM");
+    let (status, _, _) = center.finish();
+    assert!(status.success());
 }
 
 // ------------------------------------------------------------ Chromium ---

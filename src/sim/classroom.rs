@@ -6,7 +6,7 @@
 //! The page itself is `live`'s; this module only wires a run to it. A run
 //! nobody watches gets no observer at all, so it pays nothing.
 
-use std::io::BufRead as _;
+use std::io::{BufRead as _, IsTerminal as _};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,7 +104,20 @@ impl Classroom {
                     move || stop.is_triggered()
                 })
                 .context("starting the live view")?;
-                eprintln!("medsim simulate: live view at {}", server.url());
+                if server.needs_token() {
+                    // The room gets the plain URL; the controls are the
+                    // teacher's, whose URL is only ever shown here.
+                    eprintln!(
+                        "medsim simulate: live view for the room (read only) at {}",
+                        server.url()
+                    );
+                    eprintln!(
+                        "medsim simulate: live view at {} (the teacher's: it has the controls; do not project it)",
+                        server.teacher_url()
+                    );
+                } else {
+                    eprintln!("medsim simulate: live view at {}", server.url());
+                }
                 Some(server)
             }
             _ => None,
@@ -113,6 +126,22 @@ impl Classroom {
             && let Some(controls) = &controls
         {
             controls.pause();
+            if !std::io::stdin().is_terminal() {
+                // No one types here (</dev/null, nohup, a pipe that ends):
+                // reading stdin would let everything go at once.
+                controls.set_step_source("page");
+                eprintln!(
+                    "medsim simulate: --step: stdin is not a terminal, so steps come from the page only (its Step button)"
+                );
+                return Ok(Self::assemble(
+                    trace,
+                    args,
+                    Some(controls.clone()),
+                    hub,
+                    server,
+                    stop,
+                ));
+            }
             eprintln!("medsim simulate: --step: press Enter to let one message go");
             let controls = controls.clone();
             std::thread::spawn(move || {
@@ -126,8 +155,19 @@ impl Classroom {
                 controls.resume();
             });
         }
+        Ok(Self::assemble(trace, args, controls, hub, server, stop))
+    }
+
+    fn assemble(
+        trace: Option<Trace>,
+        args: &Args,
+        controls: Option<Controls>,
+        hub: Option<Hub>,
+        server: Option<LiveServer>,
+        stop: Shutdown,
+    ) -> Classroom {
         let wanted = trace.is_some() || args.pace.is_some() || controls.is_some() || hub.is_some();
-        Ok(Classroom {
+        Classroom {
             watchers: wanted.then(|| {
                 Arc::new(Watchers {
                     trace,
@@ -138,7 +178,7 @@ impl Classroom {
             }),
             server,
             stop,
-        })
+        }
     }
 
     /// The observer of patient `session`, when anything watches.

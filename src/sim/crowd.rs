@@ -365,6 +365,20 @@ impl<'a> Crowd<'a> {
             Target::Elsewhere(addr) => (None, None, None, Some(addr)),
         };
         let here = external_center.is_none();
+        let wall_seconds = wall.as_secs_f64().max(1e-9);
+        let phases = crate::patient::Phase::ALL
+            .into_iter()
+            .zip(&tally.phases)
+            .map(|(phase, t)| super::PhaseRow {
+                phase,
+                count: t.count,
+                failures: t.failures,
+                p50_ms: t.latencies.quantile_us(0.50) / 1e3,
+                p95_ms: t.latencies.quantile_us(0.95) / 1e3,
+                p99_ms: t.latencies.quantile_us(0.99) / 1e3,
+                per_second: t.count as f64 / wall_seconds,
+            })
+            .collect();
         Report {
             patients: roster.count,
             slots,
@@ -379,6 +393,7 @@ impl<'a> Crowd<'a> {
             bookings: tally.given.len(),
             quote_retries: tally.retries,
             latency,
+            phases,
             center,
             centers: here.then_some(self.args.centers),
             held_before,

@@ -18,6 +18,7 @@ mod tally;
 pub use report::render;
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -217,6 +218,32 @@ impl Args {
             );
         }
         self.framing.checked()?;
+        anyhow::ensure!(
+            !self.step || self.live.is_some() || std::io::stdin().is_terminal(),
+            "--step reads Enter from a terminal, and stdin is not one (</dev/null, nohup, a pipe): add --live to step from the page"
+        );
+        Ok(())
+    }
+
+    /// Refuses, before the run, a --report or --diagram path that cannot
+    /// be written: found after the run, it would lose the run's report.
+    fn check_outputs(&self) -> anyhow::Result<()> {
+        let files = [("--report", &self.report), ("--diagram", &self.diagram)];
+        for (flag, path) in files {
+            let Some(path) = path.as_deref().filter(|p| p.as_os_str() != "-") else {
+                continue;
+            };
+            let existed = path.exists();
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .with_context(|| format!("{flag} {}: cannot write there", path.display()))?;
+            if !existed {
+                // Made only to try; the run writes it whole at its end.
+                let _ = std::fs::remove_file(path);
+            }
+        }
         Ok(())
     }
 }
@@ -239,6 +266,23 @@ pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+}
+
+/// One phase of the visits over the run (as load tools report them: k6's
+/// summary, locust's statistics table). Latencies run from each request to
+/// its answer, whatever the answer said.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseRow {
+    pub phase: crate::patient::Phase,
+    /// Visits that began this phase.
+    pub count: u64,
+    /// Visits that ended in this phase without a quote.
+    pub failures: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    /// `count` over the run's wall time.
+    pub per_second: f64,
 }
 
 /// One self-check of the report.
@@ -270,6 +314,9 @@ pub struct Report {
     pub bookings: usize,
     pub quote_retries: u64,
     pub latency: Latency,
+    /// One row per phase: login, list, selection, quote.
+    #[serde(default)]
+    pub phases: Vec<PhaseRow>,
     /// The center's own counts, when it ran in this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub center: Option<CenterSummary>,
@@ -322,6 +369,7 @@ pub fn simulate(args: &Args) -> anyhow::Result<Report> {
 /// up after the report is out.
 fn simulate_watched(args: &Args) -> anyhow::Result<(Report, classroom::Classroom)> {
     args.check()?;
+    args.check_outputs()?;
     let source = args.fixtures.source();
     let fixtures = Fixtures::load(&source)?;
     anyhow::ensure!(

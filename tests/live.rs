@@ -878,8 +878,7 @@ fn the_live_page_shows_bookings_losers_and_messages_in_order() {
         json!(2)
     );
     assert_eq!(
-        browser
-            .eval("[...document.querySelectorAll('#diagram g.party')].map(g => g.dataset.party)"),
+        browser.eval("[...document.querySelectorAll('#lanes g.party')].map(g => g.dataset.party)"),
         json!(["patient1", "patient2", "center", "doc1", "doc2"])
     );
     browser.wait_for(
@@ -1041,14 +1040,19 @@ fn the_report_file_draws_the_run() {
             patient: "patient1".into(),
             outcome: "booked".into(),
             latency_us: 1200,
+            slot: Some(1),
+            doctor: Some("doc1".into()),
+            cost: Some(30),
+            retries: 1,
         },
         OutcomeView {
             patient: "patient2".into(),
             outcome: "no_slot".into(),
             latency_us: 800,
+            ..OutcomeView::default()
         },
     ];
-    snapshot.set_latency_series(&[(100, 1200), (1100, 800), (2100, 900)], 1000);
+    snapshot.set_latency_series(&[(100, 1200), (1100, 800), (2100, 900)], 1000, 1);
     snapshot.invariants = vec![
         InvariantView {
             name: "no slot reserved twice".into(),
@@ -1103,8 +1107,7 @@ fn the_report_file_draws_the_run() {
         json!(["booked", "no_slot"])
     );
     assert_eq!(
-        browser
-            .eval("[...document.querySelectorAll('#diagram g.party')].map(g => g.dataset.party)"),
+        browser.eval("[...document.querySelectorAll('#lanes g.party')].map(g => g.dataset.party)"),
         json!(["patient1", "center", "doc1", "doc2"])
     );
     assert_eq!(
@@ -1224,7 +1227,7 @@ fn a_run_of_100000_patients_reaches_the_page_as_a_sample_and_counters() {
     browser.wait_for(
         "eight losers named, the rest counted",
         "(() => { const c = document.querySelector('[data-slot=\"1\"] .losers'); \
-         return c.textContent.endsWith(' more') && c.textContent.split(', ').length === 8 \
+         return c.textContent.endsWith(' in all)') && c.textContent.split(', ').length === 8 \
          && Number(c.dataset.lost) >= 1000; })()",
     );
     // Every loss and visit is counted, or among the dropped events (four
@@ -1250,13 +1253,28 @@ fn live_url(process: &mut support::Running) -> String {
     line.rsplit(' ').next().expect("a URL").to_owned()
 }
 
+/// The terminal report's table per phase, as cells: the lines after
+/// `phases:` that start with a phase's name.
+fn terminal_phases(report: &str) -> Vec<Vec<String>> {
+    report
+        .lines()
+        .skip_while(|l| !l.starts_with("phases:"))
+        .skip(2)
+        .take_while(|l| l.starts_with("  ") && !l.starts_with("  ok"))
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+const PAGE_PHASES_JS: &str = "[...document.querySelectorAll('#phases tbody tr')].map(r => \
+     [...r.cells].map(c => c.textContent))";
+
 #[test]
-fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
+fn issue_16_step_without_a_terminal_steps_from_the_page_and_the_end_shows_the_runs_numbers() {
     let Some(mut browser) = Browser::launch() else {
         return;
     };
-    // --step: the run starts held; Enter (or the page's Step) lets one
-    // message go.
+    // --step with stdin a pipe, not a terminal: the page steps, Enter in
+    // the pipe does not, and its end does not let the run go.
     let (mut sim, mut typing) = support::Running::spawn_typed(&[
         "simulate",
         "--patients",
@@ -1268,6 +1286,7 @@ fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
         "--step",
     ]);
     let url = live_url(&mut sim);
+    sim.line_with("steps come from the page only");
     browser.open(&url);
     browser.wait_for(
         "the slot table",
@@ -1276,6 +1295,11 @@ fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
     browser.wait_for(
         "the held run",
         "document.querySelector('#run-state').dataset.paused === 'true'",
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('#step-from').hidden"),
+        json!(false),
+        "the page says where steps come from"
     );
     let count = "document.querySelectorAll('#messages li').length";
     assert_eq!(browser.eval(count), json!(0), "nothing goes before a step");
@@ -1287,7 +1311,6 @@ fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
         "the next request held",
         "document.querySelector('#run-state').textContent === 'paused (1 waiting)'",
     );
-    assert_eq!(browser.eval(count), json!(2));
     let first = browser.eval("document.querySelector('#messages li').textContent");
     assert!(
         first
@@ -1296,33 +1319,42 @@ fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
             .contains("authenticate patient1 ***"),
         "{first}"
     );
-    // Enter in the terminal steps too.
-    typing.write_all(b"\n").expect("type Enter");
-    browser.wait_for("the second exchange", &format!("{count} === 4"));
-    // End of input: the run goes on by itself to the end.
+    // Enter in the pipe, then its end: neither lets anything go; the next
+    // step from the page lets exactly one more exchange through.
+    typing.write_all(b"\n\n\n").expect("type Enter");
     drop(typing);
+    browser.click("#step");
+    browser.wait_for("the second exchange", &format!("{count} === 4"));
     browser.wait_for(
-        "three slots booked",
-        "document.querySelectorAll('[data-state=\"booked\"]').length === 3",
+        "held again",
+        "document.querySelector('#run-state').textContent === 'paused (1 waiting)'",
     );
+    assert_eq!(browser.eval(count), json!(4), "only the page's step went");
+    browser.click("#resume");
     browser.wait_for(
-        "every outcome",
-        "document.querySelector('#outcomes [data-outcome=\"quoted\"]').dataset.count === '3'",
+        "the run over",
+        "document.querySelector('#status').dataset.state === 'over'",
     );
-    let shown = shown_messages(&mut browser);
-    assert_eq!(
-        shown.first().map(|m| (m.0.as_str(), m.1.as_str())),
-        Some(("patient1", "center"))
-    );
-    // The README's picture: this page, of this run.
-    let png = browser.screenshot();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    if std::env::var_os("MEDSIM_UPDATE_SCREENSHOT").is_some() {
-        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/live.png");
-        std::fs::write(docs, png).expect("update docs/live.png");
+    // The terminal's report, printed before the wait for Ctrl-C.
+    let mut report = String::new();
+    loop {
+        let line = sim.line();
+        if line.contains("the live view stays at") {
+            break;
+        }
+        report.push_str(&line);
+        report.push('\n');
     }
-    // The page stays up after the run, until Ctrl-C.
-    sim.line_with("the live view stays at");
+    assert!(report.contains("outcomes:    quoted 3"), "{report}");
+    browser.wait_for(
+        "the run's counters",
+        "document.querySelector('#c-sessions').textContent === '3' && \
+         document.querySelector('#outcomes [data-outcome=\"quoted\"]')?.dataset.count === '3'",
+    );
+    let phases: Vec<Vec<String>> =
+        serde_json::from_value(browser.eval(PAGE_PHASES_JS)).expect("cells");
+    assert_eq!(phases, terminal_phases(&report), "{report}");
+    assert_eq!(phases.len(), 4);
     sim.send_signal("INT");
     let (status, _, _) = sim.finish();
     assert!(status.success());
@@ -1357,15 +1389,47 @@ fn a_center_shows_outside_patients_as_they_book() {
         "slot 4 booked by patient2",
         "document.querySelector('[data-slot=\"4\"]').dataset.holder === 'patient2'",
     );
-    let port = c.stream.local_addr().unwrap().port().to_string();
     browser.wait_for(
         "the session's six messages",
         "document.querySelectorAll('#messages li').length === 6",
     );
+    // The lane is the user's, named once it logged in (#16).
     let shown = shown_messages(&mut browser);
-    assert!(shown[0].0.ends_with(&port), "{shown:?}");
+    assert_eq!(shown[0].0, "patient2", "{shown:?}");
     assert_eq!(shown[0].2, "authenticate patient2 ***", "{shown:?}");
+    assert_eq!(shown[1].1, "patient2", "{shown:?}");
     assert!(shown[5].2.starts_with("doc1 "), "{shown:?}");
+    browser.wait_for(
+        "the visit ended, as the center saw it",
+        "document.querySelector('#c-sessions').textContent === '1' && \
+         document.querySelector('#outcomes [data-outcome=\"booked\"]')?.dataset.count === '1'",
+    );
+    // The same user loses slot 4 twice: counted twice, named once; and a
+    // capitalised login line keeps its password off the page.
+    for _ in 0..2 {
+        let mut again = support::Raw::connect(addr);
+        assert_eq!(again.ask("authenticate patient1 password111"), "success");
+        again.ask("available");
+        assert_eq!(again.ask("selection 4"), "notavailable");
+    }
+    let mut shouting = support::Raw::connect(addr);
+    let _ = shouting.ask("Authenticate patient1 password111");
+    browser.wait_for(
+        "two losses, one name",
+        "document.querySelector('[data-slot=\"4\"] .losers').textContent === 'patient1 (2 in all)' && \
+         document.querySelector('[data-slot=\"4\"] .losers').dataset.lost === '2'",
+    );
+    browser.wait_for(
+        "three visits ended",
+        "document.querySelector('#c-sessions').textContent === '4'",
+    );
+    assert!(
+        !browser
+            .eval("document.body.innerHTML")
+            .to_string()
+            .contains("password111"),
+        "a password reached the page"
+    );
     center.send_signal("TERM");
     let (status, _, _) = center.finish();
     assert!(status.success());

@@ -15,7 +15,10 @@ use anyhow::Context as _;
 
 use super::{Args, PatientRow, Report};
 use crate::data::Fixtures;
-use crate::live::{self, Controls, Event, Hub, LiveServer, SlotView, report::Snapshot};
+use crate::live::{
+    self, Controls, Counters, Event, Hub, LiveServer, PhaseTable, RunSummary, SlotView,
+    report::Snapshot,
+};
 use crate::net;
 use crate::patient::Outcome;
 use crate::shutdown::Shutdown;
@@ -233,6 +236,13 @@ impl Classroom {
         });
     }
 
+    /// The run is over: the page shows its own summary from now on.
+    pub(super) fn show_finished(&self, summary: RunSummary) {
+        if let Some(hub) = self.hub() {
+            hub.publish(Event::Finished(summary));
+        }
+    }
+
     /// The run is over and nobody is to look further: everything stops.
     pub(super) fn stop(self) {
         self.stop.trigger();
@@ -299,6 +309,49 @@ pub(super) fn slot_views(
         .collect()
 }
 
+/// `(ended at ms, latency µs)` of a sample of the visits, and how many
+/// visits each stands for.
+pub(super) type Ends = (Vec<(u64, u64)>, u64);
+
+/// The run's own numbers for the page and the report: the terminal
+/// report's counters, its table per phase, and the chart over the run.
+pub(super) fn run_summary(report: &Report, (ends, weight): &Ends) -> RunSummary {
+    let reached: usize = report.outcomes.values().sum();
+    let wall_ms = (report.wall_seconds * 1e3) as u64;
+    let counters = Counters {
+        elapsed_ms: wall_ms,
+        sessions: reached as u64,
+        per_second: report.patients_per_second,
+        outcomes: report
+            .outcomes
+            .iter()
+            .map(|(k, v)| (k.clone(), *v as u64))
+            .collect(),
+        p50_us: Some((report.latency.p50_ms * 1e3) as u64),
+        p99_us: Some((report.latency.p99_ms * 1e3) as u64),
+        messages: 0,
+        bookings: report.bookings as u64,
+        lost: report.outcomes.get("taken").copied().unwrap_or(0) as u64,
+        dropped: 0,
+    };
+    let (header, rows) = super::report::phase_table(report);
+    let phases = PhaseTable {
+        header: header.iter().map(|(name, _)| (*name).to_owned()).collect(),
+        rows,
+        csv: super::report::phase_csv(report),
+        json: serde_json::to_value(&report.phases).unwrap_or_default(),
+    };
+    RunSummary {
+        counters,
+        phases: Some(phases),
+        latency: live::report::latency_series(
+            ends,
+            live::report::series_interval_ms(wall_ms, reached as u64),
+            *weight,
+        ),
+    }
+}
+
 /// Writes the run as one self-contained HTML file.
 ///
 /// # Errors
@@ -309,7 +362,7 @@ pub(super) fn write_report(
     report: &Report,
     slots: Vec<SlotView>,
     trace: Option<&Trace>,
-    ends: &[(u64, u64)],
+    ends: &Ends,
     fixtures: &Fixtures,
 ) -> anyhow::Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -344,14 +397,37 @@ pub(super) fn write_report(
     }
     snapshot.outcomes = rows
         .iter()
-        .map(|r| live::report::OutcomeView {
-            patient: r.label.clone(),
-            outcome: r.visit.outcome.label().to_owned(),
-            latency_us: (r.latency_ms * 1e3) as u64,
+        .map(|r| {
+            let v = &r.visit;
+            live::report::OutcomeView {
+                patient: r.label.clone(),
+                outcome: v.outcome.label().to_owned(),
+                latency_us: (r.latency_ms * 1e3) as u64,
+                // As the terminal's row: a lost race shows its slot.
+                slot: v.slot.or(match v.outcome {
+                    Outcome::Taken => v.chosen,
+                    _ => None,
+                }),
+                doctor: v.doctor.clone(),
+                cost: v.cost,
+                retries: v.retries,
+            }
         })
         .collect();
-    let wall_ms = (report.wall_seconds * 1e3) as u64;
-    snapshot.set_latency_series(ends, (wall_ms / 40).max(1));
+    let summary = run_summary(report, ends);
+    snapshot.latency = summary.latency;
+    snapshot.phases = summary.phases;
+    let mut counters = summary.counters;
+    match trace {
+        Some(trace) => counters.messages = trace.events().len() as u64,
+        None => {
+            snapshot.messages_note = Some(format!(
+                "not recorded: a report draws the messages of runs of at most {} patients (--live shows a sample of any run)",
+                super::DIAGRAM_LIMIT
+            ));
+        }
+    }
+    snapshot.counters = Some(counters);
     snapshot.summary = vec![
         ("patients".into(), report.patients.to_string()),
         ("bookings".into(), report.bookings.to_string()),

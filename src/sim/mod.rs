@@ -395,6 +395,9 @@ fn simulate_watched(args: &Args) -> anyhow::Result<(Report, classroom::Classroom
         }
     }
     let (room, slots, ends) = crowd.into_parts();
+    if room.hub().is_some() {
+        room.show_finished(classroom::run_summary(&report, &ends));
+    }
     if let Some(path) = &args.report {
         classroom::write_report(path, &report, slots, room.trace(), &ends, &fixtures)?;
         report.html = Some(path.display().to_string());

@@ -114,6 +114,11 @@ impl<'a> Tally<'a> {
         }
     }
 
+    /// How many visits each kept end stands for.
+    pub(super) fn ends_weight(&self) -> u64 {
+        self.stride as u64
+    }
+
     pub(super) fn add(&mut self, k: usize, row: PatientRow) {
         let visit = &row.visit;
         self.reached += 1;

@@ -124,7 +124,7 @@ pub enum Event {
     /// report. The hub fills in the messages and dropped events it
     /// counted, stops ticking, and gives it to every browser, late ones
     /// too.
-    Finished(RunSummary),
+    Finished(Box<RunSummary>),
 }
 
 /// What a finished run shows: counters and charts from the run's own

@@ -239,7 +239,7 @@ impl Classroom {
     /// The run is over: the page shows its own summary from now on.
     pub(super) fn show_finished(&self, summary: RunSummary) {
         if let Some(hub) = self.hub() {
-            hub.publish(Event::Finished(summary));
+            hub.publish(Event::Finished(Box::new(summary)));
         }
     }
 

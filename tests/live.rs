@@ -691,6 +691,19 @@ impl Browser {
         }
     }
 
+    /// The page's size, as a projector's or a laptop's.
+    fn viewport(&mut self, width: u32, height: u32) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        );
+    }
+
+    /// Lays the page out as printed.
+    fn print_media(&mut self) {
+        self.call("Emulation.setEmulatedMedia", json!({"media": "print"}));
+    }
+
     fn screenshot(&mut self) -> Vec<u8> {
         let shot = self.call(
             "Page.captureScreenshot",
@@ -1473,5 +1486,328 @@ fn simulate_writes_the_run_as_one_html_file() {
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http"),
         "everything embedded, no CDN"
+    );
+}
+
+/// The report lines a `medsim` process printed before `until`.
+fn lines_until(process: &mut support::Running, until: &str) -> String {
+    let mut report = String::new();
+    loop {
+        let line = process.line();
+        if line.contains(until) {
+            return report;
+        }
+        report.push_str(&line);
+        report.push('\n');
+    }
+}
+
+/// The terminal's outcomes line as the page's chips: `[label, count]`.
+fn terminal_outcomes(report: &str) -> Vec<(String, String)> {
+    let line = report
+        .lines()
+        .find_map(|l| l.strip_prefix("outcomes:"))
+        .unwrap_or_else(|| panic!("no outcomes line in {report}"));
+    let mut outcomes: Vec<(String, String)> = line
+        .split(',')
+        .map(|part| {
+            let (words, n) = part.trim().rsplit_once(' ').expect("WORDS N");
+            (words.replace(' ', "_"), n.to_owned())
+        })
+        .collect();
+    outcomes.sort();
+    outcomes
+}
+
+const PAGE_OUTCOMES_JS: &str = "[...document.querySelectorAll('#outcomes li')].map(li => \
+     [li.dataset.outcome, li.dataset.count]).sort()";
+
+/// Lanes fit a 1024-pixel page, beyond a few patients gathered in one.
+fn assert_lanes_fit(browser: &mut Browser) {
+    let lanes: Vec<String> = serde_json::from_value(
+        browser.eval("[...document.querySelectorAll('#lanes g.party')].map(g => g.dataset.party)"),
+    )
+    .expect("names");
+    assert!(lanes.len() <= 8, "{lanes:?}");
+    assert!(lanes.contains(&"others".to_owned()), "{lanes:?}");
+    assert_eq!(lanes.iter().filter(|l| l.starts_with("patient")).count(), 4);
+    let others =
+        browser.eval("document.querySelector('#lanes [data-party=\"others\"]').textContent");
+    assert!(
+        others.as_str().unwrap_or("").contains("more patients"),
+        "{others}"
+    );
+    assert_eq!(
+        browser.eval(
+            "(() => { const r = [...document.querySelectorAll('#lanes g.party')].map(g => g.querySelector('text').getBBox()); \
+             return r.every((b, i) => i === 0 || r[i - 1].x + r[i - 1].width < b.x); })()"
+        ),
+        json!(true),
+        "lane names overlap"
+    );
+    assert_eq!(
+        browser.eval("document.documentElement.scrollWidth <= 1024"),
+        json!(true),
+        "the page is wider than a 1024-pixel projector"
+    );
+    assert_eq!(
+        browser.eval(
+            "(() => { const d = document.querySelector('#diagram'); const b = document.querySelector('#diagram-box'); \
+             return d.getBoundingClientRect().width <= b.clientWidth; })()"
+        ),
+        json!(true),
+        "the diagram's lanes do not fit its box"
+    );
+}
+
+#[test]
+fn issue_16_a_200_patient_run_reads_at_1024x768_and_a_late_page_gets_its_end() {
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    browser.viewport(1024, 768);
+    let (mut sim, _typing) = support::Running::spawn_typed(&[
+        "simulate",
+        "--patients",
+        "200",
+        "--slots",
+        "150",
+        "--choice",
+        "random",
+        "--udp-loss",
+        "0.2",
+        "--seed",
+        "4",
+        "--live",
+        "127.0.0.1:0",
+    ]);
+    let url = live_url(&mut sim);
+    // The page is opened only after the run.
+    let report = lines_until(&mut sim, "the live view stays at");
+    browser.open(&url);
+    browser.wait_for(
+        "the run's end",
+        "document.querySelector('#status').dataset.state === 'over' && \
+         document.querySelector('#c-sessions').textContent === '200'",
+    );
+    let outcomes: Vec<(String, String)> =
+        serde_json::from_value(browser.eval(PAGE_OUTCOMES_JS)).expect("pairs");
+    assert_eq!(outcomes, terminal_outcomes(&report), "{report}");
+    let rate = browser.eval("Number(document.querySelector('#c-rate').textContent)");
+    let terminal_rate: f64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("throughput:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a throughput line");
+    assert_eq!(
+        rate.as_f64().map(f64::round),
+        Some(terminal_rate.round()),
+        "{report}"
+    );
+    let p50 = browser.eval("document.querySelector('#c-p50').textContent");
+    assert_ne!(p50, json!("–"), "a late page has the latency");
+    assert!(
+        browser
+            .eval("document.querySelectorAll('#chart polyline').length")
+            .as_u64()
+            >= Some(2),
+        "a late page has the charts"
+    );
+    // The y axis labels are whole, inside the chart.
+    assert_eq!(
+        browser
+            .eval("[...document.querySelectorAll('#chart text')].every(t => t.getBBox().x >= 0)"),
+        json!(true)
+    );
+    let phases: Vec<Vec<String>> =
+        serde_json::from_value(browser.eval(PAGE_PHASES_JS)).expect("cells");
+    assert_eq!(phases, terminal_phases(&report), "{report}");
+    // The same table to download, as CSV and JSON.
+    let csv = browser.eval(
+        "decodeURIComponent(document.querySelector('#phases-csv').href.split(',').slice(1).join(','))",
+    );
+    let csv = csv.as_str().expect("text").to_owned();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("phase,count,failures,p50 ms,p95 ms,p99 ms,per second")
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows, phases);
+    let json_rows = browser.eval(
+        "JSON.parse(decodeURIComponent(document.querySelector('#phases-json').href.split(',').slice(1).join(',')))",
+    );
+    assert_eq!(json_rows[0]["phase"], json!("login"));
+    assert_eq!(json_rows[0]["count"].as_str().map(str::to_owned), None);
+    assert_eq!(json_rows[0]["count"].to_string(), phases[0][1]);
+    assert_lanes_fit(&mut browser);
+    // Lane names stay in sight while the diagram scrolls.
+    let sticky = browser.eval(
+        "(() => { const b = document.querySelector('#diagram-box'); b.scrollTop = b.scrollHeight; \
+         return Math.abs(document.querySelector('#lanes-box').getBoundingClientRect().top - b.getBoundingClientRect().top) < 2; })()",
+    );
+    assert_eq!(sticky, json!(true));
+    let png = browser.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::write(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live-200.png"),
+        &png,
+    )
+    .expect("save the screenshot");
+    if std::env::var_os("MEDSIM_UPDATE_SCREENSHOT").is_some() {
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/live.png");
+        std::fs::write(docs, png).expect("update docs/live.png");
+    }
+    sim.send_signal("INT");
+    let (status, _, _) = sim.finish();
+    assert!(status.success());
+}
+
+#[test]
+fn issue_16_the_report_prints_whole_with_the_terminals_columns_and_numbers() {
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    browser.viewport(1024, 768);
+    let dir = tempfile::tempdir().expect("a directory");
+    // 20 patients: their messages are drawn; datagrams lost on the way.
+    let small = dir.path().join("small.html");
+    let run = support::medsim(&[
+        "simulate",
+        "--patients",
+        "20",
+        "--slots",
+        "12",
+        "--udp-loss",
+        "0.4",
+        "--seed",
+        "9",
+        "--report",
+        small.to_str().expect("a UTF-8 path"),
+    ])
+    .success();
+    let report = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+    browser.open(&format!("file://{}", small.display()));
+    browser.wait_for(
+        "every visit",
+        "document.querySelectorAll('#visits tr[data-patient]').length === 20",
+    );
+    // The visits table is the terminal's, column for column.
+    let header =
+        browser.eval("[...document.querySelectorAll('#visits th')].map(th => th.textContent)");
+    assert_eq!(
+        header,
+        json!([
+            "patient", "slot", "doctor", "cost", "retries", "outcome", "latency"
+        ])
+    );
+    let page_rows: Vec<Vec<String>> = serde_json::from_value(browser.eval(
+        "[...document.querySelectorAll('#visits tr[data-patient]')].map(r => [...r.cells].slice(0, 5).map(c => c.textContent))",
+    ))
+    .expect("cells");
+    let terminal_rows: Vec<Vec<String>> = report
+        .lines()
+        .filter(|l| l.starts_with("patient") && !l.starts_with("patient "))
+        .map(|l| l.split_whitespace().take(5).map(str::to_owned).collect())
+        .collect();
+    assert_eq!(page_rows, terminal_rows, "{report}");
+    assert!(
+        page_rows.iter().any(|r| r[4] != "0"),
+        "the seed was meant to show retries: {report}"
+    );
+    assert_lanes_fit(&mut browser);
+    // A lost patient-to-doctor datagram's cross is on the doctor's lane,
+    // not the center's between them.
+    let crosses = browser.eval(
+        "(() => { const x = (p) => Number(document.querySelector('#diagram line.lifeline[data-party=\"' + p + '\"]').getAttribute('x1')); \
+         return [...document.querySelectorAll('#diagram g.udp_lost')].filter(g => g.dataset.to.startsWith('doc')) \
+           .map(g => [Math.abs(Number(g.dataset.crossAt) - x(g.dataset.to)), Math.abs(Number(g.dataset.crossAt) - x('center'))]); })()",
+    );
+    let crosses: Vec<(f64, f64)> = serde_json::from_value(crosses).expect("pairs");
+    assert!(!crosses.is_empty(), "the seed was meant to lose a request");
+    for (to_doctor, to_center) in crosses {
+        assert!(
+            to_doctor < 20.0 && to_center > 50.0,
+            "{to_doctor} {to_center}"
+        );
+    }
+    // Printed, nothing is cut: no box scrolls.
+    browser.print_media();
+    let cut = browser.eval(
+        "['#diagram-box', '#messages', '#slots-box'].filter(s => { const e = document.querySelector(s); \
+         return e.scrollHeight > e.clientHeight + 1 || e.scrollWidth > e.clientWidth + 1 && s !== '#diagram-box'; })",
+    );
+    assert_eq!(cut, json!([]), "boxes cut in print");
+
+    // 200 patients: the counters are the terminal's, and the empty
+    // message list says why.
+    let large = dir.path().join("large.html");
+    let run = support::medsim(&[
+        "simulate",
+        "--patients",
+        "200",
+        "--seed",
+        "3",
+        "--report",
+        large.to_str().expect("a UTF-8 path"),
+    ])
+    .success();
+    let report = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+    browser.open(&format!("file://{}", large.display()));
+    browser.wait_for(
+        "the counters",
+        "document.querySelector('#c-sessions').textContent === '200'",
+    );
+    let outcomes: Vec<(String, String)> =
+        serde_json::from_value(browser.eval(PAGE_OUTCOMES_JS)).expect("pairs");
+    assert_eq!(outcomes, terminal_outcomes(&report), "{report}");
+    let phases: Vec<Vec<String>> =
+        serde_json::from_value(browser.eval(PAGE_PHASES_JS)).expect("cells");
+    assert_eq!(phases, terminal_phases(&report), "{report}");
+    let note = browser.eval("document.querySelector('#messages-note').textContent");
+    assert!(
+        note.as_str().unwrap_or("").contains("not recorded"),
+        "{note}"
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('#c-messages').textContent"),
+        json!("not recorded")
+    );
+}
+
+#[test]
+fn issue_16_an_unwritable_report_or_diagram_is_refused_before_the_run() {
+    for flag in ["--report", "--diagram"] {
+        let run = support::medsim(&[
+            "simulate",
+            "--patients",
+            "2",
+            flag,
+            "/nonexistent-directory/run.out",
+        ])
+        .failure();
+        let output = run.get_output();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{flag} /nonexistent-directory/run.out: cannot write there"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "the run went ahead: {:?}",
+            output.stdout
+        );
+    }
+    // --step with stdin not a terminal and no page to step from.
+    let run = support::medsim(&["simulate", "--patients", "2", "--step"]).failure();
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("add --live to step from the page"),
+        "{stderr}"
     );
 }

@@ -1811,3 +1811,36 @@ fn issue_16_an_unwritable_report_or_diagram_is_refused_before_the_run() {
         "{stderr}"
     );
 }
+
+#[test]
+fn issue_16_the_benchs_watched_case_runs_with_200_slow_readers() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let out = dir.path().join("bench.json");
+    let (code, stdout, stderr) = support::output(support::bin().args([
+        "bench",
+        "--cases",
+        "watched",
+        "--repeats",
+        "1",
+        "--out",
+        out.to_str().expect("a UTF-8 path"),
+    ]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("watched runs: simulate --patients 1000"),
+        "{stdout}"
+    );
+    let report: medsim::bench::Report =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("the JSON")).expect("a report");
+    let cases: Vec<&str> = report.watched.iter().map(|w| w.case.as_str()).collect();
+    assert_eq!(cases, ["unwatched", "live", "live + 200 slow readers"]);
+    // Every stream place went to a reader that never reads; the others
+    // were told so at once, and the run still ended with its invariants.
+    assert_eq!(report.watched[2].streams_taken, 32, "{stdout}");
+    assert!(
+        report
+            .watched
+            .iter()
+            .all(|w| w.ratios.len() == 1 && w.wall_seconds > 0.0)
+    );
+}

@@ -190,6 +190,11 @@ impl Classroom {
         Some(Arc::new(PatientWatch { watchers, session }))
     }
 
+    /// The live view's address, when it serves.
+    pub(super) fn live_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().map(LiveServer::local_addr)
+    }
+
     /// The page's hub, for the centers of this run to report to.
     pub(super) fn hub(&self) -> Option<Hub> {
         self.watchers.as_ref()?.hub.clone()

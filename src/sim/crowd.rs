@@ -90,6 +90,11 @@ impl<'a> Crowd<'a> {
         })
     }
 
+    /// The live view's address, when it serves.
+    pub(super) fn live_addr(&self) -> Option<std::net::SocketAddr> {
+        self.room.live_addr()
+    }
+
     /// The run's diagram, when one was asked for.
     pub(super) fn diagram(&self, report: &Report, fixtures: &Fixtures) -> Option<String> {
         self.args.diagram.as_ref()?;

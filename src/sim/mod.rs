@@ -360,14 +360,33 @@ impl Report {
 /// Bad data files or flags, a socket that cannot be bound on loopback, or
 /// a diagram that cannot be written.
 pub fn simulate(args: &Args) -> anyhow::Result<Report> {
-    let (report, room) = simulate_watched(args)?;
+    let (report, room) = simulate_watched(args, None)?;
+    room.stop();
+    Ok(report)
+}
+
+/// As [`simulate`], calling `audience` with the live view's address once
+/// it serves and before any patient goes (with `--live`): the bench's
+/// watched case brings its browsers first, so they watch the whole run.
+///
+/// # Errors
+///
+/// As [`simulate`].
+pub fn simulate_watched_by(
+    args: &Args,
+    audience: &dyn Fn(std::net::SocketAddr),
+) -> anyhow::Result<Report> {
+    let (report, room) = simulate_watched(args, Some(audience))?;
     room.stop();
     Ok(report)
 }
 
 /// As [`simulate`], handing back the classroom, so a live view can stay
 /// up after the report is out.
-fn simulate_watched(args: &Args) -> anyhow::Result<(Report, classroom::Classroom)> {
+fn simulate_watched(
+    args: &Args,
+    audience: Option<&dyn Fn(std::net::SocketAddr)>,
+) -> anyhow::Result<(Report, classroom::Classroom)> {
     args.check()?;
     args.check_outputs()?;
     let source = args.fixtures.source();
@@ -377,6 +396,9 @@ fn simulate_watched(args: &Args) -> anyhow::Result<(Report, classroom::Classroom
         "the availabilities name no doctor"
     );
     let crowd = crowd::Crowd::new(args)?;
+    if let (Some(audience), Some(addr)) = (audience, crowd.live_addr()) {
+        audience(addr);
+    }
     let mut report = match &args.center {
         Some(center) => crowd.visit_elsewhere(&fixtures, &source, center)?,
         None => crowd.visit_in_process(&fixtures, &source)?,
@@ -412,7 +434,7 @@ fn simulate_watched(args: &Args) -> anyhow::Result<(Report, classroom::Classroom
 ///
 /// As [`simulate`], or a report that cannot be written.
 pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let (report, room) = simulate_watched(args)?;
+    let (report, room) = simulate_watched(args, None)?;
     let text = if args.json {
         format!("{}\n", serde_json::to_string_pretty(&report)?)
     } else {

@@ -704,6 +704,20 @@ impl Browser {
         self.call("Emulation.setEmulatedMedia", json!({"media": "print"}));
     }
 
+    /// The whole page, however long, `width` pixels wide.
+    fn screenshot_whole(&mut self, width: u32) -> Vec<u8> {
+        let height = self
+            .eval("document.documentElement.scrollHeight")
+            .as_f64()
+            .expect("a height");
+        let shot = self.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true,
+                   "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}}),
+        );
+        base64_decode(shot["data"].as_str().expect("base64 PNG"))
+    }
+
     fn screenshot(&mut self) -> Vec<u8> {
         let shot = self.call(
             "Page.captureScreenshot",
@@ -1658,8 +1672,11 @@ fn issue_16_a_200_patient_run_reads_at_1024x768_and_a_late_page_gets_its_end() {
     )
     .expect("save the screenshot");
     if std::env::var_os("MEDSIM_UPDATE_SCREENSHOT").is_some() {
+        // The README's picture: this page, whole, 1024 pixels wide.
+        browser.eval("document.querySelector('#diagram-box').scrollTop = 0");
+        let whole = browser.screenshot_whole(1024);
         let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/live.png");
-        std::fs::write(docs, png).expect("update docs/live.png");
+        std::fs::write(docs, whole).expect("update docs/live.png");
     }
     sim.send_signal("INT");
     let (status, _, _) = sim.finish();
@@ -1722,8 +1739,8 @@ fn issue_16_the_report_prints_whole_with_the_terminals_columns_and_numbers() {
     // A lost patient-to-doctor datagram's cross is on the doctor's lane,
     // not the center's between them.
     let crosses = browser.eval(
-        "(() => { const x = (p) => Number(document.querySelector('#diagram line.lifeline[data-party=\"' + p + '\"]').getAttribute('x1')); \
-         return [...document.querySelectorAll('#diagram g.udp_lost')].filter(g => g.dataset.to.startsWith('doc')) \
+        "(() => { const x = (p) => Number(document.querySelector('#diagram-box line.lifeline[data-party=\"' + p + '\"]').getAttribute('x1')); \
+         return [...document.querySelectorAll('#diagram-box g.udp_lost')].filter(g => g.dataset.to.startsWith('doc')) \
            .map(g => [Math.abs(Number(g.dataset.crossAt) - x(g.dataset.to)), Math.abs(Number(g.dataset.crossAt) - x('center'))]); })()",
     );
     let crosses: Vec<(f64, f64)> = serde_json::from_value(crosses).expect("pairs");
@@ -1741,6 +1758,26 @@ fn issue_16_the_report_prints_whole_with_the_terminals_columns_and_numbers() {
          return e.scrollHeight > e.clientHeight + 1 || e.scrollWidth > e.clientWidth + 1 && s !== '#diagram-box'; })",
     );
     assert_eq!(cut, json!([]), "boxes cut in print");
+    // The diagram prints in pieces that fit a page, each naming the lanes.
+    let pieces = browser.eval(
+        "[...document.querySelectorAll('#diagram-box svg.diagram')].map(d => \
+         [d.querySelectorAll('g.arrow').length, d.querySelectorAll('.piece-lanes text').length, \
+          getComputedStyle(d.querySelector('.piece-lanes')).display])",
+    );
+    let pieces: Vec<(u64, u64, String)> = serde_json::from_value(pieces).expect("pieces");
+    assert!(pieces.len() > 1, "{pieces:?}");
+    assert!(
+        pieces
+            .iter()
+            .all(|(arrows, lanes, shown)| *arrows <= 32 && *lanes >= 4 && shown != "none"),
+        "{pieces:?}"
+    );
+    let messages = browser.eval("document.querySelectorAll('#messages li').length");
+    assert_eq!(
+        Some(pieces.iter().map(|p| p.0).sum::<u64>()),
+        messages.as_u64(),
+        "every message drawn"
+    );
 
     // 200 patients: the counters are the terminal's, and the empty
     // message list says why.

@@ -787,6 +787,117 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_run_keeps_a_steady_rate_between_its_visits() {
+        let hub = Hub::with_config(HubConfig {
+            tick: Duration::from_millis(5),
+            ..HubConfig::default()
+        });
+        let sub = hub.subscribe(10_000);
+        for patient in ["a", "b"] {
+            hub.publish(Event::Outcome {
+                patient: patient.into(),
+                outcome: "quoted".into(),
+                latency_us: 100,
+            });
+        }
+        assert!(hub.sync(WAIT));
+        // The ticks after them, with no visit ending, still show the rate
+        // over the last visits, not a drop to none.
+        let mut idle_ticks = 0;
+        while idle_ticks < 3 {
+            let json = sub.events.recv_timeout(WAIT).expect("a tick");
+            let event: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+            if event["type"] == "counters" && event["sessions"] == 2 && event["p50_us"].is_null() {
+                let rate = event["per_second"].as_f64().expect("a rate");
+                assert!(rate > 0.0, "{event}");
+                idle_ticks += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn a_finished_run_stands_for_late_browsers_and_ends_the_ticks() {
+        let hub = Hub::with_config(HubConfig {
+            tick: Duration::from_millis(1),
+            ..HubConfig::default()
+        });
+        hub.message(0, "p", "center", "x", Transport::Tcp);
+        let mut summary = crate::live::RunSummary::default();
+        summary.counters.sessions = 200;
+        hub.publish(Event::Finished(Box::new(summary)));
+        assert!(hub.sync(WAIT));
+        let late = hub.subscribe(16);
+        let last: serde_json::Value =
+            serde_json::from_str(late.initial.last().expect("some state")).expect("JSON");
+        assert_eq!(last["type"], "finished");
+        assert_eq!(last["counters"]["sessions"], 200);
+        assert_eq!(last["counters"]["messages"], 1, "the hub's own count");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            late.events.try_iter().all(|j| !j.contains("\"counters\"")),
+            "no tick after the end"
+        );
+    }
+
+    #[test]
+    fn a_full_history_is_merged_not_cut() {
+        let points: VecDeque<Counters> = (0..HISTORY as u64)
+            .map(|i| Counters {
+                elapsed_ms: i * 500,
+                per_second: i as f64,
+                ..Counters::default()
+            })
+            .collect();
+        let merged = merge_pairs(points);
+        assert_eq!(merged.len(), HISTORY / 2);
+        assert_eq!(merged[0].elapsed_ms, 500, "the start is kept");
+        assert_eq!(merged[0].per_second, 0.5);
+    }
+
+    #[test]
+    fn a_center_session_is_named_by_its_user_and_ends_at_the_last_answer() {
+        let hub = Hub::for_center();
+        let sub = hub.subscribe(100);
+        let peer = "127.0.0.1:5000";
+        for (from, to, text) in [
+            (peer, "center", "authenticate patient2 secret"),
+            ("center", peer, "success"),
+            (peer, "center", "available"),
+            ("center", peer, "1 Tue 01pm"),
+            (peer, "center", "selection 1"),
+            ("center", peer, "notavailable"),
+        ] {
+            hub.message(7, from, to, text, Transport::Tcp);
+        }
+        assert!(hub.sync(WAIT));
+        let events: Vec<serde_json::Value> = sub
+            .events
+            .try_iter()
+            .map(|j| serde_json::from_str(&j).expect("JSON"))
+            .collect();
+        let parties: Vec<(&str, &str)> = events
+            .iter()
+            .filter(|e| e["type"] == "message")
+            .map(|e| {
+                (
+                    e["from"].as_str().unwrap_or(""),
+                    e["to"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert!(
+            parties.iter().all(|(f, t)| *f != peer && *t != peer),
+            "{parties:?}"
+        );
+        let outcome = events
+            .iter()
+            .find(|e| e["type"] == "outcome")
+            .expect("an end");
+        assert_eq!(outcome["patient"], "patient2");
+        assert_eq!(outcome["outcome"], "taken");
+    }
+
+    #[test]
     fn ticks_count_outcomes_and_latency() {
         let hub = Hub::with_config(HubConfig {
             tick: Duration::from_millis(1),

@@ -1881,3 +1881,48 @@ fn issue_16_the_benchs_watched_case_runs_with_200_slow_readers() {
             .all(|w| w.ratios.len() == 1 && w.wall_seconds > 0.0)
     );
 }
+
+#[test]
+fn issue_16_the_rooms_page_is_read_only_and_the_teachers_has_the_controls() {
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    let hub = Hub::new();
+    let controls = Controls::new(|| false);
+    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let server = serve(listener, hub.clone(), Some(controls.clone()), || false).expect("serve");
+    let port = server.local_addr().port();
+    let token = server
+        .teacher_url()
+        .split_once("?token=")
+        .map(|(_, t)| t.to_owned())
+        .expect("a token");
+    // The room's page, over loopback as a student's laptop would over the
+    // network.
+    browser.open(&format!("http://127.0.0.1:{port}/"));
+    browser.wait_for(
+        "the read-only note",
+        "!document.querySelector('#read-only').hidden",
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('#controls').hidden"),
+        json!(true)
+    );
+    // Even a hand-made request from the room's page is refused.
+    let refused =
+        browser.eval("fetch('/control', {method: 'POST', body: 'pause'}).then(r => r.status)");
+    assert_eq!(refused, json!(403));
+    assert!(!controls.is_paused());
+    // The teacher's page: its buttons work, the token going with them.
+    browser.open(&format!("http://127.0.0.1:{port}/?token={token}"));
+    browser.wait_for(
+        "the controls",
+        "!document.querySelector('#controls').hidden && document.querySelector('#read-only').hidden",
+    );
+    browser.click("#pause");
+    browser.wait_for(
+        "the paused state",
+        "document.querySelector('#run-state').dataset.paused === 'true'",
+    );
+    assert!(controls.is_paused());
+}

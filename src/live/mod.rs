@@ -19,8 +19,14 @@
 //!   it sends, reports each message with [`Hub::message`] (which skips the
 //!   work for sessions the page will not draw) and its end with
 //!   [`Event::Outcome`];
+//! - when the run is over, publish [`Event::Finished`] with the run's own
+//!   summary: the page shows it instead of its sampled picture;
+//! - a center watching other programs makes its hub with
+//!   [`Hub::for_center`] (lanes named by user, visits ended at the
+//!   center's last answer);
 //! - `serve(listener, hub, Some(controls), stop)` and keep the returned
-//!   [`LiveServer`] alive for the run; dropping it stops it.
+//!   [`LiveServer`] alive for the run; dropping it stops it. Off loopback,
+//!   print [`LiveServer::teacher_url`] only where the teacher sees it.
 //!
 //! ```
 //! use medsim::live::{self, Controls, Event, Hub, SlotView, Transport};

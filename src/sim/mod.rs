@@ -134,11 +134,14 @@ pub struct Args {
     pub pace: Option<Duration>,
     /// Serve a live view of the run in a browser at ADDR [default: a free
     /// loopback port]; the URL is printed. It stays up after the run until
-    /// Ctrl-C.
+    /// Ctrl-C. Off loopback the plain URL is read only, and the controls
+    /// need the teacher's URL (with a token) printed in the terminal.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
     pub live: Option<String>,
-    /// Hold every message until Enter is pressed (one message per Enter),
-    /// and print every party's phase messages.
+    /// Hold every message until Enter is pressed (one message per Enter)
+    /// or Step on the live page, and print every party's phase messages.
+    /// With stdin not a terminal, steps come from the page only (--live
+    /// needed).
     #[arg(long)]
     pub step: bool,
     /// Write the run as one self-contained HTML file (slot table, sequence

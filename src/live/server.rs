@@ -591,7 +591,10 @@ impl Context {
             if !text.is_empty() {
                 // A browser that does not take a chunk within the write
                 // time limit is dropped: its place goes to someone else.
-                if chunk(&mut out, &text).is_err() {
+                // The limit holds for the whole chunk, so one that takes
+                // it a trickle at a time is dropped too.
+                let started = Instant::now();
+                if chunk(&mut out, &text).is_err() || started.elapsed() > WRITE_TIME {
                     return;
                 }
                 last_write = Instant::now();

@@ -60,9 +60,16 @@ impl Variant {
     }
 }
 
+/// As [`slow_reader_io`], its failure as words: an I/O error of kind
+/// `BrokenPipe` would otherwise end the bench quietly, as a closed stdout
+/// does.
+fn slow_reader(addr: SocketAddr) -> anyhow::Result<(TcpStream, bool)> {
+    slow_reader_io(addr).map_err(|e| anyhow::anyhow!("a slow reader of {addr}: {e:#}"))
+}
+
 /// A browser that asks for the event stream, reads the status line, and
 /// then nothing, its receive buffer as small as the kernel allows.
-fn slow_reader(addr: SocketAddr) -> anyhow::Result<(TcpStream, bool)> {
+fn slow_reader_io(addr: SocketAddr) -> anyhow::Result<(TcpStream, bool)> {
     let socket = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,

@@ -371,16 +371,9 @@ impl Context {
 
     /// All places taken: a short 503, written without waiting (a full
     /// socket buffer just loses it), and the connection closed.
-    fn refuse_busy(&self, mut stream: TcpStream) {
+    fn refuse_busy(&self, stream: TcpStream) {
         self.refused.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.set_nonblocking(true);
-        let body = "too many connections; try again";
-        let _ = write!(
-            stream,
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 2\r\nConnection: close\r\n{}\r\n{body}",
-            body.len(),
-            security_headers(None)
-        );
+        refuse_now(stream, "too many connections; try again");
     }
 
     fn serve_connection(&self, mut stream: TcpStream) {
@@ -502,9 +495,9 @@ impl Context {
         Answer::text(200, &state_json(controls))
     }
 
-    fn stream(&self, mut stream: TcpStream, may_control: bool) {
+    fn stream(&self, stream: TcpStream, may_control: bool) {
         let Some(_place) = Place::take(&self.streams, MAX_STREAMS) else {
-            let _ = respond(&mut stream, &Answer::text(503, "too many event streams"));
+            refuse_now(stream, "too many event streams; try again");
             return;
         };
         self.write_events(stream, may_control);
@@ -604,6 +597,19 @@ impl Context {
         let _ = out.write_all(b"0\r\n\r\n");
         let _ = out.flush();
     }
+}
+
+/// A 503 written without waiting (what does not fit the socket's buffer
+/// now is lost) and the connection closed: a refusal must not hold a
+/// thread for a peer that does not read.
+fn refuse_now(mut stream: TcpStream, body: &str) {
+    let _ = stream.set_nonblocking(true);
+    let _ = write!(
+        stream,
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 2\r\nConnection: close\r\n{}\r\n{body}",
+        body.len(),
+        security_headers(None)
+    );
 }
 
 /// Reads one request within [`REQUEST_TIME`]; on failure the status to
@@ -771,6 +777,21 @@ fn state_json(controls: &Controls) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn places_are_bounded_and_given_back_once() {
+        let counter = AtomicUsize::new(0);
+        let first = Place::take(&counter, 2).expect("a place");
+        let second = Place::take(&counter, 2).expect("a place");
+        // A refusal must not give back a place it never took.
+        for _ in 0..3 {
+            assert!(Place::take(&counter, 2).is_none());
+        }
+        assert_eq!(counter.load(Ordering::SeqCst), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+    }
 
     #[test]
     fn host_must_name_the_bound_address() {

@@ -33,7 +33,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -109,7 +109,6 @@ pub fn serve(
         stopped: Arc::clone(&stopped),
         connections: AtomicUsize::new(0),
         streams: AtomicUsize::new(0),
-        refused: AtomicU64::new(0),
         threads: Arc::clone(&threads),
     });
     let main = std::thread::Builder::new()
@@ -197,8 +196,6 @@ struct Context {
     stopped: Arc<AtomicBool>,
     connections: AtomicUsize,
     streams: AtomicUsize,
-    /// Connections answered 503 at once because all were taken.
-    refused: AtomicU64,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -363,16 +360,13 @@ impl Context {
             }
             // No thread for it (the process is at its limit): the
             // connection was dropped with the closure; the browser retries.
-            Err(_) => {
-                self.refused.fetch_add(1, Ordering::Relaxed);
-            }
+            Err(_) => {}
         }
     }
 
     /// All places taken: a short 503, written without waiting (a full
     /// socket buffer just loses it), and the connection closed.
     fn refuse_busy(&self, stream: TcpStream) {
-        self.refused.fetch_add(1, Ordering::Relaxed);
         refuse_now(stream, "too many connections; try again");
     }
 

@@ -352,15 +352,13 @@ impl Context {
                 place.0.serve_connection(stream);
                 drop(place);
             });
-        match spawned {
-            Ok(handle) => {
-                let mut threads = self.threads.lock();
-                threads.retain(|h| !h.is_finished());
-                threads.push(handle);
-            }
-            // No thread for it (the process is at its limit): the
-            // connection was dropped with the closure; the browser retries.
-            Err(_) => {}
+        // Without a thread (the process is at its limit) the connection
+        // was dropped with the closure, and its place given back; the
+        // browser retries.
+        if let Ok(handle) = spawned {
+            let mut threads = self.threads.lock();
+            threads.retain(|h| !h.is_finished());
+            threads.push(handle);
         }
     }
 

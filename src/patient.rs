@@ -9,7 +9,7 @@
 
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
@@ -125,6 +125,59 @@ pub struct Visit {
     pub cost: Option<u64>,
     /// Quote requests sent beyond the first.
     pub retries: u32,
+    /// How long each exchange took, for the run's table per phase.
+    #[serde(skip)]
+    pub phases: PhaseTimes,
+}
+
+/// The exchanges of a visit, as load reports name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// Connecting and `authenticate`, to its answer.
+    Login,
+    /// `available`, to the list.
+    List,
+    /// `selection N`, to the grant or refusal.
+    Selection,
+    /// The plan to the doctor, to its cost (retries included).
+    Quote,
+}
+
+impl Phase {
+    /// Every phase, in the order of a visit.
+    pub const ALL: [Phase; 4] = [Phase::Login, Phase::List, Phase::Selection, Phase::Quote];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Login => "login",
+            Phase::List => "list",
+            Phase::Selection => "selection",
+            Phase::Quote => "quote",
+        }
+    }
+}
+
+/// How long each phase of one visit took (from its request to its answer,
+/// whatever the answer said) and the last phase it began: a visit that did
+/// not end quoted failed in that one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PhaseTimes {
+    /// Microseconds, by [`Phase`] in [`Phase::ALL`] order; `None` for a
+    /// phase not begun or never answered.
+    pub answered_us: [Option<u64>; 4],
+    pub last_begun: Option<Phase>,
+}
+
+impl PhaseTimes {
+    fn begin(&mut self, phase: Phase) -> (Phase, Instant) {
+        self.last_begun = Some(phase);
+        (phase, Instant::now())
+    }
+
+    fn answered(&mut self, (phase, since): (Phase, Instant)) {
+        self.answered_us[phase as usize] = Some(since.elapsed().as_micros() as u64);
+    }
 }
 
 impl Visit {
@@ -137,6 +190,7 @@ impl Visit {
             doctor_port: None,
             cost: None,
             retries: 0,
+            phases: PhaseTimes::default(),
         }
     }
 
@@ -335,6 +389,7 @@ pub fn visit(
     let mut visit = Visit::new();
 
     // Phase 1: authenticate.
+    let login = visit.phases.begin(Phase::Login);
     let center_addr = match net::resolve(&settings.center) {
         Ok(addr) => addr,
         Err(e) => return visit.ended(Outcome::Connection(format!("{e:#}"))),
@@ -355,6 +410,9 @@ pub fn visit(
             local.ip()
         ));
     }
+    let phases = &mut visit.phases;
+    let mut chosen = None;
+    let mut granted = None;
     let outcome = (|| -> Result<(), Outcome> {
         let auth = Request::Authenticate {
             username: patient.username.clone(),
@@ -382,6 +440,7 @@ pub fn visit(
             ));
             answer = center.receive()?;
         }
+        phases.answered(login);
         match protocol::parse_auth_answer(&answer).map_err(protocol_error)? {
             AuthAnswer::Success => {
                 say(format_args!(
@@ -400,7 +459,9 @@ pub fn visit(
         }
 
         // Phase 2: list and reserve.
+        let list = phases.begin(Phase::List);
         let answer = center.ask(&Request::Available.to_string())?;
+        phases.answered(list);
         let listings = match protocol::parse_slots_answer(&answer).map_err(protocol_error)? {
             SlotsAnswer::Slots(listings) => listings,
             SlotsAnswer::NotAvailable => {
@@ -424,13 +485,13 @@ pub fn visit(
             Ok(None) => return Err(Outcome::Cancelled),
             Err(e) => return Err(Outcome::Connection(format!("reading the choice: {e}"))),
         };
-        visit.chosen = Some(index);
+        chosen = Some(index);
+        let selection = phases.begin(Phase::Selection);
         let answer = center.ask(&Request::Selection(index).to_string())?;
+        phases.answered(selection);
         match protocol::parse_selection_answer(&answer).map_err(protocol_error)? {
             SelectionAnswer::Assigned { doctor, port } => {
-                visit.slot = Some(index);
-                visit.doctor = doctor;
-                visit.doctor_port = Some(port);
+                granted = Some((index, doctor, port));
                 say(format_args!(
                     "Phase 2: The requested appointment is available and reserved to {label}. The assigned doctor port number is {port}."
                 ));
@@ -447,6 +508,12 @@ pub fn visit(
     })();
     // Classic servers may never close: we do, before phase 3.
     drop(center);
+    visit.chosen = chosen;
+    if let Some((index, doctor, port)) = granted {
+        visit.slot = Some(index);
+        visit.doctor = doctor;
+        visit.doctor_port = Some(port);
+    }
     if let Err(outcome) = outcome {
         return visit.ended(outcome);
     }
@@ -491,6 +558,7 @@ fn quote(
         .doctor
         .clone()
         .unwrap_or_else(|| format!("doctor:{}", doctor.port()));
+    let begun = visit.phases.begin(Phase::Quote);
     // Connected, so only the doctor's own datagrams are received.
     let link = match DoctorLink::open(doctor) {
         Ok(link) => link.watched(settings.watch.clone(), &doctor_name),
@@ -522,6 +590,9 @@ fn quote(
         Err(e) => return Outcome::Connection(format!("waiting for the doctor at {doctor}: {e}")),
     };
     visit.retries = quoted.retries;
+    if !matches!(quoted.reply, DoctorReply::Silent) {
+        visit.phases.answered(begun);
+    }
     let text = match quoted.reply {
         DoctorReply::Text(text) => text,
         DoctorReply::Empty => return Outcome::DoctorEmpty,

@@ -114,12 +114,24 @@ impl Trace {
     }
 }
 
-/// `authenticate USER PASSWORD` with the password replaced by `***`; any
-/// other text as it is.
+/// A login line with everything after the user replaced by `***`; any
+/// other text as it is. A login line is one whose first word is
+/// `authenticate` in any case (classic patients capitalise it), with any
+/// number of words after it: what follows the user may be a password, or
+/// hold one, whatever the arity. A lone word after `authenticate` is taken
+/// as the password too (a patient that left out the user), so nothing that
+/// may be one is shown.
 pub fn mask_password(text: &str) -> String {
-    let mut words = text.split([' ', '\t']).filter(|w| !w.is_empty());
-    match (words.next(), words.next(), words.next(), words.next()) {
-        (Some("authenticate"), Some(user), Some(_), None) => format!("authenticate {user} ***"),
+    let mut words = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty());
+    match (words.next(), words.next(), words.next()) {
+        (Some(command), Some(user), Some(_)) if command.eq_ignore_ascii_case("authenticate") => {
+            format!("{command} {user} ***")
+        }
+        (Some(command), Some(_), None) if command.eq_ignore_ascii_case("authenticate") => {
+            format!("{command} ***")
+        }
         _ => text.to_owned(),
     }
 }
@@ -188,6 +200,46 @@ mod tests {
              \x20   doc1--)patient1: 30\n"
         );
         assert!(!diagram.contains("password111"));
+    }
+
+    #[test]
+    fn a_login_line_is_masked_whatever_its_case_and_arity() {
+        for (line, shown) in [
+            (
+                "authenticate patient1 password111",
+                "authenticate patient1 ***",
+            ),
+            (
+                "Authenticate patient2 password222",
+                "Authenticate patient2 ***",
+            ),
+            (
+                "AUTHENTICATE patient2 password222",
+                "AUTHENTICATE patient2 ***",
+            ),
+            (
+                "authenticate patient2 pass word 222",
+                "authenticate patient2 ***",
+            ),
+            (
+                "authenticate\tpatient2\tpassword222",
+                "authenticate patient2 ***",
+            ),
+            (
+                "  authenticate  patient2   password222 ",
+                "authenticate patient2 ***",
+            ),
+            ("authenticate password222", "authenticate ***"),
+            (
+                "authenticate patient2 password222\0garbage",
+                "authenticate patient2 ***",
+            ),
+            ("authenticate", "authenticate"),
+            ("available", "available"),
+            ("selection 2", "selection 2"),
+        ] {
+            assert_eq!(mask_password(line), shown, "{line:?}");
+        }
     }
 
     #[test]

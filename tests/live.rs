@@ -43,14 +43,25 @@ fn slots(n: u64) -> Vec<SlotView> {
 
 // ---------------------------------------------------------------- HTTP ---
 
-/// One request over a fresh connection; the whole answer, as text.
+/// One request over a fresh connection, with the `Host` a browser would
+/// send unless it names its own; the whole answer, as text.
 fn http(server: &LiveServer, request: &str) -> String {
+    let request = with_host(request, server.local_addr());
     let mut stream = TcpStream::connect(server.local_addr()).expect("connect");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
     stream.write_all(request.as_bytes()).expect("send");
     let mut answer = String::new();
     let _ = stream.read_to_string(&mut answer);
     answer
+}
+
+/// `request` with `Host: ADDR` after its first line, unless it has one.
+fn with_host(request: &str, addr: std::net::SocketAddr) -> String {
+    if request.to_ascii_lowercase().contains("\r\nhost:") {
+        return request.to_owned();
+    }
+    let (first, rest) = request.split_once("\r\n").expect("a request line");
+    format!("{first}\r\nHost: {addr}\r\n{rest}")
 }
 
 #[test]
@@ -107,7 +118,7 @@ fn the_event_stream_starts_with_the_state_and_ends_cleanly_on_stop() {
     let mut stream = TcpStream::connect(server.local_addr()).expect("connect");
     stream.set_read_timeout(Some(WAIT)).expect("timeout");
     stream
-        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(with_host("GET /events HTTP/1.1\r\n\r\n", server.local_addr()).as_bytes())
         .expect("send");
     let mut reader = BufReader::new(stream);
     let mut head = String::new();
@@ -124,7 +135,10 @@ fn the_event_stream_starts_with_the_state_and_ends_cleanly_on_stop() {
         }
     }
     assert!(head.contains("text/event-stream"), "{head}");
-    assert_eq!(events[0], json!({"type": "hello", "controls": null}));
+    assert_eq!(
+        events[0],
+        json!({"type": "hello", "controls": null, "read_only": false, "step_from": null})
+    );
     assert_eq!(events[1]["type"], "slots");
     assert_eq!(events[1]["slots"][1]["holder"], "patient1");
 
@@ -150,6 +164,317 @@ fn the_event_stream_starts_with_the_state_and_ends_cleanly_on_stop() {
         assert!(n > 0, "closed before the last chunk: {rest:?}");
         rest.extend_from_slice(&buf[..n]);
     }
+}
+
+// ------------------------------------------------------- attacks (#16) ---
+
+/// The status code of an HTTP answer.
+fn status_of(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {answer:?}"))
+}
+
+fn control_request(origin: Option<&str>, host: Option<&str>, token: Option<&str>) -> String {
+    let mut request = String::from("POST /control HTTP/1.1\r\n");
+    if let Some(host) = host {
+        request.push_str(&format!("Host: {host}\r\n"));
+    }
+    if let Some(origin) = origin {
+        request.push_str(&format!("Origin: {origin}\r\n"));
+    }
+    if let Some(token) = token {
+        request.push_str(&format!("X-Medsim-Token: {token}\r\n"));
+    }
+    request.push_str("Content-Type: text/plain\r\nContent-Length: 8\r\n\r\npace=999");
+    request
+}
+
+#[test]
+fn issue_16_controls_refuse_a_foreign_origin_and_a_foreign_host() {
+    let hub = Hub::new();
+    let controls = Controls::new(|| false);
+    let server = start(&hub, Some(controls.clone()));
+    let addr = server.local_addr().to_string();
+    // A page elsewhere (a plain form does this) and a rebound DNS name.
+    let foreign = http(
+        &server,
+        &control_request(Some("http://attacker.example"), Some(&addr), None),
+    );
+    assert_eq!(status_of(&foreign), 403, "{foreign}");
+    let null_origin = http(&server, &control_request(Some("null"), Some(&addr), None));
+    assert_eq!(status_of(&null_origin), 403, "{null_origin}");
+    let rebound = http(
+        &server,
+        &control_request(
+            None,
+            Some(&format!("rebound.example:{}", server.local_addr().port())),
+            None,
+        ),
+    );
+    assert_eq!(status_of(&rebound), 421, "{rebound}");
+    let page = http(&server, "GET / HTTP/1.1\r\nHost: rebound.example\r\n\r\n");
+    assert_eq!(
+        status_of(&page),
+        421,
+        "the page is not served to a rebound name"
+    );
+    let cross_site = http(
+        &server,
+        &control_request(None, Some(&addr), None).replacen(
+            "Content-Type",
+            "Sec-Fetch-Site: cross-site\r\nContent-Type",
+            1,
+        ),
+    );
+    assert_eq!(status_of(&cross_site), 403, "{cross_site}");
+    assert_eq!(controls.pace(), Duration::ZERO, "nothing was changed");
+    // The page's own origin, and a tool that sends none (curl), may.
+    let own = http(
+        &server,
+        &control_request(Some(&format!("http://{addr}")), Some(&addr), None),
+    );
+    assert_eq!(status_of(&own), 200, "{own}");
+    assert_eq!(controls.pace(), Duration::from_millis(999));
+    let curl = http(&server, &control_request(None, Some(&addr), None));
+    assert_eq!(status_of(&curl), 200, "{curl}");
+}
+
+#[test]
+fn issue_16_off_loopback_the_controls_need_the_terminals_token() {
+    let hub = Hub::new();
+    let controls = Controls::new(|| false);
+    // Bound to every address: the room's machines reach it; the test
+    // still talks over loopback.
+    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let server = serve(listener, hub.clone(), Some(controls.clone()), || false).expect("serve");
+    assert!(server.needs_token());
+    let teacher = server.teacher_url();
+    let token = teacher
+        .split_once("?token=")
+        .map(|(_, t)| t.to_owned())
+        .expect("the teacher's URL has the token");
+    assert_eq!(token.len(), 32);
+    assert!(!server.url().contains(&token), "the room's URL is plain");
+    let port = server.local_addr().port();
+    let host = format!("127.0.0.1:{port}");
+    let room = http(&server, &control_request(None, Some(&host), None));
+    assert_eq!(status_of(&room), 403, "{room}");
+    assert!(room.contains("read only"), "{room}");
+    let guessed = http(
+        &server,
+        &control_request(None, Some(&host), Some(&"0".repeat(32))),
+    );
+    assert_eq!(status_of(&guessed), 403, "{guessed}");
+    assert_eq!(controls.pace(), Duration::ZERO);
+    let teachers = http(&server, &control_request(None, Some(&host), Some(&token)));
+    assert_eq!(status_of(&teachers), 200, "{teachers}");
+    assert_eq!(controls.pace(), Duration::from_millis(999));
+    // The room's stream says it is read only and carries no control state.
+    let hello = |query: &str| {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        write!(
+            stream,
+            "GET /events{query} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        )
+        .expect("send");
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(reader.read_line(&mut line).expect("the stream") > 0);
+            if let Some(json) = line.strip_prefix("data: ") {
+                return serde_json::from_str::<Value>(json.trim()).expect("JSON");
+            }
+        }
+    };
+    let room = hello("");
+    assert_eq!(room["read_only"], json!(true));
+    assert_eq!(room["controls"], Value::Null);
+    let teachers = hello(&format!("?token={token}"));
+    assert_eq!(teachers["read_only"], json!(false));
+    assert_eq!(teachers["controls"]["pace_ms"], json!(999));
+}
+
+#[test]
+fn issue_16_every_answer_forbids_framing_and_foreign_scripts() {
+    let hub = Hub::new();
+    let server = start(&hub, Some(Controls::new(|| false)));
+    for request in [
+        "GET / HTTP/1.1\r\n\r\n",
+        "GET /nope HTTP/1.1\r\n\r\n",
+        "POST /control HTTP/1.1\r\nContent-Length: 4\r\n\r\nnope",
+        "GET / HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n",
+    ] {
+        let answer = http(&server, request);
+        let head = answer
+            .split("\r\n\r\n")
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        assert!(
+            head.contains("content-security-policy: default-src 'none';")
+                && head.contains("frame-ancestors 'none'")
+                && head.contains("x-frame-options: deny"),
+            "{request:?} answered without the policy:\n{head}"
+        );
+    }
+    // The page's one script runs by its nonce; nothing else would.
+    let page = http(&server, "GET / HTTP/1.1\r\n\r\n");
+    let nonce = page
+        .split("'nonce-")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a nonce in the policy");
+    assert!(page.contains(&format!("<script nonce=\"{nonce}\">")));
+}
+
+#[test]
+fn issue_16_a_slow_request_holds_nobody_and_is_cut_off() {
+    let hub = Hub::new();
+    let server = start(&hub, Some(Controls::new(|| false)));
+    let addr = server.local_addr();
+    // A body announced long and sent one byte: refused at once, unread.
+    let mut long = TcpStream::connect(addr).expect("connect");
+    long.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(
+        long,
+        "POST /control HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 5000\r\n\r\np"
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = long.read_to_string(&mut answer);
+    assert_eq!(status_of(&answer), 413, "{answer}");
+    // A head sent one byte and then nothing, and a short body that never
+    // comes: neither holds the page nor the stream...
+    let mut stalled_head = TcpStream::connect(addr).expect("connect");
+    stalled_head.write_all(b"G").expect("send");
+    let mut stalled_body = TcpStream::connect(addr).expect("connect");
+    write!(
+        stalled_body,
+        "POST /control HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 5\r\n\r\np"
+    )
+    .expect("send");
+    let page = http(&server, "GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(status_of(&page), 200);
+    // ...and each is answered 408 and closed once its time is up.
+    for mut stalled in [stalled_head, stalled_body] {
+        stalled.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut answer = String::new();
+        let _ = stalled.read_to_string(&mut answer);
+        assert_eq!(status_of(&answer), 408, "{answer}");
+    }
+}
+
+/// A connection that asks for the event stream and then never reads, its
+/// receive buffer as small as the kernel allows.
+fn never_reading_stream(addr: std::net::SocketAddr) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("a socket");
+    socket.set_recv_buffer_size(1).expect("a small buffer");
+    socket.connect(&addr.into()).expect("connect");
+    let mut stream: TcpStream = socket.into();
+    write!(stream, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+    stream
+}
+
+/// The status line of a fresh `GET /events`.
+fn stream_status(addr: std::net::SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(stream, "GET /events HTTP/1.1\r\nHost: {addr}\r\n\r\n").expect("send");
+    let mut first = String::new();
+    BufReader::new(stream)
+        .read_line(&mut first)
+        .expect("a status line");
+    first
+}
+
+#[test]
+fn issue_16_stream_clients_that_never_read_are_dropped_for_others() {
+    let hub = Hub::new();
+    let server = start(&hub, None);
+    let addr = server.local_addr();
+    let sluggards: Vec<TcpStream> = (0..32).map(|_| never_reading_stream(addr)).collect();
+    hub.publish(Event::Slots { slots: slots(6) });
+    // Every place taken (the 33rd is told so at once)...
+    let deadline = Instant::now() + WAIT;
+    while status_of(&stream_status(addr)) != 503 {
+        assert!(
+            Instant::now() < deadline,
+            "the 33rd stream was never refused"
+        );
+    }
+    // ...until the run says more than they take: then they are dropped,
+    // and a browser that reads gets a stream again.
+    let text = "x".repeat(8000);
+    let started = Instant::now();
+    for _ in 0..3000 {
+        hub.message(0, "patient1", "center", &text, Transport::Tcp);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "publishing waited for the browsers"
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let first = stream_status(addr);
+        if status_of(&first) == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the places of readers that never read were never given back: {first}"
+        );
+        hub.message(0, "patient1", "center", &text, Transport::Tcp);
+    }
+    drop(sluggards);
+}
+
+#[test]
+fn issue_16_the_live_port_survives_running_out_of_descriptors() {
+    // A center with few descriptors, and its live view flooded with idle
+    // connections until accept fails with EMFILE.
+    let mut center = support::Running::spawn_shell(
+        "ulimit -n 48 && exec \"$MEDSIM\" center --listen 127.0.0.1:0 --live 127.0.0.1:0 --quiet 2>&1",
+    );
+    let addr = support::address_in(&center.line_with("has port number"));
+    let url = live_url(&mut center);
+    let live: std::net::SocketAddr = url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("the live address");
+    let idle: Vec<TcpStream> = (0..60)
+        .map(|_| TcpStream::connect(live).expect("the kernel queues it"))
+        .collect();
+    // The idle ones are cut off by the request time limit, and the port
+    // serves again (tiny_http's accept thread ended for good here).
+    let deadline = Instant::now() + WAIT + WAIT;
+    loop {
+        let mut stream = TcpStream::connect(live).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).expect("timeout");
+        let _ = write!(stream, "GET / HTTP/1.1\r\nHost: {live}\r\n\r\n");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        if answer.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the live port never served again: {answer:?}"
+        );
+    }
+    drop(idle);
+    // And the center went on.
+    let answer = support::book(addr, "patient1", "password111", 1);
+    assert!(answer.starts_with("doc1 "), "{answer}");
+    center.send_signal("TERM");
+    let (status, _, _) = center.finish();
+    assert!(status.success());
 }
 
 // ------------------------------------------------------------ Chromium ---
@@ -366,6 +691,33 @@ impl Browser {
         }
     }
 
+    /// The page's size, as a projector's or a laptop's.
+    fn viewport(&mut self, width: u32, height: u32) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        );
+    }
+
+    /// Lays the page out as printed.
+    fn print_media(&mut self) {
+        self.call("Emulation.setEmulatedMedia", json!({"media": "print"}));
+    }
+
+    /// The whole page, however long, `width` pixels wide.
+    fn screenshot_whole(&mut self, width: u32) -> Vec<u8> {
+        let height = self
+            .eval("document.documentElement.scrollHeight")
+            .as_f64()
+            .expect("a height");
+        let shot = self.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true,
+                   "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}}),
+        );
+        base64_decode(shot["data"].as_str().expect("base64 PNG"))
+    }
+
     fn screenshot(&mut self) -> Vec<u8> {
         let shot = self.call(
             "Page.captureScreenshot",
@@ -553,8 +905,7 @@ fn the_live_page_shows_bookings_losers_and_messages_in_order() {
         json!(2)
     );
     assert_eq!(
-        browser
-            .eval("[...document.querySelectorAll('#diagram g.party')].map(g => g.dataset.party)"),
+        browser.eval("[...document.querySelectorAll('#lanes g.party')].map(g => g.dataset.party)"),
         json!(["patient1", "patient2", "center", "doc1", "doc2"])
     );
     browser.wait_for(
@@ -716,14 +1067,19 @@ fn the_report_file_draws_the_run() {
             patient: "patient1".into(),
             outcome: "booked".into(),
             latency_us: 1200,
+            slot: Some(1),
+            doctor: Some("doc1".into()),
+            cost: Some(30),
+            retries: 1,
         },
         OutcomeView {
             patient: "patient2".into(),
             outcome: "no_slot".into(),
             latency_us: 800,
+            ..OutcomeView::default()
         },
     ];
-    snapshot.set_latency_series(&[(100, 1200), (1100, 800), (2100, 900)], 1000);
+    snapshot.set_latency_series(&[(100, 1200), (1100, 800), (2100, 900)], 1000, 1);
     snapshot.invariants = vec![
         InvariantView {
             name: "no slot reserved twice".into(),
@@ -778,8 +1134,7 @@ fn the_report_file_draws_the_run() {
         json!(["booked", "no_slot"])
     );
     assert_eq!(
-        browser
-            .eval("[...document.querySelectorAll('#diagram g.party')].map(g => g.dataset.party)"),
+        browser.eval("[...document.querySelectorAll('#lanes g.party')].map(g => g.dataset.party)"),
         json!(["patient1", "center", "doc1", "doc2"])
     );
     assert_eq!(
@@ -899,7 +1254,7 @@ fn a_run_of_100000_patients_reaches_the_page_as_a_sample_and_counters() {
     browser.wait_for(
         "eight losers named, the rest counted",
         "(() => { const c = document.querySelector('[data-slot=\"1\"] .losers'); \
-         return c.textContent.endsWith(' more') && c.textContent.split(', ').length === 8 \
+         return c.textContent.endsWith(' in all)') && c.textContent.split(', ').length === 8 \
          && Number(c.dataset.lost) >= 1000; })()",
     );
     // Every loss and visit is counted, or among the dropped events (four
@@ -925,13 +1280,28 @@ fn live_url(process: &mut support::Running) -> String {
     line.rsplit(' ').next().expect("a URL").to_owned()
 }
 
+/// The terminal report's table per phase, as cells: the lines after
+/// `phases:` that start with a phase's name.
+fn terminal_phases(report: &str) -> Vec<Vec<String>> {
+    report
+        .lines()
+        .skip_while(|l| !l.starts_with("phases:"))
+        .skip(2)
+        .take_while(|l| l.starts_with("  ") && !l.starts_with("  ok"))
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+const PAGE_PHASES_JS: &str = "[...document.querySelectorAll('#phases tbody tr')].map(r => \
+     [...r.cells].map(c => c.textContent))";
+
 #[test]
-fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
+fn issue_16_step_without_a_terminal_steps_from_the_page_and_the_end_shows_the_runs_numbers() {
     let Some(mut browser) = Browser::launch() else {
         return;
     };
-    // --step: the run starts held; Enter (or the page's Step) lets one
-    // message go.
+    // --step with stdin a pipe, not a terminal: the page steps, Enter in
+    // the pipe does not, and its end does not let the run go.
     let (mut sim, mut typing) = support::Running::spawn_typed(&[
         "simulate",
         "--patients",
@@ -943,6 +1313,7 @@ fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
         "--step",
     ]);
     let url = live_url(&mut sim);
+    sim.line_with("steps come from the page only");
     browser.open(&url);
     browser.wait_for(
         "the slot table",
@@ -951,6 +1322,11 @@ fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
     browser.wait_for(
         "the held run",
         "document.querySelector('#run-state').dataset.paused === 'true'",
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('#step-from').hidden"),
+        json!(false),
+        "the page says where steps come from"
     );
     let count = "document.querySelectorAll('#messages li').length";
     assert_eq!(browser.eval(count), json!(0), "nothing goes before a step");
@@ -962,7 +1338,6 @@ fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
         "the next request held",
         "document.querySelector('#run-state').textContent === 'paused (1 waiting)'",
     );
-    assert_eq!(browser.eval(count), json!(2));
     let first = browser.eval("document.querySelector('#messages li').textContent");
     assert!(
         first
@@ -971,33 +1346,42 @@ fn a_simulate_run_fills_the_live_page_and_step_lets_one_message_go() {
             .contains("authenticate patient1 ***"),
         "{first}"
     );
-    // Enter in the terminal steps too.
-    typing.write_all(b"\n").expect("type Enter");
-    browser.wait_for("the second exchange", &format!("{count} === 4"));
-    // End of input: the run goes on by itself to the end.
+    // Enter in the pipe, then its end: neither lets anything go; the next
+    // step from the page lets exactly one more exchange through.
+    typing.write_all(b"\n\n\n").expect("type Enter");
     drop(typing);
+    browser.click("#step");
+    browser.wait_for("the second exchange", &format!("{count} === 4"));
     browser.wait_for(
-        "three slots booked",
-        "document.querySelectorAll('[data-state=\"booked\"]').length === 3",
+        "held again",
+        "document.querySelector('#run-state').textContent === 'paused (1 waiting)'",
     );
+    assert_eq!(browser.eval(count), json!(4), "only the page's step went");
+    browser.click("#resume");
     browser.wait_for(
-        "every outcome",
-        "document.querySelector('#outcomes [data-outcome=\"quoted\"]').dataset.count === '3'",
+        "the run over",
+        "document.querySelector('#status').dataset.state === 'over'",
     );
-    let shown = shown_messages(&mut browser);
-    assert_eq!(
-        shown.first().map(|m| (m.0.as_str(), m.1.as_str())),
-        Some(("patient1", "center"))
-    );
-    // The README's picture: this page, of this run.
-    let png = browser.screenshot();
-    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
-    if std::env::var_os("MEDSIM_UPDATE_SCREENSHOT").is_some() {
-        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/live.png");
-        std::fs::write(docs, png).expect("update docs/live.png");
+    // The terminal's report, printed before the wait for Ctrl-C.
+    let mut report = String::new();
+    loop {
+        let line = sim.line();
+        if line.contains("the live view stays at") {
+            break;
+        }
+        report.push_str(&line);
+        report.push('\n');
     }
-    // The page stays up after the run, until Ctrl-C.
-    sim.line_with("the live view stays at");
+    assert!(report.contains("outcomes:    quoted 3"), "{report}");
+    browser.wait_for(
+        "the run's counters",
+        "document.querySelector('#c-sessions').textContent === '3' && \
+         document.querySelector('#outcomes [data-outcome=\"quoted\"]')?.dataset.count === '3'",
+    );
+    let phases: Vec<Vec<String>> =
+        serde_json::from_value(browser.eval(PAGE_PHASES_JS)).expect("cells");
+    assert_eq!(phases, terminal_phases(&report), "{report}");
+    assert_eq!(phases.len(), 4);
     sim.send_signal("INT");
     let (status, _, _) = sim.finish();
     assert!(status.success());
@@ -1032,15 +1416,47 @@ fn a_center_shows_outside_patients_as_they_book() {
         "slot 4 booked by patient2",
         "document.querySelector('[data-slot=\"4\"]').dataset.holder === 'patient2'",
     );
-    let port = c.stream.local_addr().unwrap().port().to_string();
     browser.wait_for(
         "the session's six messages",
         "document.querySelectorAll('#messages li').length === 6",
     );
+    // The lane is the user's, named once it logged in (#16).
     let shown = shown_messages(&mut browser);
-    assert!(shown[0].0.ends_with(&port), "{shown:?}");
+    assert_eq!(shown[0].0, "patient2", "{shown:?}");
     assert_eq!(shown[0].2, "authenticate patient2 ***", "{shown:?}");
+    assert_eq!(shown[1].1, "patient2", "{shown:?}");
     assert!(shown[5].2.starts_with("doc1 "), "{shown:?}");
+    browser.wait_for(
+        "the visit ended, as the center saw it",
+        "document.querySelector('#c-sessions').textContent === '1' && \
+         document.querySelector('#outcomes [data-outcome=\"booked\"]')?.dataset.count === '1'",
+    );
+    // The same user loses slot 4 twice: counted twice, named once; and a
+    // capitalised login line keeps its password off the page.
+    for _ in 0..2 {
+        let mut again = support::Raw::connect(addr);
+        assert_eq!(again.ask("authenticate patient1 password111"), "success");
+        again.ask("available");
+        assert_eq!(again.ask("selection 4"), "notavailable");
+    }
+    let mut shouting = support::Raw::connect(addr);
+    let _ = shouting.ask("Authenticate patient1 password111");
+    browser.wait_for(
+        "two losses, one name",
+        "document.querySelector('[data-slot=\"4\"] .losers').textContent === 'patient1 (2 in all)' && \
+         document.querySelector('[data-slot=\"4\"] .losers').dataset.lost === '2'",
+    );
+    browser.wait_for(
+        "three visits ended",
+        "document.querySelector('#c-sessions').textContent === '4'",
+    );
+    assert!(
+        !browser
+            .eval("document.body.innerHTML")
+            .to_string()
+            .contains("password111"),
+        "a password reached the page"
+    );
     center.send_signal("TERM");
     let (status, _, _) = center.finish();
     assert!(status.success());
@@ -1085,4 +1501,428 @@ fn simulate_writes_the_run_as_one_html_file() {
         !html.contains("src=\"http") && !html.contains("href=\"http"),
         "everything embedded, no CDN"
     );
+}
+
+/// The report lines a `medsim` process printed before `until`.
+fn lines_until(process: &mut support::Running, until: &str) -> String {
+    let mut report = String::new();
+    loop {
+        let line = process.line();
+        if line.contains(until) {
+            return report;
+        }
+        report.push_str(&line);
+        report.push('\n');
+    }
+}
+
+/// The terminal's outcomes line as the page's chips: `[label, count]`.
+fn terminal_outcomes(report: &str) -> Vec<(String, String)> {
+    let line = report
+        .lines()
+        .find_map(|l| l.strip_prefix("outcomes:"))
+        .unwrap_or_else(|| panic!("no outcomes line in {report}"));
+    let mut outcomes: Vec<(String, String)> = line
+        .split(',')
+        .map(|part| {
+            let (words, n) = part.trim().rsplit_once(' ').expect("WORDS N");
+            (words.replace(' ', "_"), n.to_owned())
+        })
+        .collect();
+    outcomes.sort();
+    outcomes
+}
+
+const PAGE_OUTCOMES_JS: &str = "[...document.querySelectorAll('#outcomes li')].map(li => \
+     [li.dataset.outcome, li.dataset.count]).sort()";
+
+/// Lanes fit a 1024-pixel page, beyond a few patients gathered in one.
+fn assert_lanes_fit(browser: &mut Browser) {
+    let lanes: Vec<String> = serde_json::from_value(
+        browser.eval("[...document.querySelectorAll('#lanes g.party')].map(g => g.dataset.party)"),
+    )
+    .expect("names");
+    assert!(lanes.len() <= 8, "{lanes:?}");
+    assert!(lanes.contains(&"others".to_owned()), "{lanes:?}");
+    assert_eq!(lanes.iter().filter(|l| l.starts_with("patient")).count(), 4);
+    let others =
+        browser.eval("document.querySelector('#lanes [data-party=\"others\"]').textContent");
+    assert!(
+        others.as_str().unwrap_or("").contains("more patients"),
+        "{others}"
+    );
+    assert_eq!(
+        browser.eval(
+            "(() => { const r = [...document.querySelectorAll('#lanes g.party')].map(g => g.querySelector('text').getBBox()); \
+             return r.every((b, i) => i === 0 || r[i - 1].x + r[i - 1].width < b.x); })()"
+        ),
+        json!(true),
+        "lane names overlap"
+    );
+    assert_eq!(
+        browser.eval("document.documentElement.scrollWidth <= 1024"),
+        json!(true),
+        "the page is wider than a 1024-pixel projector"
+    );
+    assert_eq!(
+        browser.eval(
+            "(() => { const d = document.querySelector('#diagram'); const b = document.querySelector('#diagram-box'); \
+             return d.getBoundingClientRect().width <= b.clientWidth; })()"
+        ),
+        json!(true),
+        "the diagram's lanes do not fit its box"
+    );
+}
+
+#[test]
+fn issue_16_a_200_patient_run_reads_at_1024x768_and_a_late_page_gets_its_end() {
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    browser.viewport(1024, 768);
+    let (mut sim, _typing) = support::Running::spawn_typed(&[
+        "simulate",
+        "--patients",
+        "200",
+        "--slots",
+        "150",
+        "--choice",
+        "random",
+        "--udp-loss",
+        "0.2",
+        "--seed",
+        "4",
+        "--live",
+        "127.0.0.1:0",
+    ]);
+    let url = live_url(&mut sim);
+    // The page is opened only after the run.
+    let report = lines_until(&mut sim, "the live view stays at");
+    browser.open(&url);
+    browser.wait_for(
+        "the run's end",
+        "document.querySelector('#status').dataset.state === 'over' && \
+         document.querySelector('#c-sessions').textContent === '200'",
+    );
+    let outcomes: Vec<(String, String)> =
+        serde_json::from_value(browser.eval(PAGE_OUTCOMES_JS)).expect("pairs");
+    assert_eq!(outcomes, terminal_outcomes(&report), "{report}");
+    let rate = browser.eval("Number(document.querySelector('#c-rate').textContent)");
+    let terminal_rate: f64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("throughput:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("a throughput line");
+    assert_eq!(
+        rate.as_f64().map(f64::round),
+        Some(terminal_rate.round()),
+        "{report}"
+    );
+    let p50 = browser.eval("document.querySelector('#c-p50').textContent");
+    assert_ne!(p50, json!("–"), "a late page has the latency");
+    assert!(
+        browser
+            .eval("document.querySelectorAll('#chart polyline').length")
+            .as_u64()
+            >= Some(2),
+        "a late page has the charts"
+    );
+    // The y axis labels are whole, inside the chart.
+    assert_eq!(
+        browser
+            .eval("[...document.querySelectorAll('#chart text')].every(t => t.getBBox().x >= 0)"),
+        json!(true)
+    );
+    let phases: Vec<Vec<String>> =
+        serde_json::from_value(browser.eval(PAGE_PHASES_JS)).expect("cells");
+    assert_eq!(phases, terminal_phases(&report), "{report}");
+    // The same table to download, as CSV and JSON.
+    let csv = browser.eval(
+        "decodeURIComponent(document.querySelector('#phases-csv').href.split(',').slice(1).join(','))",
+    );
+    let csv = csv.as_str().expect("text").to_owned();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("phase,count,failures,p50 ms,p95 ms,p99 ms,per second")
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split(',').map(str::to_owned).collect())
+        .collect();
+    assert_eq!(rows, phases);
+    let json_rows = browser.eval(
+        "JSON.parse(decodeURIComponent(document.querySelector('#phases-json').href.split(',').slice(1).join(',')))",
+    );
+    assert_eq!(json_rows[0]["phase"], json!("login"));
+    assert_eq!(json_rows[0]["count"].as_str().map(str::to_owned), None);
+    assert_eq!(json_rows[0]["count"].to_string(), phases[0][1]);
+    assert_lanes_fit(&mut browser);
+    // Lane names stay in sight while the diagram scrolls.
+    let sticky = browser.eval(
+        "(() => { const b = document.querySelector('#diagram-box'); b.scrollTop = b.scrollHeight; \
+         return Math.abs(document.querySelector('#lanes-box').getBoundingClientRect().top - b.getBoundingClientRect().top) < 2; })()",
+    );
+    assert_eq!(sticky, json!(true));
+    let png = browser.screenshot();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG screenshot");
+    std::fs::write(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("live-200.png"),
+        &png,
+    )
+    .expect("save the screenshot");
+    if std::env::var_os("MEDSIM_UPDATE_SCREENSHOT").is_some() {
+        // The README's picture: this page, whole, 1024 pixels wide.
+        browser.eval("document.querySelector('#diagram-box').scrollTop = 0");
+        let whole = browser.screenshot_whole(1024);
+        let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/live.png");
+        std::fs::write(docs, whole).expect("update docs/live.png");
+    }
+    sim.send_signal("INT");
+    let (status, _, _) = sim.finish();
+    assert!(status.success());
+}
+
+#[test]
+fn issue_16_the_report_prints_whole_with_the_terminals_columns_and_numbers() {
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    browser.viewport(1024, 768);
+    let dir = tempfile::tempdir().expect("a directory");
+    // 20 patients: their messages are drawn; datagrams lost on the way.
+    let small = dir.path().join("small.html");
+    let run = support::medsim(&[
+        "simulate",
+        "--patients",
+        "20",
+        "--slots",
+        "12",
+        "--udp-loss",
+        "0.4",
+        "--seed",
+        "9",
+        "--report",
+        small.to_str().expect("a UTF-8 path"),
+    ])
+    .success();
+    let report = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+    browser.open(&format!("file://{}", small.display()));
+    browser.wait_for(
+        "every visit",
+        "document.querySelectorAll('#visits tr[data-patient]').length === 20",
+    );
+    // The visits table is the terminal's, column for column.
+    let header =
+        browser.eval("[...document.querySelectorAll('#visits th')].map(th => th.textContent)");
+    assert_eq!(
+        header,
+        json!([
+            "patient", "slot", "doctor", "cost", "retries", "outcome", "latency"
+        ])
+    );
+    let page_rows: Vec<Vec<String>> = serde_json::from_value(browser.eval(
+        "[...document.querySelectorAll('#visits tr[data-patient]')].map(r => [...r.cells].slice(0, 5).map(c => c.textContent))",
+    ))
+    .expect("cells");
+    let terminal_rows: Vec<Vec<String>> = report
+        .lines()
+        .filter(|l| l.starts_with("patient") && !l.starts_with("patient "))
+        .map(|l| l.split_whitespace().take(5).map(str::to_owned).collect())
+        .collect();
+    assert_eq!(page_rows, terminal_rows, "{report}");
+    assert!(
+        page_rows.iter().any(|r| r[4] != "0"),
+        "the seed was meant to show retries: {report}"
+    );
+    assert_lanes_fit(&mut browser);
+    // A lost patient-to-doctor datagram's cross is on the doctor's lane,
+    // not the center's between them.
+    let crosses = browser.eval(
+        "(() => { const x = (p) => Number(document.querySelector('#diagram-box line.lifeline[data-party=\"' + p + '\"]').getAttribute('x1')); \
+         return [...document.querySelectorAll('#diagram-box g.udp_lost')].filter(g => g.dataset.to.startsWith('doc')) \
+           .map(g => [Math.abs(Number(g.dataset.crossAt) - x(g.dataset.to)), Math.abs(Number(g.dataset.crossAt) - x('center'))]); })()",
+    );
+    let crosses: Vec<(f64, f64)> = serde_json::from_value(crosses).expect("pairs");
+    assert!(!crosses.is_empty(), "the seed was meant to lose a request");
+    for (to_doctor, to_center) in crosses {
+        assert!(
+            to_doctor < 20.0 && to_center > 50.0,
+            "{to_doctor} {to_center}"
+        );
+    }
+    // Printed, nothing is cut: no box scrolls.
+    browser.print_media();
+    let cut = browser.eval(
+        "['#diagram-box', '#messages', '#slots-box'].filter(s => { const e = document.querySelector(s); \
+         return e.scrollHeight > e.clientHeight + 1 || e.scrollWidth > e.clientWidth + 1 && s !== '#diagram-box'; })",
+    );
+    assert_eq!(cut, json!([]), "boxes cut in print");
+    // The diagram prints in pieces that fit a page, each naming the lanes.
+    let pieces = browser.eval(
+        "[...document.querySelectorAll('#diagram-box svg.diagram')].map(d => \
+         [d.querySelectorAll('g.arrow').length, d.querySelectorAll('.piece-lanes text').length, \
+          getComputedStyle(d.querySelector('.piece-lanes')).display])",
+    );
+    let pieces: Vec<(u64, u64, String)> = serde_json::from_value(pieces).expect("pieces");
+    assert!(pieces.len() > 1, "{pieces:?}");
+    assert!(
+        pieces
+            .iter()
+            .all(|(arrows, lanes, shown)| *arrows <= 32 && *lanes >= 4 && shown != "none"),
+        "{pieces:?}"
+    );
+    let messages = browser.eval("document.querySelectorAll('#messages li').length");
+    assert_eq!(
+        Some(pieces.iter().map(|p| p.0).sum::<u64>()),
+        messages.as_u64(),
+        "every message drawn"
+    );
+
+    // 200 patients: the counters are the terminal's, and the empty
+    // message list says why.
+    let large = dir.path().join("large.html");
+    let run = support::medsim(&[
+        "simulate",
+        "--patients",
+        "200",
+        "--seed",
+        "3",
+        "--report",
+        large.to_str().expect("a UTF-8 path"),
+    ])
+    .success();
+    let report = String::from_utf8_lossy(&run.get_output().stdout).into_owned();
+    browser.open(&format!("file://{}", large.display()));
+    browser.wait_for(
+        "the counters",
+        "document.querySelector('#c-sessions').textContent === '200'",
+    );
+    let outcomes: Vec<(String, String)> =
+        serde_json::from_value(browser.eval(PAGE_OUTCOMES_JS)).expect("pairs");
+    assert_eq!(outcomes, terminal_outcomes(&report), "{report}");
+    let phases: Vec<Vec<String>> =
+        serde_json::from_value(browser.eval(PAGE_PHASES_JS)).expect("cells");
+    assert_eq!(phases, terminal_phases(&report), "{report}");
+    let note = browser.eval("document.querySelector('#messages-note').textContent");
+    assert!(
+        note.as_str().unwrap_or("").contains("not recorded"),
+        "{note}"
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('#c-messages').textContent"),
+        json!("not recorded")
+    );
+}
+
+#[test]
+fn issue_16_an_unwritable_report_or_diagram_is_refused_before_the_run() {
+    for flag in ["--report", "--diagram"] {
+        let run = support::medsim(&[
+            "simulate",
+            "--patients",
+            "2",
+            flag,
+            "/nonexistent-directory/run.out",
+        ])
+        .failure();
+        let output = run.get_output();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!(
+                "{flag} /nonexistent-directory/run.out: cannot write there"
+            )),
+            "{stderr}"
+        );
+        assert!(
+            output.stdout.is_empty(),
+            "the run went ahead: {:?}",
+            output.stdout
+        );
+    }
+    // --step with stdin not a terminal and no page to step from.
+    let run = support::medsim(&["simulate", "--patients", "2", "--step"]).failure();
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("add --live to step from the page"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn issue_16_the_benchs_watched_case_runs_with_200_slow_readers() {
+    let dir = tempfile::tempdir().expect("a directory");
+    let out = dir.path().join("bench.json");
+    let (code, stdout, stderr) = support::output(support::bin().args([
+        "bench",
+        "--cases",
+        "watched",
+        "--repeats",
+        "1",
+        "--out",
+        out.to_str().expect("a UTF-8 path"),
+    ]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("watched runs: simulate --patients 1000"),
+        "{stdout}"
+    );
+    let report: medsim::bench::Report =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("the JSON")).expect("a report");
+    let cases: Vec<&str> = report.watched.iter().map(|w| w.case.as_str()).collect();
+    assert_eq!(cases, ["unwatched", "live", "live + 200 slow readers"]);
+    // Every stream place went to a reader that never reads; the others
+    // were told so at once, and the run still ended with its invariants.
+    assert_eq!(report.watched[2].streams_taken, 32, "{stdout}");
+    assert!(
+        report
+            .watched
+            .iter()
+            .all(|w| w.ratios.len() == 1 && w.wall_seconds > 0.0)
+    );
+}
+
+#[test]
+fn issue_16_the_rooms_page_is_read_only_and_the_teachers_has_the_controls() {
+    let Some(mut browser) = Browser::launch() else {
+        return;
+    };
+    let hub = Hub::new();
+    let controls = Controls::new(|| false);
+    let listener = TcpListener::bind("0.0.0.0:0").expect("bind");
+    let server = serve(listener, hub.clone(), Some(controls.clone()), || false).expect("serve");
+    let port = server.local_addr().port();
+    let token = server
+        .teacher_url()
+        .split_once("?token=")
+        .map(|(_, t)| t.to_owned())
+        .expect("a token");
+    // The room's page, over loopback as a student's laptop would over the
+    // network.
+    browser.open(&format!("http://127.0.0.1:{port}/"));
+    browser.wait_for(
+        "the read-only note",
+        "!document.querySelector('#read-only').hidden",
+    );
+    assert_eq!(
+        browser.eval("document.querySelector('#controls').hidden"),
+        json!(true)
+    );
+    // Even a hand-made request from the room's page is refused.
+    let refused =
+        browser.eval("fetch('/control', {method: 'POST', body: 'pause'}).then(r => r.status)");
+    assert_eq!(refused, json!(403));
+    assert!(!controls.is_paused());
+    // The teacher's page: its buttons work, the token going with them.
+    browser.open(&format!("http://127.0.0.1:{port}/?token={token}"));
+    browser.wait_for(
+        "the controls",
+        "!document.querySelector('#controls').hidden && document.querySelector('#read-only').hidden",
+    );
+    browser.click("#pause");
+    browser.wait_for(
+        "the paused state",
+        "document.querySelector('#run-state').dataset.paused === 'true'",
+    );
+    assert!(controls.is_paused());
 }

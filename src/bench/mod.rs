@@ -14,6 +14,7 @@ mod floor;
 mod load;
 mod report;
 mod stores;
+mod watched;
 
 pub use report::render;
 
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use floor::{Floor, UdpFloor, list_answer};
 use load::{Exchange, drive};
 use stores::{FreshStore, Kind, POSTGRES_VAR};
+pub use watched::Watched;
 
 use crate::console::Console;
 use crate::data::{self, Fixtures, Source};
@@ -64,8 +66,8 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 100_000], value_name = "N,..")]
     pub scale: Vec<usize>,
     /// The cases to run, comma-separated: list, phases, booking, stores,
-    /// centers, quote, scale, sustained.
-    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Case::List, Case::Phases, Case::Booking, Case::Stores, Case::Centers, Case::Quote, Case::Scale, Case::Sustained], value_name = "CASE,..")]
+    /// centers, quote, scale, watched, sustained.
+    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Case::List, Case::Phases, Case::Booking, Case::Stores, Case::Centers, Case::Quote, Case::Scale, Case::Watched, Case::Sustained], value_name = "CASE,..")]
     pub cases: Vec<Case>,
     /// A PostgreSQL server for the postgres rows, as a URL whose user may
     /// CREATE DATABASE (a fresh database is made for each run and dropped
@@ -105,6 +107,9 @@ pub enum Case {
     Quote,
     /// simulate at each `--scale` N.
     Scale,
+    /// simulate of 1,000 patients unwatched, with `--live`, and with
+    /// `--live` and 200 browsers that never read.
+    Watched,
     /// The sustained run against one center process.
     Sustained,
 }
@@ -231,6 +236,9 @@ pub struct Report {
     pub skipped: Vec<String>,
     pub quotes: Vec<Pair>,
     pub scale: Vec<Scale>,
+    /// What a live view costs a run.
+    #[serde(default)]
+    pub watched: Vec<Watched>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sustained: Option<Sustained>,
 }
@@ -808,6 +816,11 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             s.vs_smallest = s.us_per_patient / smallest.unwrap_or(1.0).max(1e-9);
         }
     }
+    let watched = if args.cases.contains(&Case::Watched) {
+        watched::watched_cases(args.repeats, &mut |line| eprintln!("{line}"))?
+    } else {
+        Vec::new()
+    };
     let sustained = if args.sustained > 0 && args.cases.contains(&Case::Sustained) {
         Some(sustained_run(args.sustained, &mut |line| {
             eprintln!("{line}")
@@ -830,6 +843,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         skipped,
         quotes,
         scale,
+        watched,
         sustained,
     };
     crate::console::out(&render(&report))?;

@@ -203,6 +203,9 @@ pub fn render(report: &Report) -> String {
             }),
         ));
     }
+    if !report.watched.is_empty() {
+        out.push_str(&super::watched::table(report));
+    }
     if let Some(s) = &report.sustained {
         let _ = writeln!(
             out,

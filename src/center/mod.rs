@@ -607,7 +607,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             crate::stats::plural(held.len() as u64, "reservation", "reservations")
         ));
     }
-    let hub = args.live.as_ref().map(|_| Hub::new());
+    let hub = args.live.as_ref().map(|_| Hub::for_center());
     if let Some(hub) = &hub {
         let held = store.holders()?;
         hub.publish(crate::live::Event::Slots {

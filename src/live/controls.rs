@@ -35,6 +35,9 @@ struct State {
     pace: Duration,
     /// Patients waiting at the pause.
     waiting: usize,
+    /// Where steps come from, when only one place gives them (the page
+    /// only, when stdin is not a terminal): shown on the page.
+    step_source: Option<&'static str>,
 }
 
 impl Controls {
@@ -109,6 +112,17 @@ impl Controls {
     pub fn set_pace(&self, pace: Duration) {
         self.inner.state.lock().pace = pace;
         self.inner.changed.notify_all();
+    }
+
+    /// Says where steps come from (e.g. `"page"`: the page only), for the
+    /// page to show.
+    pub fn set_step_source(&self, source: &'static str) {
+        self.inner.state.lock().step_source = Some(source);
+    }
+
+    /// Where steps come from, when it was said.
+    pub fn step_source(&self) -> Option<&'static str> {
+        self.inner.state.lock().step_source
     }
 
     /// Wakes every waiting patient to look at the stop condition now.

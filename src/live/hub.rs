@@ -34,6 +34,11 @@ pub struct HubConfig {
     pub sample_every: u64,
     /// How often counters are computed and sent.
     pub tick: Duration,
+    /// The messages come from a center watching other programs (`center
+    /// --live`), which send no outcomes: each session's lane is named by
+    /// the user it logs in as, and its visit ends at the center's last
+    /// answer (`failure`, `notavailable`, `error ...`, or the grant).
+    pub center_sessions: bool,
 }
 
 impl Default for HubConfig {
@@ -43,14 +48,22 @@ impl Default for HubConfig {
             full_sessions: 20,
             sample_every: 100,
             tick: Duration::from_millis(500),
+            center_sessions: false,
         }
     }
 }
 
 /// Messages and outcomes replayed to a browser that connects late.
 const RECENT: usize = 400;
-/// Counter points kept for the chart of a browser that connects late.
+/// Counter points kept for the chart of a browser that connects late;
+/// when full, neighbours are merged, so the chart always covers the run.
 const HISTORY: usize = 240;
+/// The visits the live rate is taken over when few end per tick (a slow
+/// pace): fewer would make the chart jump between none and one per tick.
+const RATE_VISITS: usize = 8;
+/// Center sessions followed at once for their lane names and ends; past
+/// it (sessions that closed without a last answer), they are forgotten.
+const CENTER_SESSIONS: usize = 10_000;
 /// Race losers' names kept per slot (all are counted).
 const LOSERS_PER_SLOT: usize = 8;
 
@@ -88,13 +101,30 @@ struct State {
     /// Latencies of the visits ended since the last tick.
     window: crate::stats::Latencies,
     window_started: Instant,
-    history: VecDeque<Arc<str>>,
+    history: VecDeque<Counters>,
     recent: VecDeque<Arc<str>>,
+    /// When the last few visits ended, for the rate of a slow run.
+    recent_ends: VecDeque<Instant>,
+    /// The run's own summary, once it is over.
+    finished: Option<Arc<str>>,
+    /// With [`HubConfig::center_sessions`]: the sessions under way.
+    center_sessions: std::collections::HashMap<u64, CenterSession>,
     paused: Option<bool>,
     pace: Option<u64>,
     outcomes_seen: u64,
     losses_seen: u64,
     subscribers: Vec<Subscriber>,
+}
+
+/// A session at a watched center, as its messages tell it.
+struct CenterSession {
+    /// The peer's name as the center reports it (its address).
+    peer: String,
+    /// The user it logged in as, once it said.
+    user: Option<String>,
+    /// The first word of its last request, lowercased.
+    last_request: String,
+    began: Instant,
 }
 
 struct Subscriber {
@@ -120,6 +150,15 @@ impl Hub {
     /// A hub with the default [`HubConfig`].
     pub fn new() -> Hub {
         Hub::with_config(HubConfig::default())
+    }
+
+    /// A hub for a center watching other programs' sessions (see
+    /// [`HubConfig::center_sessions`]).
+    pub fn for_center() -> Hub {
+        Hub::with_config(HubConfig {
+            center_sessions: true,
+            ..HubConfig::default()
+        })
     }
 
     /// A hub with its own limits; starts the dispatcher thread.
@@ -253,6 +292,9 @@ impl Shared {
                 window_started: now,
                 history: VecDeque::new(),
                 recent: VecDeque::new(),
+                recent_ends: VecDeque::new(),
+                finished: None,
+                center_sessions: std::collections::HashMap::new(),
                 paused: None,
                 pace: None,
                 outcomes_seen: 0,
@@ -289,12 +331,17 @@ impl Shared {
         let mut state = self.state.lock();
         let forward = match event {
             Event::Message {
-                from,
-                to,
+                mut from,
+                mut to,
                 text,
                 transport,
                 session,
             } => {
+                let ended = if self.config.center_sessions {
+                    state.follow_center_session(session, &mut from, &mut to, &text)
+                } else {
+                    None
+                };
                 let json = to_json(&Event::Message {
                     from,
                     to,
@@ -303,7 +350,10 @@ impl Shared {
                     session,
                 });
                 state.remember(json.clone());
-                Some(json)
+                state.send(&json);
+                ended.and_then(|(patient, outcome, latency_us)| {
+                    self.outcome(&mut state, patient, outcome, latency_us)
+                })
             }
             Event::Slots { slots } => {
                 state.slots = slots;
@@ -336,7 +386,9 @@ impl Shared {
                 state.losses_seen += 1;
                 let (count, names) = state.losers.entry(index).or_default();
                 *count += 1;
-                if names.len() < LOSERS_PER_SLOT {
+                // A user who loses the same slot again is counted, not
+                // named twice.
+                if names.len() < LOSERS_PER_SLOT && !names.contains(&who) {
                     names.push(who.clone());
                 }
                 let count = *count;
@@ -348,28 +400,13 @@ impl Shared {
                 patient,
                 outcome,
                 latency_us,
-            } => {
-                state.counters.sessions += 1;
-                match state.counters.outcomes.get_mut(&outcome) {
-                    Some(n) => *n += 1,
-                    None => {
-                        state.counters.outcomes.insert(outcome.clone(), 1);
-                    }
-                }
-                state
-                    .window
-                    .record(std::time::Duration::from_micros(latency_us));
-                let n = state.outcomes_seen;
-                state.outcomes_seen += 1;
-                self.config.sampled(n).then(|| {
-                    let json = to_json(&Event::Outcome {
-                        patient,
-                        outcome,
-                        latency_us,
-                    });
-                    state.remember(json.clone());
-                    json
-                })
+            } => self.outcome(&mut state, patient, outcome, latency_us),
+            Event::Finished(mut summary) => {
+                summary.counters.messages = self.messages.load(Ordering::Relaxed);
+                summary.counters.dropped = self.dropped.load(Ordering::Relaxed);
+                let json = to_json(&Event::Finished(summary));
+                state.finished = Some(json.clone());
+                Some(json)
             }
             Event::Counters(counters) => Some(to_json(&Event::Counters(counters))),
             Event::Paused { paused } => {
@@ -386,20 +423,65 @@ impl Shared {
         }
     }
 
-    /// Computes the counters of the tick that just ended and sends them.
+    /// Counts one visit's end; its JSON when the page is to be told.
+    fn outcome(
+        &self,
+        state: &mut State,
+        patient: String,
+        outcome: String,
+        latency_us: u64,
+    ) -> Option<Arc<str>> {
+        state.counters.sessions += 1;
+        match state.counters.outcomes.get_mut(&outcome) {
+            Some(n) => *n += 1,
+            None => {
+                state.counters.outcomes.insert(outcome.clone(), 1);
+            }
+        }
+        state
+            .window
+            .record(std::time::Duration::from_micros(latency_us));
+        if state.recent_ends.len() == RATE_VISITS {
+            state.recent_ends.pop_front();
+        }
+        state.recent_ends.push_back(Instant::now());
+        let n = state.outcomes_seen;
+        state.outcomes_seen += 1;
+        self.config.sampled(n).then(|| {
+            let json = to_json(&Event::Outcome {
+                patient,
+                outcome,
+                latency_us,
+            });
+            state.remember(json.clone());
+            json
+        })
+    }
+
+    /// Computes the counters of the tick that just ended and sends them;
+    /// once the run is over its own summary stands, and ticks stop.
     fn tick(&self) {
         let mut guard = self.state.lock();
         let state = &mut *guard;
+        if state.finished.is_some() {
+            return;
+        }
         let now = Instant::now();
         let window_secs = now.duration_since(state.window_started).as_secs_f64();
         let window = std::mem::take(&mut state.window);
         let counters = &mut state.counters;
         counters.elapsed_ms =
             u64::try_from(now.duration_since(state.started).as_millis()).unwrap_or(u64::MAX);
-        counters.per_second = if window_secs > 0.0 {
-            window.count() as f64 / window_secs
-        } else {
-            0.0
+        let ended = window.count() as usize;
+        counters.per_second = match state.recent_ends.front() {
+            // Few visits a tick: over the last few visits, up to now, so
+            // a slow pace draws a steady rate rather than a zig-zag.
+            Some(oldest) if ended < RATE_VISITS && state.recent_ends.len() > 1 => {
+                let span = now.duration_since(*oldest).as_secs_f64().max(window_secs);
+                state.recent_ends.len() as f64 / span
+            }
+            _ if window_secs > 0.0 => ended as f64 / window_secs,
+            _ => 0.0,
         };
         let quantile = |q| (window.count() > 0).then(|| window.quantile_us(q) as u64);
         counters.p50_us = quantile(0.5);
@@ -410,9 +492,10 @@ impl Shared {
         state.window = crate::stats::Latencies::new();
         state.window_started = now;
         if state.history.len() == HISTORY {
-            state.history.pop_front();
+            state.history = merge_pairs(std::mem::take(&mut state.history));
         }
-        state.history.push_back(json.clone());
+        let point = counters.clone();
+        state.history.push_back(point);
         state.send(&json);
     }
 
@@ -441,8 +524,14 @@ impl Shared {
         if let Some(ms) = state.pace {
             initial.push(to_json(&Event::Pace { ms }));
         }
-        initial.extend(state.history.iter().cloned());
+        initial.extend(
+            state
+                .history
+                .iter()
+                .map(|c| to_json(&Event::Counters(c.clone()))),
+        );
         initial.extend(state.recent.iter().cloned());
+        initial.extend(state.finished.iter().cloned());
         state.subscribers.push(Subscriber {
             tx,
             dropped: Arc::clone(&dropped),
@@ -455,7 +544,102 @@ impl Shared {
     }
 }
 
+/// The history at half the resolution: each pair of neighbours as one
+/// point, at the later one's time and totals, the rate averaged, p50 the
+/// mean and p99 the worse of the two.
+fn merge_pairs(history: VecDeque<Counters>) -> VecDeque<Counters> {
+    let points: Vec<Counters> = history.into();
+    points
+        .chunks(2)
+        .map(|pair| match pair {
+            [a, b] => {
+                let mean = |x: Option<u64>, y: Option<u64>| match (x, y) {
+                    (Some(x), Some(y)) => Some((x + y) / 2),
+                    (x, y) => x.or(y),
+                };
+                Counters {
+                    per_second: (a.per_second + b.per_second) / 2.0,
+                    p50_us: mean(a.p50_us, b.p50_us),
+                    p99_us: a.p99_us.max(b.p99_us),
+                    ..b.clone()
+                }
+            }
+            _ => pair[0].clone(),
+        })
+        .collect()
+}
+
+/// What a center's answer says of its session's end: the outcome, or
+/// `None` while the session goes on.
+fn center_session_end(last_request: &str, answer: &str) -> Option<&'static str> {
+    let answer = answer.trim();
+    match (last_request, answer) {
+        (_, "failure") => Some("auth_failed"),
+        (_, a) if a.starts_with("error") => Some("protocol_error"),
+        ("selection", "notavailable") => Some("taken"),
+        (_, "notavailable") => Some("no_slots"),
+        ("selection", _) => Some("booked"),
+        _ => None,
+    }
+}
+
 impl State {
+    /// Follows a session at a watched center: names its lane by its user
+    /// once known, and returns (user, outcome, latency) when its last
+    /// answer ends it.
+    fn follow_center_session(
+        &mut self,
+        session: u64,
+        from: &mut String,
+        to: &mut String,
+        text: &str,
+    ) -> Option<(String, String, u64)> {
+        let incoming = to.as_str() == crate::trace::CENTER;
+        if !self.center_sessions.contains_key(&session) {
+            if self.center_sessions.len() >= CENTER_SESSIONS {
+                self.center_sessions.clear();
+            }
+            let peer = if incoming { from.clone() } else { to.clone() };
+            self.center_sessions.insert(
+                session,
+                CenterSession {
+                    peer,
+                    user: None,
+                    last_request: String::new(),
+                    began: Instant::now(),
+                },
+            );
+        }
+        let followed = self.center_sessions.get_mut(&session)?;
+        if incoming {
+            let mut words = text.split_whitespace();
+            followed.last_request = words.next().unwrap_or("").to_ascii_lowercase();
+            if followed.last_request == "authenticate"
+                && let Some(user) = words.next()
+            {
+                followed.user = Some(user.to_owned());
+            }
+        }
+        if let Some(user) = &followed.user {
+            for name in [&mut *from, &mut *to] {
+                if *name == followed.peer {
+                    name.clone_from(user);
+                }
+            }
+        }
+        if incoming {
+            return None;
+        }
+        let outcome = center_session_end(&followed.last_request, text)?;
+        let followed = self.center_sessions.remove(&session)?;
+        let latency = followed.began.elapsed().as_micros() as u64;
+        Some((
+            followed.user.unwrap_or(followed.peer),
+            outcome.to_owned(),
+            latency,
+        ))
+    }
+
     fn remember(&mut self, json: Arc<str>) {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
@@ -600,6 +784,117 @@ mod tests {
         drop(guard);
         assert!(hub.dropped() >= 48, "dropped {}", hub.dropped());
         assert!(hub.sync(WAIT));
+    }
+
+    #[test]
+    fn a_slow_run_keeps_a_steady_rate_between_its_visits() {
+        let hub = Hub::with_config(HubConfig {
+            tick: Duration::from_millis(5),
+            ..HubConfig::default()
+        });
+        let sub = hub.subscribe(10_000);
+        for patient in ["a", "b"] {
+            hub.publish(Event::Outcome {
+                patient: patient.into(),
+                outcome: "quoted".into(),
+                latency_us: 100,
+            });
+        }
+        assert!(hub.sync(WAIT));
+        // The ticks after them, with no visit ending, still show the rate
+        // over the last visits, not a drop to none.
+        let mut idle_ticks = 0;
+        while idle_ticks < 3 {
+            let json = sub.events.recv_timeout(WAIT).expect("a tick");
+            let event: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+            if event["type"] == "counters" && event["sessions"] == 2 && event["p50_us"].is_null() {
+                let rate = event["per_second"].as_f64().expect("a rate");
+                assert!(rate > 0.0, "{event}");
+                idle_ticks += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn a_finished_run_stands_for_late_browsers_and_ends_the_ticks() {
+        let hub = Hub::with_config(HubConfig {
+            tick: Duration::from_millis(1),
+            ..HubConfig::default()
+        });
+        hub.message(0, "p", "center", "x", Transport::Tcp);
+        let mut summary = crate::live::RunSummary::default();
+        summary.counters.sessions = 200;
+        hub.publish(Event::Finished(Box::new(summary)));
+        assert!(hub.sync(WAIT));
+        let late = hub.subscribe(16);
+        let last: serde_json::Value =
+            serde_json::from_str(late.initial.last().expect("some state")).expect("JSON");
+        assert_eq!(last["type"], "finished");
+        assert_eq!(last["counters"]["sessions"], 200);
+        assert_eq!(last["counters"]["messages"], 1, "the hub's own count");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            late.events.try_iter().all(|j| !j.contains("\"counters\"")),
+            "no tick after the end"
+        );
+    }
+
+    #[test]
+    fn a_full_history_is_merged_not_cut() {
+        let points: VecDeque<Counters> = (0..HISTORY as u64)
+            .map(|i| Counters {
+                elapsed_ms: i * 500,
+                per_second: i as f64,
+                ..Counters::default()
+            })
+            .collect();
+        let merged = merge_pairs(points);
+        assert_eq!(merged.len(), HISTORY / 2);
+        assert_eq!(merged[0].elapsed_ms, 500, "the start is kept");
+        assert_eq!(merged[0].per_second, 0.5);
+    }
+
+    #[test]
+    fn a_center_session_is_named_by_its_user_and_ends_at_the_last_answer() {
+        let hub = Hub::for_center();
+        let sub = hub.subscribe(100);
+        let peer = "127.0.0.1:5000";
+        for (from, to, text) in [
+            (peer, "center", "authenticate patient2 secret"),
+            ("center", peer, "success"),
+            (peer, "center", "available"),
+            ("center", peer, "1 Tue 01pm"),
+            (peer, "center", "selection 1"),
+            ("center", peer, "notavailable"),
+        ] {
+            hub.message(7, from, to, text, Transport::Tcp);
+        }
+        assert!(hub.sync(WAIT));
+        let events: Vec<serde_json::Value> = sub
+            .events
+            .try_iter()
+            .map(|j| serde_json::from_str(&j).expect("JSON"))
+            .collect();
+        let parties: Vec<(&str, &str)> = events
+            .iter()
+            .filter(|e| e["type"] == "message")
+            .map(|e| {
+                (
+                    e["from"].as_str().unwrap_or(""),
+                    e["to"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert!(
+            parties.iter().all(|(f, t)| *f != peer && *t != peer),
+            "{parties:?}"
+        );
+        let outcome = events
+            .iter()
+            .find(|e| e["type"] == "outcome")
+            .expect("an end");
+        assert_eq!(outcome["patient"], "patient2");
+        assert_eq!(outcome["outcome"], "taken");
     }
 
     #[test]

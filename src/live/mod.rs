@@ -19,8 +19,14 @@
 //!   it sends, reports each message with [`Hub::message`] (which skips the
 //!   work for sessions the page will not draw) and its end with
 //!   [`Event::Outcome`];
+//! - when the run is over, publish [`Event::Finished`] with the run's own
+//!   summary: the page shows it instead of its sampled picture;
+//! - a center watching other programs makes its hub with
+//!   [`Hub::for_center`] (lanes named by user, visits ended at the
+//!   center's last answer);
 //! - `serve(listener, hub, Some(controls), stop)` and keep the returned
-//!   [`LiveServer`] alive for the run; dropping it stops it.
+//!   [`LiveServer`] alive for the run; dropping it stops it. Off loopback,
+//!   print [`LiveServer::teacher_url`] only where the teacher sees it.
 //!
 //! ```
 //! use medsim::live::{self, Controls, Event, Hub, SlotView, Transport};
@@ -120,6 +126,32 @@ pub enum Event {
     Paused { paused: bool },
     /// The wait before each patient message is now `ms` milliseconds.
     Pace { ms: u64 },
+    /// The run is over: its own summary, the same numbers as its terminal
+    /// report. The hub fills in the messages and dropped events it
+    /// counted, stops ticking, and gives it to every browser, late ones
+    /// too.
+    Finished(Box<RunSummary>),
+}
+
+/// What a finished run shows: counters and charts from the run's own
+/// report, not from the hub's sampled picture of it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub counters: Counters,
+    /// The table per phase, when the run has one.
+    pub phases: Option<PhaseTable>,
+    /// Visits per second and latency over the whole run.
+    pub latency: Vec<report::LatencyPoint>,
+}
+
+/// A table as the terminal report shows it (its cells), with the same
+/// table as CSV and as JSON for downloading.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PhaseTable {
+    pub header: Vec<String>,
+    pub rows: Vec<Vec<String>>,
+    pub csv: String,
+    pub json: serde_json::Value,
 }
 
 /// One row of the slot table.

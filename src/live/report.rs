@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{SlotView, Transport, json_for_script};
+use super::{Counters, PhaseTable, SlotView, Transport, json_for_script};
 use crate::trace;
 
 /// Patients whose messages a report draws.
@@ -42,6 +42,13 @@ pub struct Snapshot {
     /// Headline numbers (`wall time`, `p99`, ...), shown in order.
     pub summary: Vec<(String, String)>,
     pub invariants: Vec<InvariantView>,
+    /// The counters as the run's own report has them (without, the page
+    /// counts what the snapshot holds).
+    pub counters: Option<Counters>,
+    /// Why the message list is empty or partial, when it is.
+    pub messages_note: Option<String>,
+    /// The table per phase.
+    pub phases: Option<PhaseTable>,
 }
 
 /// A lost race for slot `index`.
@@ -62,12 +69,18 @@ pub struct MessageView {
     pub session: u64,
 }
 
-/// How one patient's visit ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// How one patient's visit ended: the terminal report's row.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OutcomeView {
     pub patient: String,
     pub outcome: String,
     pub latency_us: u64,
+    /// The slot booked, or the one lost in a race.
+    pub slot: Option<u64>,
+    pub doctor: Option<String>,
+    pub cost: Option<u64>,
+    /// Quote requests sent again.
+    pub retries: u32,
 }
 
 /// Latency percentiles and throughput of the visits that ended in one
@@ -122,12 +135,33 @@ impl Snapshot {
     }
 
     /// Fills [`Snapshot::latency`] from `(ended_at_ms, latency_us)` per
-    /// visit, in intervals of `interval_ms` (at least 1).
-    pub fn set_latency_series(&mut self, visits: &[(u64, u64)], interval_ms: u64) {
+    /// visit, in intervals of `interval_ms` (at least 1); each visit given
+    /// stands for `weight` visits (a sample of one in `weight`).
+    pub fn set_latency_series(&mut self, visits: &[(u64, u64)], interval_ms: u64, weight: u64) {
+        self.latency = latency_series(visits, interval_ms, weight);
+    }
+}
+
+/// The interval of a run's chart that fits its pace: about 40 points over
+/// the run, but long enough that a bin holds a few visits on average, so a
+/// slow run draws a steady rate instead of a zig-zag between 0 and 1.
+pub fn series_interval_ms(wall_ms: u64, visits: u64) -> u64 {
+    const POINTS: u64 = 40;
+    const VISITS_PER_BIN: u64 = 4;
+    let even = wall_ms / POINTS;
+    let paced = wall_ms.saturating_mul(VISITS_PER_BIN) / visits.max(1);
+    even.max(paced).max(1)
+}
+
+/// Latency percentiles and throughput per interval, from `(ended_at_ms,
+/// latency_us)` per visit, each standing for `weight` visits.
+pub fn latency_series(visits: &[(u64, u64)], interval_ms: u64, weight: u64) -> Vec<LatencyPoint> {
+    {
         let interval_ms = interval_ms.max(1);
+        let weight = weight.max(1);
         let mut visits = visits.to_vec();
         visits.sort_unstable();
-        self.latency.clear();
+        let mut series = Vec::new();
         let mut rest = visits.as_slice();
         while let Some(&(first, _)) = rest.first() {
             let end = (first / interval_ms + 1) * interval_ms;
@@ -136,16 +170,19 @@ impl Snapshot {
             for &(_, latency_us) in &rest[..split] {
                 latencies.record(std::time::Duration::from_micros(latency_us));
             }
-            self.latency.push(LatencyPoint {
+            series.push(LatencyPoint {
                 at_ms: end,
-                per_second: latencies.count() as f64 * 1000.0 / interval_ms as f64,
+                per_second: (latencies.count() * weight) as f64 * 1000.0 / interval_ms as f64,
                 p50_us: Some(latencies.quantile_us(0.5) as u64),
                 p99_us: Some(latencies.quantile_us(0.99) as u64),
             });
             rest = &rest[split..];
         }
+        series
     }
+}
 
+impl Snapshot {
     /// The report as one HTML document.
     pub fn to_html(&self) -> String {
         let json = serde_json::to_string(self).expect("a snapshot is plain data");
@@ -220,11 +257,23 @@ mod tests {
     #[test]
     fn latency_series_groups_visits_by_interval() {
         let mut snapshot = Snapshot::default();
-        snapshot.set_latency_series(&[(5, 100), (1500, 300), (1200, 200), (990, 50)], 1000);
+        snapshot.set_latency_series(&[(5, 100), (1500, 300), (1200, 200), (990, 50)], 1000, 1);
         assert_eq!(snapshot.latency.len(), 2);
         assert_eq!(snapshot.latency[0].at_ms, 1000);
         assert_eq!(snapshot.latency[0].p50_us, Some(50));
         assert_eq!(snapshot.latency[1].p99_us, Some(300));
         assert_eq!(snapshot.latency[1].per_second, 2.0);
+        snapshot.set_latency_series(&[(5, 100)], 1000, 8);
+        assert_eq!(snapshot.latency[0].per_second, 8.0, "a sample's weight");
+    }
+
+    #[test]
+    fn chart_bins_fit_the_pace() {
+        // A fast run: 40 points.
+        assert_eq!(series_interval_ms(4_000, 100_000), 100);
+        // A paced demo, 3 visits in a minute: bins long enough for a few
+        // visits each, not 40 bins of 0 or 1.
+        assert_eq!(series_interval_ms(60_000, 3), 80_000);
+        assert_eq!(series_interval_ms(0, 0), 1);
     }
 }

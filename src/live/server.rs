@@ -1,60 +1,94 @@
 //! The live page's HTTP server: `GET /` the page, `GET /events` the event
 //! stream, `POST /control` the pause / resume / step / pace buttons.
 //!
-//! tiny_http parses requests; one thread answers them, and each event
-//! stream gets a thread of its own that writes the response by hand
-//! (tiny_http buffers a streamed body into 8 KiB chunks, which would hold
-//! events back): chunked, one chunk per event, flushed. A stream ends with
-//! its final chunk when the server stops, and on the first failed write
-//! when the browser has left; a keep-alive comment every few seconds finds
-//! a browser that left quietly. Streams read from their own bounded queue
-//! ([`super::Hub`]), so a slow browser only loses its own events.
+//! A room full of students is its threat model, so it is small and
+//! bounded rather than general (why not tiny_http: it ran one request at a
+//! time with no body timeout, spawned a thread per connection without
+//! limit, and its accept thread ended for good on `EMFILE`, after which
+//! the port refused everyone). Here `httparse` reads each request head;
+//! std sockets and threads do the rest:
+//!
+//! - at most [`MAX_CONNECTIONS`] connections are served at once, past it
+//!   an immediate 503; each request must arrive whole within
+//!   [`REQUEST_TIME`] and each write complete within [`WRITE_TIME`], so a
+//!   slow request or a stream client that stops reading is dropped
+//!   instead of holding a thread or a slot;
+//! - the accept loop waits out `EMFILE`/`ENFILE` and goes on;
+//! - every request must name the bound address in `Host` (a DNS name
+//!   rebound to loopback does not), controls refuse a foreign `Origin`,
+//!   and off loopback they need the token only the terminal shows
+//!   ([`LiveServer::teacher_url`]): the plain URL is the room's, read
+//!   only;
+//! - every answer carries a content security policy that forbids framing
+//!   and lets only the page's own script run.
+//!
+//! Each event stream is written by hand: chunked, one chunk per batch of
+//! events, flushed. It ends with its final chunk when the server stops,
+//! and on the first failed write when the browser has left; a keep-alive
+//! comment every few seconds finds a browser that left quietly. Streams
+//! read from their own bounded queue ([`super::Hub`]), so a slow browser
+//! only loses its own events, and the run never waits for one.
 
-use std::io::{Read as _, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use parking_lot::Mutex;
-use tiny_http::{Header, Method, Request, Response};
 
 use super::{Controls, Event, Hub, PAGE};
 
 /// Events a browser may fall behind by before it loses some.
 const BROWSER_QUEUE: usize = 4096;
+/// Connections served at once (requests and event streams); past it, 503.
+pub const MAX_CONNECTIONS: usize = 64;
 /// Event streams open at once; past it, 503.
-const MAX_STREAMS: usize = 32;
+pub const MAX_STREAMS: usize = 32;
+/// The time a request has to arrive whole, head and body.
+pub const REQUEST_TIME: Duration = Duration::from_secs(5);
+/// The time one write to a browser may take; a stream client that reads
+/// slower than this is dropped (its browser reconnects and gets the state).
+pub const WRITE_TIME: Duration = Duration::from_secs(3);
+/// The longest request head read.
+const MAX_HEAD: usize = 8192;
 /// How often loops look at the stop signals.
 const POLL: Duration = Duration::from_millis(100);
+/// The shortest time between two writes of an event stream.
+const BATCH: Duration = Duration::from_millis(100);
 /// Silence after which a stream sends a comment, to find a browser gone.
 const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// Longest `POST /control` body read.
-const MAX_CONTROL: u64 = 64;
-/// How long dropping the server waits for streams stuck writing to a
-/// browser that stopped reading; they are left to end on their own after.
-const STREAM_JOIN: Duration = Duration::from_secs(2);
+const MAX_CONTROL: usize = 64;
+/// How long dropping the server waits for its threads; a stream stuck
+/// writing ends by its write time limit on its own after.
+const JOIN_TIME: Duration = Duration::from_secs(2);
+/// The header that carries the teacher's token on `POST /control`.
+const TOKEN_HEADER: &str = "x-medsim-token";
 
 /// A running live server; stopping or dropping it stops it and joins its
 /// threads.
 pub struct LiveServer {
     addr: SocketAddr,
+    token: Option<String>,
     stopped: Arc<AtomicBool>,
-    http: Arc<tiny_http::Server>,
     main: Option<JoinHandle<()>>,
-    streams: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 /// Serves the live page on `listener` (already bound: `127.0.0.1:0` in
 /// tests) until `stop` returns true or the returned server is dropped.
 /// With `controls`, the page shows pause / step / pace and `POST /control`
-/// works; without, it answers 404.
+/// works; without, it answers 404. On an address other than loopback the
+/// controls need the token of [`LiveServer::teacher_url`].
 ///
 /// # Errors
 ///
-/// The listener's address could not be read or tiny_http refused it.
+/// The listener's address could not be read, or it could not be made
+/// non-blocking, or the accept thread could not start.
 pub fn serve(
     listener: TcpListener,
     hub: Hub,
@@ -62,31 +96,30 @@ pub fn serve(
     stop: impl Fn() -> bool + Send + Sync + 'static,
 ) -> std::io::Result<LiveServer> {
     let addr = listener.local_addr()?;
-    let http = tiny_http::Server::from_listener(listener, None)
-        .map(Arc::new)
-        .map_err(std::io::Error::other)?;
+    listener.set_nonblocking(true)?;
+    let token = (controls.is_some() && !addr.ip().is_loopback()).then(new_token);
     let stopped = Arc::new(AtomicBool::new(false));
-    let streams = Arc::new(Mutex::new(Vec::new()));
-    let context = Context {
+    let threads = Arc::new(Mutex::new(Vec::new()));
+    let context = Arc::new(Context {
         hub,
         controls,
-        stop: Arc::new(stop),
+        addr,
+        token: token.clone(),
+        stop: Box::new(stop),
         stopped: Arc::clone(&stopped),
-        streams: Arc::clone(&streams),
-        open_streams: Arc::new(AtomicU64::new(0)),
-    };
+        connections: AtomicUsize::new(0),
+        streams: AtomicUsize::new(0),
+        threads: Arc::clone(&threads),
+    });
     let main = std::thread::Builder::new()
         .name("medsim-live-http".into())
-        .spawn({
-            let http = Arc::clone(&http);
-            move || context.run(&http)
-        })?;
+        .spawn(move || context.accept_loop(&listener))?;
     Ok(LiveServer {
         addr,
+        token,
         stopped,
-        http,
         main: Some(main),
-        streams,
+        threads,
     })
 }
 
@@ -96,9 +129,24 @@ impl LiveServer {
         self.addr
     }
 
-    /// `http://ADDR/`, the page.
+    /// `http://ADDR/`, the page: read only off loopback.
     pub fn url(&self) -> String {
         format!("http://{}/", self.addr)
+    }
+
+    /// The page with its controls: [`LiveServer::url`] with the token
+    /// when one is needed (off loopback), else the same URL. It is meant
+    /// for the terminal only.
+    pub fn teacher_url(&self) -> String {
+        match &self.token {
+            Some(token) => format!("{}?token={token}", self.url()),
+            None => self.url(),
+        }
+    }
+
+    /// Whether the controls need a token (the address is not loopback).
+    pub fn needs_token(&self) -> bool {
+        self.token.is_some()
     }
 
     /// Stops serving, ends every event stream and joins the threads.
@@ -108,32 +156,149 @@ impl LiveServer {
 impl Drop for LiveServer {
     fn drop(&mut self) {
         self.stopped.store(true, Ordering::SeqCst);
-        self.http.unblock();
         if let Some(main) = self.main.take() {
             let _ = main.join();
         }
-        let deadline = Instant::now() + STREAM_JOIN;
-        for stream in std::mem::take(&mut *self.streams.lock()) {
-            while !stream.is_finished() && Instant::now() < deadline {
+        let deadline = Instant::now() + JOIN_TIME;
+        for thread in std::mem::take(&mut *self.threads.lock()) {
+            while !thread.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            if stream.is_finished() {
-                let _ = stream.join();
+            if thread.is_finished() {
+                let _ = thread.join();
             }
         }
     }
 }
 
-type Stop = Arc<dyn Fn() -> bool + Send + Sync>;
+/// 128 random bits as hex, from the kernel; without `/dev/urandom`, from
+/// std's per-process hash keys (random too, if not as strong).
+fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if read.is_err() {
+        use std::hash::{BuildHasher as _, Hasher as _};
+        for half in bytes.chunks_mut(8) {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(Instant::now().elapsed().as_nanos());
+            half.copy_from_slice(&h.finish().to_le_bytes());
+        }
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
 
-#[derive(Clone)]
 struct Context {
     hub: Hub,
     controls: Option<Controls>,
-    stop: Stop,
+    addr: SocketAddr,
+    token: Option<String>,
+    stop: Box<dyn Fn() -> bool + Send + Sync>,
     stopped: Arc<AtomicBool>,
-    streams: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    open_streams: Arc<AtomicU64>,
+    connections: AtomicUsize,
+    streams: AtomicUsize,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+/// Holds one place of a bounded count; gives it back when dropped.
+struct Place<'a>(&'a AtomicUsize);
+
+impl Place<'_> {
+    fn take(counter: &AtomicUsize, max: usize) -> Option<Place<'_>> {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place(counter))
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A connection's place, taken by the accept loop and given back by the
+/// connection's thread when it ends (or with the closure, if no thread
+/// could start).
+struct ConnectionPlace(Arc<Context>);
+
+impl Drop for ConnectionPlace {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One parsed request.
+struct Request {
+    method: String,
+    path: String,
+    host: Option<String>,
+    origin: Option<String>,
+    fetch_site: Option<String>,
+    token: Option<String>,
+    body: Vec<u8>,
+}
+
+/// An answer that is not a stream.
+struct Answer {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    /// The page's script nonce, for its content security policy.
+    nonce: Option<String>,
+}
+
+impl Answer {
+    fn text(status: u16, body: &str) -> Answer {
+        Answer {
+            status,
+            content_type: if body.starts_with('{') {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            },
+            body: body.to_owned(),
+            nonce: None,
+        }
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        421 => "Misdirected Request",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// The headers every answer carries: no framing, no script but the
+/// page's own, nothing loaded from elsewhere, no referrer (a teacher's URL
+/// holds the token).
+fn security_headers(nonce: Option<&str>) -> String {
+    let script = match nonce {
+        Some(nonce) => format!(
+            "script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:; "
+        ),
+        None => String::new(),
+    };
+    format!(
+        "Content-Security-Policy: default-src 'none'; {script}base-uri 'none'; form-action 'none'; frame-ancestors 'none'\r\n\
+         X-Frame-Options: DENY\r\n\
+         X-Content-Type-Options: nosniff\r\n\
+         Referrer-Policy: no-referrer\r\n\
+         Cache-Control: no-store\r\n"
+    )
 }
 
 impl Context {
@@ -141,125 +306,248 @@ impl Context {
         self.stopped.load(Ordering::SeqCst) || (self.stop)()
     }
 
-    fn run(&self, http: &tiny_http::Server) {
+    /// Waits for a connection at most [`POLL`]; true if one may be there.
+    fn readable(listener: &TcpListener) -> bool {
+        let mut fd = libc::pollfd {
+            fd: listener.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, for the length given.
+        let ready = unsafe { libc::poll(&mut fd, 1, POLL.as_millis() as libc::c_int) };
+        ready > 0
+    }
+
+    fn accept_loop(self: Arc<Self>, listener: &TcpListener) {
         while !self.stopping() {
-            match http.recv_timeout(POLL) {
-                Ok(Some(request)) => self.answer(request),
-                Ok(None) => {}
-                // A connection that failed before its request was read: the
-                // next one may be fine.
-                Err(_) => {}
+            if !Self::readable(listener) {
+                continue;
+            }
+            match listener.accept() {
+                Ok((stream, _)) => self.take(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Out of descriptors (EMFILE, ENFILE) or memory: the
+                // waiting connection stays queued; wait for some to close
+                // rather than spin, and go on.
+                Err(_) => std::thread::sleep(POLL),
             }
         }
     }
 
-    fn answer(&self, mut request: Request) {
-        let path = request.url().split('?').next().unwrap_or("").to_owned();
-        let reply = match (request.method(), path.as_str()) {
-            (Method::Get, "/") => html(PAGE),
-            (Method::Get, "/events") => return self.stream(request),
-            (Method::Post, "/control") => {
-                let mut body = String::new();
-                let read = request
-                    .as_reader()
-                    .take(MAX_CONTROL)
-                    .read_to_string(&mut body);
-                match read {
-                    Ok(_) => self.control(body.trim()),
-                    Err(_) => text(400, "the body is not UTF-8 text"),
-                }
-            }
-            (_, "/" | "/events" | "/control") => text(405, "method not allowed"),
-            _ => text(404, "not found"),
-        };
-        // The browser may have gone; nothing to do about it.
-        let _ = request.respond(reply);
+    fn take(self: &Arc<Self>, stream: TcpStream) {
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_write_timeout(Some(WRITE_TIME));
+        if Place::take(&self.connections, MAX_CONNECTIONS)
+            .map(std::mem::forget)
+            .is_none()
+        {
+            self.refuse_busy(stream);
+            return;
+        }
+        let place = ConnectionPlace(Arc::clone(self));
+        let spawned = std::thread::Builder::new()
+            .name("medsim-live-conn".into())
+            .spawn(move || {
+                place.0.serve_connection(stream);
+                drop(place);
+            });
+        // Without a thread (the process is at its limit) the connection
+        // was dropped with the closure, and its place given back; the
+        // browser retries.
+        if let Ok(handle) = spawned {
+            let mut threads = self.threads.lock();
+            threads.retain(|h| !h.is_finished());
+            threads.push(handle);
+        }
     }
 
-    /// `pause`, `resume`, `step` or `pace=MS`.
-    fn control(&self, body: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-        let Some(controls) = &self.controls else {
-            return text(404, "this run has no controls");
+    /// All places taken: a short 503, written without waiting (a full
+    /// socket buffer just loses it), and the connection closed.
+    fn refuse_busy(&self, stream: TcpStream) {
+        refuse_now(stream, "too many connections; try again");
+    }
+
+    fn serve_connection(&self, mut stream: TcpStream) {
+        let request = match read_request(&mut stream) {
+            Ok(request) => request,
+            Err(status) => {
+                if status != 0 {
+                    let _ = respond(&mut stream, &Answer::text(status, reason(status)));
+                }
+                return;
+            }
         };
-        match body {
+        if let Err(status) = self.check_host(&request) {
+            let _ = respond(
+                &mut stream,
+                &Answer::text(
+                    status,
+                    "the Host header must name the address this view is bound to",
+                ),
+            );
+            return;
+        }
+        let answer = match (request.method.as_str(), request.path.as_str()) {
+            ("GET", "/") => self.page(),
+            ("GET", "/events") => {
+                let may_control = self.may_control(&request);
+                return self.stream(stream, may_control);
+            }
+            ("POST", "/control") => self.control(&request),
+            (_, "/" | "/events" | "/control") => Answer::text(405, "method not allowed"),
+            _ => Answer::text(404, "not found"),
+        };
+        let _ = respond(&mut stream, &answer);
+    }
+
+    fn page(&self) -> Answer {
+        let nonce = new_token();
+        let body = PAGE.replacen("<script>", &format!("<script nonce=\"{nonce}\">"), 1);
+        Answer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body,
+            nonce: Some(nonce),
+        }
+    }
+
+    /// `Host` must name the bound address: its IP (any IP when bound to
+    /// all addresses, since the room reaches it by the machine's address),
+    /// or `localhost` on loopback, with the bound port. A name that
+    /// resolves here by DNS rebinding is refused.
+    fn check_host(&self, request: &Request) -> Result<(), u16> {
+        let Some(host) = &request.host else {
+            // HTTP/1.0 without a Host: no browser sends that.
+            return Err(400);
+        };
+        if host_matches(host, self.addr) {
+            Ok(())
+        } else {
+            Err(421)
+        }
+    }
+
+    /// Whether this request carries what the controls need: the token
+    /// when one is set.
+    fn may_control(&self, request: &Request) -> bool {
+        match (&self.token, &request.token) {
+            (None, _) => true,
+            (Some(token), Some(given)) => same_secret(token, given),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// `pause`, `resume`, `step` or `pace=MS`, from this page only.
+    fn control(&self, request: &Request) -> Answer {
+        let Some(controls) = &self.controls else {
+            return Answer::text(404, "this run has no controls");
+        };
+        // A page elsewhere may post here (a plain form does): the
+        // browser names its origin, and only this page's is taken.
+        let foreign = match (&request.origin, &request.host) {
+            (Some(origin), Some(host)) => !origin.eq_ignore_ascii_case(&format!("http://{host}")),
+            (Some(_), None) => true,
+            (None, _) => false,
+        } || request
+            .fetch_site
+            .as_deref()
+            .is_some_and(|site| site != "same-origin" && site != "none");
+        if foreign {
+            return Answer::text(403, "controls are taken from this view's own page only");
+        }
+        if !self.may_control(request) {
+            return Answer::text(
+                403,
+                "read only: the controls need the teacher's URL (printed in the terminal)",
+            );
+        }
+        let Ok(body) = std::str::from_utf8(&request.body) else {
+            return Answer::text(400, "the body is not UTF-8 text");
+        };
+        match body.trim() {
             "pause" => controls.pause(),
             "resume" => controls.resume(),
             "step" => controls.step(),
-            _ => match body.strip_prefix("pace=").map(str::parse::<u64>) {
+            body => match body.strip_prefix("pace=").map(str::parse::<u64>) {
                 Some(Ok(ms)) if ms <= 60_000 => {
                     controls.set_pace(Duration::from_millis(ms));
                     self.hub.publish(Event::Pace { ms });
                 }
-                _ => return text(400, "expected pause, resume, step or pace=MS (0 to 60000)"),
+                _ => {
+                    return Answer::text(
+                        400,
+                        "expected pause, resume, step or pace=MS (0 to 60000)",
+                    );
+                }
             },
         }
         let paused = controls.is_paused();
         self.hub.publish(Event::Paused { paused });
-        text(200, &state_json(controls))
+        Answer::text(200, &state_json(controls))
     }
 
-    fn stream(&self, request: Request) {
-        if self.open_streams.load(Ordering::SeqCst) >= MAX_STREAMS as u64 {
-            let _ = request.respond(text(503, "too many event streams"));
+    fn stream(&self, stream: TcpStream, may_control: bool) {
+        let Some(_place) = Place::take(&self.streams, MAX_STREAMS) else {
+            refuse_now(stream, "too many event streams; try again");
             return;
-        }
-        self.open_streams.fetch_add(1, Ordering::SeqCst);
-        let context = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("medsim-live-events".into())
-            .spawn(move || {
-                let writer = request.into_writer();
-                context.write_events(writer);
-                context.open_streams.fetch_sub(1, Ordering::SeqCst);
-            });
-        match spawned {
-            Ok(handle) => {
-                let mut streams = self.streams.lock();
-                streams.retain(|h| !h.is_finished());
-                streams.push(handle);
-            }
-            // The request went with the closure; the browser retries.
-            Err(_) => {
-                self.open_streams.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
+        };
+        self.write_events(stream, may_control);
     }
 
-    fn write_events(&self, mut out: Box<dyn Write + Send>) {
-        let head = "HTTP/1.1 200 OK\r\n\
-                    Content-Type: text/event-stream; charset=utf-8\r\n\
-                    Cache-Control: no-store\r\n\
-                    Connection: close\r\n\
-                    Transfer-Encoding: chunked\r\n\r\n";
+    fn write_events(&self, stream: TcpStream, may_control: bool) {
+        let mut out = std::io::BufWriter::new(stream);
+        let head = format!(
+            "HTTP/1.1 200 OK\r\n\
+             Content-Type: text/event-stream; charset=utf-8\r\n\
+             Connection: close\r\n\
+             Transfer-Encoding: chunked\r\n{}\r\n",
+            security_headers(None)
+        );
         if out.write_all(head.as_bytes()).is_err() {
             return;
         }
         let subscription = self.hub.subscribe(BROWSER_QUEUE);
-        let hello = match &self.controls {
-            Some(c) => format!(r#"{{"type":"hello","controls":{}}}"#, state_json(c)),
-            None => r#"{"type":"hello","controls":null}"#.to_owned(),
-        };
-        let mut sent = Ok(());
-        for json in std::iter::once(hello.as_str()).chain(subscription.initial.iter().map(|j| &**j))
-        {
-            sent = sent.and_then(|()| chunk(&mut out, &format!("data: {json}\n\n"), false));
+        let hello = serde_json::json!({
+            "type": "hello",
+            "controls": self.controls.as_ref().filter(|_| may_control).map(state_value),
+            // A page without the token sees the run, and why it has no
+            // buttons.
+            "read_only": self.controls.is_some() && !may_control,
+            "step_from": self.controls.as_ref().and_then(Controls::step_source),
+        })
+        .to_string();
+        let mut text = format!("data: {hello}\n\n");
+        for json in &subscription.initial {
+            text.push_str(&format!("data: {json}\n\n"));
         }
-        if sent.and_then(|()| out.flush()).is_err() {
+        if chunk(&mut out, &text).is_err() {
             return;
         }
         let mut reported_dropped = 0;
         // Pause, pace and the number held can change without a POST (the
         // simulation may set them): each change is sent as it is seen.
-        let mut reported_controls = self.controls.as_ref().map(state_json);
+        let controls = self.controls.as_ref().filter(|_| may_control);
+        let mut reported_controls = controls.map(state_json);
         let mut last_write = Instant::now();
         while !self.stopping() {
             let mut text = String::new();
             match subscription.events.recv_timeout(POLL) {
                 Ok(json) => {
+                    // At most one write a batch interval: the page draws
+                    // no faster, and a stream woken for every event would
+                    // take the run's CPU (32 streams on 2 cores slowed a
+                    // 1,000-patient run by a third).
+                    let since = last_write.elapsed();
+                    if since < BATCH {
+                        std::thread::sleep(BATCH - since);
+                    }
                     text = format!("data: {json}\n\n");
                     // Whatever else is queued goes in the same chunk.
-                    for json in subscription.events.try_iter().take(256) {
-                        text.push_str(&format!("data: {json}\n\n"));
+                    for json in subscription.events.try_iter() {
+                        text.push_str("data: ");
+                        text.push_str(&json);
+                        text.push_str("\n\n");
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {}
@@ -273,7 +561,7 @@ impl Context {
                     "data: {{\"type\":\"browser_dropped\",\"count\":{dropped}}}\n\n"
                 ));
             }
-            if let Some(controls) = &self.controls {
+            if let Some(controls) = controls {
                 let now = state_json(controls);
                 if reported_controls.as_ref() != Some(&now) {
                     text.push_str(&format!(
@@ -286,7 +574,12 @@ impl Context {
                 text.push_str(": keep-alive\n\n");
             }
             if !text.is_empty() {
-                if chunk(&mut out, &text, true).is_err() {
+                // A browser that does not take a chunk within the write
+                // time limit is dropped: its place goes to someone else.
+                // The limit holds for the whole chunk, so one that takes
+                // it a trickle at a time is dropped too.
+                let started = Instant::now();
+                if chunk(&mut out, &text).is_err() || started.elapsed() > WRITE_TIME {
                     return;
                 }
                 last_write = Instant::now();
@@ -298,40 +591,233 @@ impl Context {
     }
 }
 
-fn chunk(out: &mut dyn Write, text: &str, flush: bool) -> std::io::Result<()> {
-    write!(out, "{:x}\r\n{text}\r\n", text.len())?;
-    if flush {
-        out.flush()?;
-    }
-    Ok(())
+/// A 503 written without waiting (what does not fit the socket's buffer
+/// now is lost) and the connection closed: a refusal must not hold a
+/// thread for a peer that does not read.
+fn refuse_now(mut stream: TcpStream, body: &str) {
+    let _ = stream.set_nonblocking(true);
+    let _ = write!(
+        stream,
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nRetry-After: 2\r\nConnection: close\r\n{}\r\n{body}",
+        body.len(),
+        security_headers(None)
+    );
 }
 
-fn state_json(controls: &Controls) -> String {
+/// Reads one request within [`REQUEST_TIME`]; on failure the status to
+/// answer (0: none, the peer is gone).
+fn read_request(stream: &mut TcpStream) -> Result<Request, u16> {
+    let deadline = Instant::now() + REQUEST_TIME;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let (head_len, request) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut parsed = httparse::Request::new(&mut headers);
+        match parsed.parse(&buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let header = |name: &str| {
+                    parsed
+                        .headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .and_then(|h| std::str::from_utf8(h.value).ok())
+                        .map(|v| v.trim().to_owned())
+                };
+                let target = parsed.path.unwrap_or("/");
+                let (path, query) = target.split_once('?').unwrap_or((target, ""));
+                let token = header(TOKEN_HEADER).or_else(|| {
+                    query
+                        .split('&')
+                        .find_map(|pair| pair.strip_prefix("token="))
+                        .map(str::to_owned)
+                });
+                let length = match header("content-length") {
+                    Some(n) => Some(n.parse::<usize>().map_err(|_| 400u16)?),
+                    None => None,
+                };
+                let request = Request {
+                    method: parsed.method.unwrap_or("").to_owned(),
+                    path: path.to_owned(),
+                    host: header("host"),
+                    origin: header("origin"),
+                    fetch_site: header("sec-fetch-site"),
+                    token,
+                    body: Vec::new(),
+                };
+                break (len, (request, length));
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+            Ok(httparse::Status::Partial) => return Err(431),
+            Err(httparse::Error::TooManyHeaders) => return Err(431),
+            Err(_) => return Err(400),
+        }
+        let n = read_by(stream, &mut chunk, deadline)?;
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let (mut request, length) = request;
+    if request.method == "POST" {
+        let Some(length) = length else {
+            return Err(411);
+        };
+        if length > MAX_CONTROL {
+            return Err(413);
+        }
+        let mut body = buf[head_len..].to_vec();
+        while body.len() < length {
+            let n = read_by(stream, &mut chunk, deadline)?;
+            body.extend_from_slice(&chunk[..n]);
+        }
+        body.truncate(length);
+        request.body = body;
+    }
+    Ok(request)
+}
+
+/// One read that must end by `deadline`: 408 past it, 0 when the peer
+/// closed or broke.
+fn read_by(stream: &mut TcpStream, buf: &mut [u8], deadline: Instant) -> Result<usize, u16> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(408);
+    }
+    stream.set_read_timeout(Some(left)).map_err(|_| 0u16)?;
+    match stream.read(buf) {
+        Ok(0) => Err(0),
+        Ok(n) => Ok(n),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(408)
+        }
+        Err(_) => Err(0),
+    }
+}
+
+fn respond(stream: &mut TcpStream, answer: &Answer) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n{}\r\n",
+        answer.status,
+        reason(answer.status),
+        answer.content_type,
+        answer.body.len(),
+        security_headers(answer.nonce.as_deref()),
+    );
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(answer.body.as_bytes());
+    stream.write_all(&bytes)?;
+    stream.flush()
+}
+
+/// Whether `host` (a `Host` header) names `bound`: see
+/// [`Context::check_host`].
+fn host_matches(host: &str, bound: SocketAddr) -> bool {
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((name, port)) => (name, port.strip_prefix(':')),
+            None => return false,
+        },
+        None => match host.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
+    };
+    let port = match port {
+        Some(port) => port.parse::<u16>().ok(),
+        None => Some(80),
+    };
+    if port != Some(bound.port()) {
+        return false;
+    }
+    let ip = bound.ip();
+    match name.parse::<IpAddr>() {
+        Ok(named) => ip.is_unspecified() || named == ip,
+        Err(_) => {
+            name.eq_ignore_ascii_case("localhost") && (ip.is_loopback() || ip.is_unspecified())
+        }
+    }
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn chunk(out: &mut impl Write, text: &str) -> std::io::Result<()> {
+    write!(out, "{:x}\r\n{text}\r\n", text.len())?;
+    out.flush()
+}
+
+fn state_value(controls: &Controls) -> serde_json::Value {
     serde_json::json!({
         "paused": controls.is_paused(),
         "pace_ms": u64::try_from(controls.pace().as_millis()).unwrap_or(u64::MAX),
         "waiting": controls.waiting(),
     })
-    .to_string()
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header text is valid")
+fn state_json(controls: &Controls) -> String {
+    state_value(controls).to_string()
 }
 
-fn html(page: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-    Response::from_string(page)
-        .with_header(header("Content-Type", "text/html; charset=utf-8"))
-        .with_header(header("Cache-Control", "no-store"))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-fn text(status: u16, body: &str) -> Response<std::io::Cursor<Vec<u8>>> {
-    let content_type = if body.starts_with('{') {
-        "application/json"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    Response::from_string(body)
-        .with_status_code(status)
-        .with_header(header("Content-Type", content_type))
+    #[test]
+    fn places_are_bounded_and_given_back_once() {
+        let counter = AtomicUsize::new(0);
+        let first = Place::take(&counter, 2).expect("a place");
+        let second = Place::take(&counter, 2).expect("a place");
+        // A refusal must not give back a place it never took.
+        for _ in 0..3 {
+            assert!(Place::take(&counter, 2).is_none());
+        }
+        assert_eq!(counter.load(Ordering::SeqCst), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(counter.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn host_must_name_the_bound_address() {
+        let loopback: SocketAddr = "127.0.0.1:8080".parse().expect("an address");
+        assert!(host_matches("127.0.0.1:8080", loopback));
+        assert!(host_matches("localhost:8080", loopback));
+        assert!(host_matches("LOCALHOST:8080", loopback));
+        assert!(!host_matches("127.0.0.1:8081", loopback));
+        assert!(!host_matches("127.0.0.2:8080", loopback));
+        assert!(!host_matches("attacker.example:8080", loopback));
+        assert!(!host_matches("127.0.0.1", loopback));
+        let all: SocketAddr = "0.0.0.0:8080".parse().expect("an address");
+        assert!(host_matches("192.168.1.20:8080", all));
+        assert!(host_matches("localhost:8080", all));
+        assert!(!host_matches("rebound.example:8080", all));
+        let lan: SocketAddr = "192.168.1.20:80".parse().expect("an address");
+        assert!(host_matches("192.168.1.20", lan));
+        assert!(!host_matches("localhost", lan));
+        let v6: SocketAddr = "[::1]:9000".parse().expect("an address");
+        assert!(host_matches("[::1]:9000", v6));
+        assert!(!host_matches("[::1", v6));
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "ab"));
+    }
+
+    #[test]
+    fn tokens_are_128_random_bits() {
+        let (a, b) = (new_token(), new_token());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+    }
 }

@@ -6,7 +6,7 @@
 //! The page itself is `live`'s; this module only wires a run to it. A run
 //! nobody watches gets no observer at all, so it pays nothing.
 
-use std::io::BufRead as _;
+use std::io::{BufRead as _, IsTerminal as _};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,10 @@ use anyhow::Context as _;
 
 use super::{Args, PatientRow, Report};
 use crate::data::Fixtures;
-use crate::live::{self, Controls, Event, Hub, LiveServer, SlotView, report::Snapshot};
+use crate::live::{
+    self, Controls, Counters, Event, Hub, LiveServer, PhaseTable, RunSummary, SlotView,
+    report::Snapshot,
+};
 use crate::net;
 use crate::patient::Outcome;
 use crate::shutdown::Shutdown;
@@ -104,7 +107,20 @@ impl Classroom {
                     move || stop.is_triggered()
                 })
                 .context("starting the live view")?;
-                eprintln!("medsim simulate: live view at {}", server.url());
+                if server.needs_token() {
+                    // The room gets the plain URL; the controls are the
+                    // teacher's, whose URL is only ever shown here.
+                    eprintln!(
+                        "medsim simulate: live view for the room (read only) at {}",
+                        server.url()
+                    );
+                    eprintln!(
+                        "medsim simulate: live view at {} (the teacher's: it has the controls; do not project it)",
+                        server.teacher_url()
+                    );
+                } else {
+                    eprintln!("medsim simulate: live view at {}", server.url());
+                }
                 Some(server)
             }
             _ => None,
@@ -113,6 +129,22 @@ impl Classroom {
             && let Some(controls) = &controls
         {
             controls.pause();
+            if !std::io::stdin().is_terminal() {
+                // No one types here (</dev/null, nohup, a pipe that ends):
+                // reading stdin would let everything go at once.
+                controls.set_step_source("page");
+                eprintln!(
+                    "medsim simulate: --step: stdin is not a terminal, so steps come from the page only (its Step button)"
+                );
+                return Ok(Self::assemble(
+                    trace,
+                    args,
+                    Some(controls.clone()),
+                    hub,
+                    server,
+                    stop,
+                ));
+            }
             eprintln!("medsim simulate: --step: press Enter to let one message go");
             let controls = controls.clone();
             std::thread::spawn(move || {
@@ -126,8 +158,19 @@ impl Classroom {
                 controls.resume();
             });
         }
+        Ok(Self::assemble(trace, args, controls, hub, server, stop))
+    }
+
+    fn assemble(
+        trace: Option<Trace>,
+        args: &Args,
+        controls: Option<Controls>,
+        hub: Option<Hub>,
+        server: Option<LiveServer>,
+        stop: Shutdown,
+    ) -> Classroom {
         let wanted = trace.is_some() || args.pace.is_some() || controls.is_some() || hub.is_some();
-        Ok(Classroom {
+        Classroom {
             watchers: wanted.then(|| {
                 Arc::new(Watchers {
                     trace,
@@ -138,13 +181,18 @@ impl Classroom {
             }),
             server,
             stop,
-        })
+        }
     }
 
     /// The observer of patient `session`, when anything watches.
     pub(super) fn observer(&self, session: u64) -> Option<Arc<dyn Observer>> {
         let watchers = Arc::clone(self.watchers.as_ref()?);
         Some(Arc::new(PatientWatch { watchers, session }))
+    }
+
+    /// The live view's address, when it serves.
+    pub(super) fn live_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().map(LiveServer::local_addr)
     }
 
     /// The page's hub, for the centers of this run to report to.
@@ -191,6 +239,13 @@ impl Classroom {
             outcome: visit.outcome.label().to_owned(),
             latency_us: (row.latency_ms * 1e3) as u64,
         });
+    }
+
+    /// The run is over: the page shows its own summary from now on.
+    pub(super) fn show_finished(&self, summary: RunSummary) {
+        if let Some(hub) = self.hub() {
+            hub.publish(Event::Finished(Box::new(summary)));
+        }
     }
 
     /// The run is over and nobody is to look further: everything stops.
@@ -259,6 +314,49 @@ pub(super) fn slot_views(
         .collect()
 }
 
+/// `(ended at ms, latency µs)` of a sample of the visits, and how many
+/// visits each stands for.
+pub(super) type Ends = (Vec<(u64, u64)>, u64);
+
+/// The run's own numbers for the page and the report: the terminal
+/// report's counters, its table per phase, and the chart over the run.
+pub(super) fn run_summary(report: &Report, (ends, weight): &Ends) -> RunSummary {
+    let reached: usize = report.outcomes.values().sum();
+    let wall_ms = (report.wall_seconds * 1e3) as u64;
+    let counters = Counters {
+        elapsed_ms: wall_ms,
+        sessions: reached as u64,
+        per_second: report.patients_per_second,
+        outcomes: report
+            .outcomes
+            .iter()
+            .map(|(k, v)| (k.clone(), *v as u64))
+            .collect(),
+        p50_us: Some((report.latency.p50_ms * 1e3) as u64),
+        p99_us: Some((report.latency.p99_ms * 1e3) as u64),
+        messages: 0,
+        bookings: report.bookings as u64,
+        lost: report.outcomes.get("taken").copied().unwrap_or(0) as u64,
+        dropped: 0,
+    };
+    let (header, rows) = super::report::phase_table(report);
+    let phases = PhaseTable {
+        header: header.iter().map(|(name, _)| (*name).to_owned()).collect(),
+        rows,
+        csv: super::report::phase_csv(report),
+        json: serde_json::to_value(&report.phases).unwrap_or_default(),
+    };
+    RunSummary {
+        counters,
+        phases: Some(phases),
+        latency: live::report::latency_series(
+            ends,
+            live::report::series_interval_ms(wall_ms, reached as u64),
+            *weight,
+        ),
+    }
+}
+
 /// Writes the run as one self-contained HTML file.
 ///
 /// # Errors
@@ -269,7 +367,7 @@ pub(super) fn write_report(
     report: &Report,
     slots: Vec<SlotView>,
     trace: Option<&Trace>,
-    ends: &[(u64, u64)],
+    ends: &Ends,
     fixtures: &Fixtures,
 ) -> anyhow::Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -304,14 +402,37 @@ pub(super) fn write_report(
     }
     snapshot.outcomes = rows
         .iter()
-        .map(|r| live::report::OutcomeView {
-            patient: r.label.clone(),
-            outcome: r.visit.outcome.label().to_owned(),
-            latency_us: (r.latency_ms * 1e3) as u64,
+        .map(|r| {
+            let v = &r.visit;
+            live::report::OutcomeView {
+                patient: r.label.clone(),
+                outcome: v.outcome.label().to_owned(),
+                latency_us: (r.latency_ms * 1e3) as u64,
+                // As the terminal's row: a lost race shows its slot.
+                slot: v.slot.or(match v.outcome {
+                    Outcome::Taken => v.chosen,
+                    _ => None,
+                }),
+                doctor: v.doctor.clone(),
+                cost: v.cost,
+                retries: v.retries,
+            }
         })
         .collect();
-    let wall_ms = (report.wall_seconds * 1e3) as u64;
-    snapshot.set_latency_series(ends, (wall_ms / 40).max(1));
+    let summary = run_summary(report, ends);
+    snapshot.latency = summary.latency;
+    snapshot.phases = summary.phases;
+    let mut counters = summary.counters;
+    match trace {
+        Some(trace) => counters.messages = trace.events().len() as u64,
+        None => {
+            snapshot.messages_note = Some(format!(
+                "not recorded: a report draws the messages of runs of at most {} patients (--live shows a sample of any run)",
+                super::DIAGRAM_LIMIT
+            ));
+        }
+    }
+    snapshot.counters = Some(counters);
     snapshot.summary = vec![
         ("patients".into(), report.patients.to_string()),
         ("bookings".into(), report.bookings.to_string()),

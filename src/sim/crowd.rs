@@ -50,8 +50,9 @@ pub(super) struct Crowd<'a> {
     console: Console,
     /// The table at the end of an in-process run, as the page draws it.
     final_slots: parking_lot::Mutex<Vec<crate::live::SlotView>>,
-    /// (ended at ms, latency µs) of a sample of the visits, for charts.
-    ends: parking_lot::Mutex<Vec<(u64, u64)>>,
+    /// (ended at ms, latency µs) of a sample of the visits, for charts,
+    /// and how many visits each stands for.
+    ends: parking_lot::Mutex<classroom::Ends>,
     /// `--choice same`: where the first patients wait for each other.
     same_gate: Arc<SameGate>,
 }
@@ -84,9 +85,14 @@ impl<'a> Crowd<'a> {
             room: Classroom::start(args)?,
             console,
             final_slots: parking_lot::Mutex::new(Vec::new()),
-            ends: parking_lot::Mutex::new(Vec::new()),
+            ends: parking_lot::Mutex::new((Vec::new(), 1)),
             same_gate: Arc::new(SameGate::new(concurrency.min(args.patients))),
         })
+    }
+
+    /// The live view's address, when it serves.
+    pub(super) fn live_addr(&self) -> Option<std::net::SocketAddr> {
+        self.room.live_addr()
     }
 
     /// The run's diagram, when one was asked for.
@@ -343,7 +349,7 @@ impl<'a> Crowd<'a> {
 
     /// What the run leaves for its HTML report: the final table, and when
     /// a sample of the visits ended with their latencies.
-    pub(super) fn into_parts(self) -> (Classroom, Vec<crate::live::SlotView>, Vec<(u64, u64)>) {
+    pub(super) fn into_parts(self) -> (Classroom, Vec<crate::live::SlotView>, classroom::Ends) {
         (
             self.room,
             self.final_slots.into_inner(),
@@ -352,7 +358,7 @@ impl<'a> Crowd<'a> {
     }
 
     fn report(&self, roster: &Roster, mut tally: Tally, wall: Duration, target: Target) -> Report {
-        *self.ends.lock() = std::mem::take(&mut tally.ends);
+        *self.ends.lock() = (std::mem::take(&mut tally.ends), tally.ends_weight());
         let latency = Latency {
             p50_ms: tally.latencies.quantile_us(0.50) / 1e3,
             p99_ms: tally.latencies.quantile_us(0.99) / 1e3,
@@ -373,6 +379,20 @@ impl<'a> Crowd<'a> {
             Target::Elsewhere(addr) => (None, None, None, Some(addr)),
         };
         let here = external_center.is_none();
+        let wall_seconds = wall.as_secs_f64().max(1e-9);
+        let phases = crate::patient::Phase::ALL
+            .into_iter()
+            .zip(&tally.phases)
+            .map(|(phase, t)| super::PhaseRow {
+                phase,
+                count: t.count,
+                failures: t.failures,
+                p50_ms: t.latencies.quantile_us(0.50) / 1e3,
+                p95_ms: t.latencies.quantile_us(0.95) / 1e3,
+                p99_ms: t.latencies.quantile_us(0.99) / 1e3,
+                per_second: t.count as f64 / wall_seconds,
+            })
+            .collect();
         Report {
             patients: roster.count,
             slots,
@@ -387,6 +407,7 @@ impl<'a> Crowd<'a> {
             bookings: tally.given.len(),
             quote_retries: tally.retries,
             latency,
+            phases,
             center,
             centers: here.then_some(self.args.centers),
             held_before,

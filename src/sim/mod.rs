@@ -18,6 +18,7 @@ mod tally;
 pub use report::render;
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -133,11 +134,14 @@ pub struct Args {
     pub pace: Option<Duration>,
     /// Serve a live view of the run in a browser at ADDR [default: a free
     /// loopback port]; the URL is printed. It stays up after the run until
-    /// Ctrl-C.
+    /// Ctrl-C. Off loopback the plain URL is read only, and the controls
+    /// need the teacher's URL (with a token) printed in the terminal.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
     pub live: Option<String>,
-    /// Hold every message until Enter is pressed (one message per Enter),
-    /// and print every party's phase messages.
+    /// Hold every message until Enter is pressed (one message per Enter)
+    /// or Step on the live page, and print every party's phase messages.
+    /// With stdin not a terminal, steps come from the page only (--live
+    /// needed).
     #[arg(long)]
     pub step: bool,
     /// Write the run as one self-contained HTML file (slot table, sequence
@@ -217,6 +221,32 @@ impl Args {
             );
         }
         self.framing.checked()?;
+        anyhow::ensure!(
+            !self.step || self.live.is_some() || std::io::stdin().is_terminal(),
+            "--step reads Enter from a terminal, and stdin is not one (</dev/null, nohup, a pipe): add --live to step from the page"
+        );
+        Ok(())
+    }
+
+    /// Refuses, before the run, a --report or --diagram path that cannot
+    /// be written: found after the run, it would lose the run's report.
+    fn check_outputs(&self) -> anyhow::Result<()> {
+        let files = [("--report", &self.report), ("--diagram", &self.diagram)];
+        for (flag, path) in files {
+            let Some(path) = path.as_deref().filter(|p| p.as_os_str() != "-") else {
+                continue;
+            };
+            let existed = path.exists();
+            std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(path)
+                .with_context(|| format!("{flag} {}: cannot write there", path.display()))?;
+            if !existed {
+                // Made only to try; the run writes it whole at its end.
+                let _ = std::fs::remove_file(path);
+            }
+        }
         Ok(())
     }
 }
@@ -239,6 +269,23 @@ pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+}
+
+/// One phase of the visits over the run (as load tools report them: k6's
+/// summary, locust's statistics table). Latencies run from each request to
+/// its answer, whatever the answer said.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PhaseRow {
+    pub phase: crate::patient::Phase,
+    /// Visits that began this phase.
+    pub count: u64,
+    /// Visits that ended in this phase without a quote.
+    pub failures: u64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    /// `count` over the run's wall time.
+    pub per_second: f64,
 }
 
 /// One self-check of the report.
@@ -270,6 +317,9 @@ pub struct Report {
     pub bookings: usize,
     pub quote_retries: u64,
     pub latency: Latency,
+    /// One row per phase: login, list, selection, quote.
+    #[serde(default)]
+    pub phases: Vec<PhaseRow>,
     /// The center's own counts, when it ran in this process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub center: Option<CenterSummary>,
@@ -313,15 +363,35 @@ impl Report {
 /// Bad data files or flags, a socket that cannot be bound on loopback, or
 /// a diagram that cannot be written.
 pub fn simulate(args: &Args) -> anyhow::Result<Report> {
-    let (report, room) = simulate_watched(args)?;
+    let (report, room) = simulate_watched(args, None)?;
+    room.stop();
+    Ok(report)
+}
+
+/// As [`simulate`], calling `audience` with the live view's address once
+/// it serves and before any patient goes (with `--live`): the bench's
+/// watched case brings its browsers first, so they watch the whole run.
+///
+/// # Errors
+///
+/// As [`simulate`].
+pub fn simulate_watched_by(
+    args: &Args,
+    audience: &dyn Fn(std::net::SocketAddr),
+) -> anyhow::Result<Report> {
+    let (report, room) = simulate_watched(args, Some(audience))?;
     room.stop();
     Ok(report)
 }
 
 /// As [`simulate`], handing back the classroom, so a live view can stay
 /// up after the report is out.
-fn simulate_watched(args: &Args) -> anyhow::Result<(Report, classroom::Classroom)> {
+fn simulate_watched(
+    args: &Args,
+    audience: Option<&dyn Fn(std::net::SocketAddr)>,
+) -> anyhow::Result<(Report, classroom::Classroom)> {
     args.check()?;
+    args.check_outputs()?;
     let source = args.fixtures.source();
     let fixtures = Fixtures::load(&source)?;
     anyhow::ensure!(
@@ -329,6 +399,9 @@ fn simulate_watched(args: &Args) -> anyhow::Result<(Report, classroom::Classroom
         "the availabilities name no doctor"
     );
     let crowd = crowd::Crowd::new(args)?;
+    if let (Some(audience), Some(addr)) = (audience, crowd.live_addr()) {
+        audience(addr);
+    }
     let mut report = match &args.center {
         Some(center) => crowd.visit_elsewhere(&fixtures, &source, center)?,
         None => crowd.visit_in_process(&fixtures, &source)?,
@@ -347,6 +420,9 @@ fn simulate_watched(args: &Args) -> anyhow::Result<(Report, classroom::Classroom
         }
     }
     let (room, slots, ends) = crowd.into_parts();
+    if room.hub().is_some() {
+        room.show_finished(classroom::run_summary(&report, &ends));
+    }
     if let Some(path) = &args.report {
         classroom::write_report(path, &report, slots, room.trace(), &ends, &fixtures)?;
         report.html = Some(path.display().to_string());
@@ -361,7 +437,7 @@ fn simulate_watched(args: &Args) -> anyhow::Result<(Report, classroom::Classroom
 ///
 /// As [`simulate`], or a report that cannot be written.
 pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let (report, room) = simulate_watched(args)?;
+    let (report, room) = simulate_watched(args, None)?;
     let text = if args.json {
         format!("{}\n", serde_json::to_string_pretty(&report)?)
     } else {

@@ -9,6 +9,53 @@ use crate::patient::Outcome;
 use crate::stats::plural;
 use crate::table::{self, Align};
 
+/// The columns of the table per phase.
+pub const PHASE_COLUMNS: [(&str, Align); 7] = [
+    ("phase", Align::Left),
+    ("count", Align::Right),
+    ("failures", Align::Right),
+    ("p50 ms", Align::Right),
+    ("p95 ms", Align::Right),
+    ("p99 ms", Align::Right),
+    ("per second", Align::Right),
+];
+
+/// The table per phase as cells: the terminal's report renders them with
+/// [`table::render`], the page and the HTML report draw the same cells,
+/// and the CSV is made of them ([`phase_csv`]), so all agree.
+pub fn phase_table(report: &Report) -> ([(&'static str, Align); 7], Vec<Vec<String>>) {
+    let ms = |v: f64| format!("{v:.2}");
+    let rows = report
+        .phases
+        .iter()
+        .map(|p| {
+            vec![
+                p.phase.name().to_owned(),
+                p.count.to_string(),
+                p.failures.to_string(),
+                ms(p.p50_ms),
+                ms(p.p95_ms),
+                ms(p.p99_ms),
+                format!("{:.1}", p.per_second),
+            ]
+        })
+        .collect();
+    (PHASE_COLUMNS, rows)
+}
+
+/// The table per phase as CSV: a header line, then the cells of
+/// [`phase_table`] (none holds a comma or a quote).
+pub fn phase_csv(report: &Report) -> String {
+    let (header, rows) = phase_table(report);
+    let mut out = header.map(|(name, _)| name).join(",");
+    out.push('\n');
+    for row in rows {
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
+
 /// Formats the report for people.
 pub fn render(report: &Report) -> String {
     let mut out = String::new();
@@ -106,6 +153,13 @@ pub fn render(report: &Report) -> String {
         "latency:     p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         report.latency.p50_ms, report.latency.p99_ms, report.latency.max_ms
     );
+    if report.phases.iter().any(|p| p.count > 0) {
+        let (header, rows) = phase_table(report);
+        let _ = writeln!(out, "phases:");
+        for line in table::render(&header, rows).lines() {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
     let _ = writeln!(
         out,
         "retries:     {} sent again",

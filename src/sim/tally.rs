@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::roster::Roster;
 use super::{Invariant, PatientRow, TABLE_LIMIT};
 use crate::data::Fixtures;
-use crate::patient::Outcome;
+use crate::patient::{Outcome, Phase};
 use crate::stats::{Latencies, plural};
 
 /// The running account of a run's visits.
@@ -36,6 +36,19 @@ pub(super) struct Tally<'a> {
     pub(super) ends: Vec<(u64, u64)>,
     stride: usize,
     started: std::time::Instant,
+    /// Per phase, in [`Phase::ALL`] order.
+    pub(super) phases: [PhaseTally; 4],
+}
+
+/// One phase's account over the run.
+#[derive(Default)]
+pub(super) struct PhaseTally {
+    /// Visits that began the phase.
+    pub(super) count: u64,
+    /// Visits that began it and ended there, not quoted.
+    pub(super) failures: u64,
+    /// From each request to its answer, whatever it said.
+    pub(super) latencies: Latencies,
 }
 
 /// The most visits the chart of a report keeps.
@@ -97,7 +110,13 @@ impl<'a> Tally<'a> {
             ends: Vec::new(),
             stride: 1,
             started: std::time::Instant::now(),
+            phases: Default::default(),
         }
+    }
+
+    /// How many visits each kept end stands for.
+    pub(super) fn ends_weight(&self) -> u64 {
+        self.stride as u64
     }
 
     pub(super) fn add(&mut self, k: usize, row: PatientRow) {
@@ -125,6 +144,22 @@ impl<'a> Tally<'a> {
             ));
         }
         self.retries += u64::from(visit.retries);
+        let failed_in = (visit.outcome != Outcome::Quoted)
+            .then_some(visit.phases.last_begun)
+            .flatten();
+        for (phase, tally) in Phase::ALL.into_iter().zip(&mut self.phases) {
+            let answered = visit.phases.answered_us[phase as usize];
+            if answered.is_none() && failed_in != Some(phase) {
+                continue;
+            }
+            tally.count += 1;
+            if failed_in == Some(phase) {
+                tally.failures += 1;
+            }
+            if let Some(us) = answered {
+                tally.latencies.record(std::time::Duration::from_micros(us));
+            }
+        }
         if let Some(slot) = visit.slot {
             self.given.push((slot, k));
         }

@@ -112,7 +112,9 @@ pub fn bind_udp(what: &str, addr: &str) -> anyhow::Result<UdpSocket> {
 fn in_use_hint(e: std::io::Error) -> anyhow::Error {
     if e.kind() == std::io::ErrorKind::AddrInUse {
         anyhow::anyhow!(
-            "{e}: something (another medsim?) already listens there; port 0 (e.g. 127.0.0.1:0) picks a free one"
+            "{e}: something (another medsim?) listens there, or a program that ended without \
+             SO_REUSEADDR left its connections waiting on that port (they go within a minute; \
+             `ss -tan sport = :PORT` shows which); port 0 (e.g. 127.0.0.1:0) picks a free one"
         )
     } else {
         e.into()

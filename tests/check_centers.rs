@@ -220,6 +220,7 @@ fn a_doctor_that_dies_on_an_unknown_plan_is_named_and_not_passed() {
         not_passed(&findings),
         vec![
             ("doctor/doc1/unknown-plan", Verdict::Fail),
+            ("doctor/doc1/empty-datagram", Verdict::Blocked),
             ("doctor/doc1/plan-prefix", Verdict::Blocked)
         ]
     );
@@ -577,6 +578,7 @@ fn doctors_comparing_the_plan_exactly_are_asked_in_the_chosen_dialect() {
         [
             ("doctor/doc1/quote", Verdict::Pass),
             ("doctor/doc1/unknown-plan", Verdict::Fail),
+            ("doctor/doc1/empty-datagram", Verdict::Blocked),
             ("doctor/doc1/plan-prefix", Verdict::Blocked)
         ]
     );

@@ -84,7 +84,7 @@ fn a_silent_center_is_bounded_and_blocks_the_rest() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("summary: 8 passed, 1 failed, 8 skipped, 30 not run\nincomplete: 30 cases could not run, the race among them"),
+        stdout.contains("summary: 10 passed, 1 failed, 8 skipped, 30 not run\nincomplete: 30 cases could not run, the race among them"),
         "{stdout}"
     );
 }

@@ -132,7 +132,7 @@ fn the_check_binary_prints_each_case_and_exits_zero_on_a_good_system() {
         "{stdout}"
     );
     assert!(
-        stdout.ends_with("summary: 47 passed, 0 failed, 0 skipped\n"),
+        stdout.ends_with("summary: 49 passed, 0 failed, 0 skipped\n"),
         "{stdout}"
     );
     assert!(!stdout.contains("password111"), "{stdout}");

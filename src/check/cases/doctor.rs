@@ -46,6 +46,13 @@ pub(in crate::check) fn doctor_cases(run: &Run) -> Vec<Case<'static>> {
             Need::Doctor(target.name.clone()),
             move |run| unknown_plan_case(run, &refused),
         ));
+        let empty = target.clone();
+        cases.push(case(
+            format!("doctor/{}/empty-datagram", target.name),
+            format!("{} quotes no cost for an empty datagram", target.name),
+            Need::Doctor(target.name.clone()),
+            move |run| no_cost_for(run, &empty, "", "an empty datagram"),
+        ));
         let longer = target.clone();
         cases.push(case(
             format!("doctor/{}/plan-prefix", target.name),
@@ -160,6 +167,25 @@ fn plan_prefix_case(run: &Run, target: &DoctorTarget) -> Outcome {
             _ => pass(format!("sent '{longer}', got '{}'", quote(&answer))),
         },
         Ok(None) => pass(format!("sent '{longer}', no answer (dropped)")),
+        Err(e) => fail(format!("asking {}: {e}", target.addr)),
+    }
+}
+
+/// Something that is no plan (`what`, sent as `text`): never a cost for
+/// it (classic doctors answer an empty datagram with a cost left in their
+/// buffer).
+fn no_cost_for(run: &Run, target: &DoctorTarget, text: &str, what: &str) -> Outcome {
+    let config = run.config();
+    run.shared.sent_unanswered(text);
+    match ask_doctor(config, target.addr, text) {
+        Ok(Some(answer)) => match protocol::parse_quote_answer(&answer) {
+            Ok(protocol::QuoteAnswer::Cost(_)) => fail(format!(
+                "sent {what}, got a cost: '{}' (left over in its buffer?)",
+                quote(&answer)
+            )),
+            _ => pass(format!("sent {what}, got '{}'", quote(&answer))),
+        },
+        Ok(None) => pass(format!("sent {what}, no answer (dropped)")),
         Err(e) => fail(format!("asking {}: {e}", target.addr)),
     }
 }

@@ -320,6 +320,12 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Whether the center check started has died (and not yet been
+    /// restarted): what a case saw last may be its death, not its answer.
+    pub(super) fn center_dead(&mut self) -> bool {
+        self.center.started_and_dead()
+    }
+
     /// The server of doctor `name`.
     pub(super) fn doctor(&mut self, name: &str) -> Option<&mut Server> {
         self.doctors
@@ -406,9 +412,17 @@ fn capitalised_form(run: &mut Run) -> Option<String> {
     use std::sync::atomic::Ordering;
     let shared = run.shared;
     shared.capitalised.store(true, Ordering::Relaxed);
-    let found = run
-        .open()
-        .and_then(|mut c| c.log_in().map(|()| c.last_exchange()));
+    // Twice: a center that dies of the silent session's close (as one
+    // real center does) is restarted by the second attempt's open.
+    let mut found = Err(String::new());
+    for _ in 0..2 {
+        found = run
+            .open()
+            .and_then(|mut c| c.log_in().map(|()| c.last_exchange()));
+        if found.is_ok() {
+            break;
+        }
+    }
     match found {
         Ok(exchange) => Some(format!(
             "the center answers nothing to PROTOCOL.md's lowercase commands, but {exchange}: \

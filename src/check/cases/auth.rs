@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::malformed::{Malformed, malformed};
 use crate::check::Verdict;
 use crate::check::harness::{Outcome, Run, fail, pass, warn};
-use crate::check::session::{CLOSE_WAIT, Reading, read};
+use crate::check::session::{CLOSE_WAIT, Reading, Session, read};
 use crate::check::wording::Word;
 
 /// A wrong password gets a refusal (any word), and the center closes.
@@ -66,25 +66,31 @@ pub(in crate::check) fn unknown_user(run: &mut Run) -> Outcome {
     }
 }
 
-/// After `failure`, a center that did not close lists nothing.
-pub(in crate::check) fn list_after_failure(run: &mut Run) -> Outcome {
+/// A session whose login with a wrong password was refused (or met with
+/// silence: a patient would go on, and so does the case, since a center
+/// may list to it anyway); the case's outcome when it was let in, or the
+/// exchange failed otherwise.
+fn refused_session<'a>(run: &mut Run<'a>) -> Result<Session<'a>, Outcome> {
     let config = run.config();
-    let mut c = match run.open() {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
+    let mut c = run.open().map_err(fail)?;
     let wrong = format!("{}-wrong", config.password);
     match c.authenticate(&config.username, &wrong) {
         Ok((Reading::Success, _)) => {
             c.log.push("a wrong password was let in".into());
-            return fail(c.evidence());
+            Err(fail(c.evidence()))
         }
-        Ok(_) => {}
-        // Silence to a wrong password: a patient would go on, and so does
-        // this case (a center may list to it anyway).
-        Err(_) if c.silent => {}
-        Err(e) => return fail(e),
+        Ok(_) => Ok(c),
+        Err(_) if c.silent => Ok(c),
+        Err(e) => Err(fail(e)),
     }
+}
+
+/// After `failure`, a center that did not close lists nothing.
+pub(in crate::check) fn list_after_failure(run: &mut Run) -> Outcome {
+    let mut c = match refused_session(run) {
+        Ok(c) => c,
+        Err(outcome) => return outcome,
+    };
     match c.ask("available") {
         Ok(answer) => match read(&answer) {
             Reading::List(_) => {
@@ -102,21 +108,10 @@ pub(in crate::check) fn list_after_failure(run: &mut Run) -> Outcome {
 
 /// After `failure`, a center that did not close books nothing.
 pub(in crate::check) fn select_after_failure(run: &mut Run) -> Outcome {
-    let config = run.config();
-    let mut c = match run.open() {
+    let mut c = match refused_session(run) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(outcome) => return outcome,
     };
-    let wrong = format!("{}-wrong", config.password);
-    match c.authenticate(&config.username, &wrong) {
-        Ok((Reading::Success, _)) => {
-            c.log.push("a wrong password was let in".into());
-            return fail(c.evidence());
-        }
-        Ok(_) => {}
-        Err(_) if c.silent => {}
-        Err(e) => return fail(e),
-    }
     // Ask for the list, as a client would; a list names a slot to try.
     let target = match c.ask("available") {
         Ok(answer) => match read(&answer) {

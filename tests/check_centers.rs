@@ -353,6 +353,42 @@ fn simulate_choice_same_releases_its_patients_together_and_catches_a_racy_center
 }
 
 #[test]
+fn simulate_holds_every_grant_to_the_slots_doctor_and_port_in_the_data() {
+    let system = System::start();
+    let doc2 = system.doctor("doc2").port();
+    let mut center = fake(&system);
+    // Slot 1 is doc1's in the data; this center grants it as doc2's.
+    center.slots[0] = (1, "Tue", "01pm", "doc2", doc2);
+    let report = medsim::sim::simulate(&medsim::sim::Args {
+        patients: 6,
+        choice: medsim::sim::Choice::First,
+        concurrency: Some(1),
+        framing: Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: None,
+        },
+        center: Some(center.serve().to_string()),
+        doctors: medsim::cli::Doctors {
+            doctor_host: None,
+            doctors: vec![
+                ("doc1".into(), system.doctor("doc1").to_string()),
+                ("doc2".into(), system.doctor("doc2").to_string()),
+            ],
+        },
+        ..medsim::sim::Args::default()
+    })
+    .unwrap();
+    let rendered = medsim::sim::render(&report);
+    assert!(!report.ok(), "{rendered}");
+    assert!(
+        rendered.contains(&format!(
+            "FAIL every grant names the slot's doctor and port: patient1.1 was granted slot 1 as doc2 {doc2}, but it is doc1's at port 41720 in the data"
+        )),
+        "{rendered}"
+    );
+}
+
+#[test]
 fn a_race_spreads_over_every_center_given_and_one_wins() {
     // Two centers of one process on one table: the store is what they
     // share, as separate processes on a database would.

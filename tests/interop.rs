@@ -435,7 +435,7 @@ fn simulate_drives_a_classic_style_center_elsewhere() {
     assert_eq!(rows[3].label, "patient2.2");
     // The quotes were checked against the data's tables by slot.
     assert_eq!(
-        report.invariants[1].detail, "6 quotes checked",
+        report.invariants[2].detail, "6 quotes checked",
         "{:?}",
         report.invariants
     );

@@ -434,16 +434,24 @@ pub(super) fn grant_fits(config: &Config, index: u64, answer: &str) -> Result<()
     else {
         return Ok(());
     };
-    let mut ports = vec![row.port];
-    ports.extend(
-        config
-            .doctors
-            .iter()
-            .filter(|d| d.name == row.doctor)
-            .map(|d| d.addr.port()),
-    );
+    // A port is wrong when it is another doctor's (in the data, or where
+    // `--doctor` says that doctor is); a port the data does not know at
+    // all (a center with data of its own) is not judged here.
+    let others_port = config
+        .slots
+        .iter()
+        .filter(|s| s.doctor != row.doctor)
+        .map(|s| s.port)
+        .chain(
+            config
+                .doctors
+                .iter()
+                .filter(|d| d.name != row.doctor)
+                .map(|d| d.addr.port()),
+        )
+        .any(|p| p == port);
     let doctor_fits = doctor.is_none_or(|d| d.eq_ignore_ascii_case(&row.doctor));
-    if doctor_fits && ports.contains(&port) {
+    if doctor_fits && !others_port {
         Ok(())
     } else {
         Err(format!(

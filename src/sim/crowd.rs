@@ -266,7 +266,7 @@ impl<'a> Crowd<'a> {
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let mut tally = Tally::new(fixtures, roster.count);
+        let mut tally = Tally::new(fixtures, roster.count).with_routes(doctors);
         let started = Instant::now();
         // Patients are numbered, not listed: each thread takes the next.
         let next = AtomicUsize::new(0);

@@ -16,8 +16,14 @@ use crate::stats::{Latencies, plural};
 /// The running account of a run's visits.
 pub(super) struct Tally<'a> {
     fixtures: &'a Fixtures,
-    /// The data's slots' doctors, for answers that name only a port.
-    slot_doctor: HashMap<u64, &'a str>,
+    /// The data's slots' doctors and ports: for answers that name only a
+    /// port, and to hold every grant to its slot's row.
+    slot_doctor: HashMap<u64, (&'a str, u16)>,
+    /// Where each doctor really is, by name (`--doctor`, or the doctors
+    /// this process started): a grant may name that port too.
+    routed_ports: HashMap<String, u16>,
+    grants_checked: usize,
+    wrong_grants: Vec<String>,
     pub(super) reached: usize,
     pub(super) outcomes: BTreeMap<String, usize>,
     pub(super) latencies: Latencies,
@@ -94,8 +100,11 @@ impl<'a> Tally<'a> {
             slot_doctor: fixtures
                 .slots
                 .iter()
-                .map(|s| (s.index, s.doctor.as_str()))
+                .map(|s| (s.index, (s.doctor.as_str(), s.port)))
                 .collect(),
+            routed_ports: HashMap::new(),
+            grants_checked: 0,
+            wrong_grants: Vec::new(),
             reached: 0,
             outcomes: BTreeMap::new(),
             latencies: Latencies::new(),
@@ -112,6 +121,18 @@ impl<'a> Tally<'a> {
             started: std::time::Instant::now(),
             phases: Default::default(),
         }
+    }
+
+    /// Where the doctors really are (`NAME` → `[HOST:]PORT`): their ports
+    /// are grants' ports too.
+    pub(super) fn with_routes(mut self, doctors: &crate::cli::Doctors) -> Self {
+        for (name, addr) in &doctors.doctors {
+            let port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
+            if let Some(port) = port {
+                self.routed_ports.insert(name.clone(), port);
+            }
+        }
+        self
     }
 
     /// How many visits each kept end stands for.
@@ -162,6 +183,7 @@ impl<'a> Tally<'a> {
         }
         if let Some(slot) = visit.slot {
             self.given.push((slot, k));
+            self.check_grant(&row, slot);
         }
         if let Some(cost) = visit.cost {
             self.check_quote(&row, cost);
@@ -187,15 +209,49 @@ impl<'a> Tally<'a> {
         }
     }
 
+    /// The grant must name the slot's doctor and port in the data (a port
+    /// alone, its port): a center that grants another doctor's port sends
+    /// the patient to a quote that is not the slot's.
+    fn check_grant(&mut self, row: &PatientRow, slot: u64) {
+        let Some(&(doctor, port)) = self.slot_doctor.get(&slot) else {
+            return;
+        };
+        self.grants_checked += 1;
+        let named = row.visit.doctor.as_deref();
+        let doctor_fits = named.is_none_or(|d| d.eq_ignore_ascii_case(doctor));
+        // A port is wrong when it is another doctor's (in the data, or
+        // where that doctor really is); a port the data does not know at
+        // all (a center with data of its own) is not judged.
+        let others_port = |p: u16| {
+            self.slot_doctor
+                .values()
+                .any(|&(other, other_port)| other != doctor && other_port == p)
+                || self
+                    .routed_ports
+                    .iter()
+                    .any(|(other, &other_port)| other != doctor && other_port == p)
+        };
+        let port_fits = row.visit.doctor_port.is_none_or(|p| !others_port(p));
+        if !(doctor_fits && port_fits) && self.wrong_grants.len() < QUOTED_PROBLEMS {
+            self.wrong_grants.push(format!(
+                "{} was granted slot {slot} as {} {}, but it is {doctor}'s at port {port} in the data",
+                row.label,
+                named.unwrap_or("(a port alone)"),
+                row.visit.doctor_port.map_or("?".to_owned(), |p| p.to_string()),
+            ));
+        }
+    }
+
     /// The quote must be the doctor's fee for the patient's plan. The doctor
     /// is the one the center named, or (for a port alone) the slot's in the
     /// data.
     fn check_quote(&mut self, row: &PatientRow, cost: u64) {
         let visit = &row.visit;
-        let doctor = visit
-            .doctor
-            .as_deref()
-            .or_else(|| visit.slot.and_then(|s| self.slot_doctor.get(&s).copied()));
+        let doctor = visit.doctor.as_deref().or_else(|| {
+            visit
+                .slot
+                .and_then(|s| self.slot_doctor.get(&s).map(|d| d.0))
+        });
         let Some(table) = doctor.and_then(|d| self.fixtures.doctor(d)) else {
             self.unknown_doctors
                 .insert(doctor.unwrap_or("unnamed").to_owned());
@@ -257,6 +313,20 @@ impl<'a> Tally<'a> {
                     .take(2 * QUOTED_PROBLEMS)
                     .collect::<Vec<_>>()
                     .join("; ")
+            },
+        });
+
+        invariants.push(Invariant {
+            name: "every grant names the slot's doctor and port".into(),
+            ok: self.wrong_grants.is_empty(),
+            detail: if self.wrong_grants.is_empty() {
+                plural(
+                    self.grants_checked as u64,
+                    "grant checked against the data",
+                    "grants checked against the data",
+                )
+            } else {
+                self.wrong_grants.join("; ")
             },
         });
 

@@ -233,7 +233,7 @@ fn simulate_two_patients_as_json() {
     assert_eq!(report["bookings"], 2);
     assert_eq!(report["outcomes"]["quoted"], 2);
     let invariants = report["invariants"].as_array().unwrap();
-    assert_eq!(invariants.len(), 4);
+    assert_eq!(invariants.len(), 5);
     assert!(invariants.iter().all(|i| i["ok"] == true), "{stdout}");
     let rows = report["rows"].as_array().unwrap();
     assert_eq!(rows[0]["user"], "patient1");

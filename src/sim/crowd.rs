@@ -155,7 +155,26 @@ impl<'a> Crowd<'a> {
                 .map(|(name, addr)| (name.clone(), addr.to_string()))
                 .collect(),
         };
-        let (tally, wall) = self.visit(fixtures, &roster, &centers, &doctors, same_target);
+        // Grants are held to the slots the center serves: generated ones
+        // (`--slots N`), when asked for.
+        let served = args.slots.map(|count| {
+            let doctors: Vec<(String, u16)> = fixtures
+                .doctors
+                .iter()
+                .map(|d| (d.name.clone(), d.port))
+                .collect();
+            Fixtures {
+                slots: crate::data::generated_slots(count, &doctors).collect(),
+                ..fixtures.clone()
+            }
+        });
+        let (tally, wall) = self.visit(
+            served.as_ref().unwrap_or(fixtures),
+            &roster,
+            &centers,
+            &doctors,
+            same_target,
+        );
         let mut holders = system.holders()?;
         holders.retain(|held| !before.contains(held));
         let slots = system.slot_count();

@@ -22,6 +22,8 @@ pub(super) struct Tally<'a> {
     /// Where each doctor really is, by name (`--doctor`, or the doctors
     /// this process started): a grant may name that port too.
     routed_ports: HashMap<String, u16>,
+    /// Whose port each of the data's ports is.
+    port_doctor: HashMap<u16, &'a str>,
     grants_checked: usize,
     wrong_grants: Vec<String>,
     pub(super) reached: usize,
@@ -103,6 +105,11 @@ impl<'a> Tally<'a> {
                 .map(|s| (s.index, (s.doctor.as_str(), s.port)))
                 .collect(),
             routed_ports: HashMap::new(),
+            port_doctor: fixtures
+                .slots
+                .iter()
+                .map(|s| (s.port, s.doctor.as_str()))
+                .collect(),
             grants_checked: 0,
             wrong_grants: Vec::new(),
             reached: 0,
@@ -223,9 +230,9 @@ impl<'a> Tally<'a> {
         // where that doctor really is); a port the data does not know at
         // all (a center with data of its own) is not judged.
         let others_port = |p: u16| {
-            self.slot_doctor
-                .values()
-                .any(|&(other, other_port)| other != doctor && other_port == p)
+            self.port_doctor
+                .get(&p)
+                .is_some_and(|&other| other != doctor)
                 || self
                     .routed_ports
                     .iter()

@@ -141,20 +141,26 @@ pub(in crate::check) fn select_after_failure(run: &mut Run) -> Outcome {
     }
 }
 
+/// Another session, logged in with the user's good credentials, for a
+/// case to act "right after" it: kept open, unless the center serves one
+/// session at a time (it would answer the next only once this one closes,
+/// so closed, right after is the best there is). `Err` is the case's
+/// outcome when the login failed.
+fn logged_in_elsewhere<'a>(run: &mut Run<'a>) -> Result<Option<Session<'a>>, Outcome> {
+    let mut good = run.open().map_err(fail)?;
+    good.log_in()
+        .map_err(|e| fail(format!("the first session: {e}")))?;
+    Ok((!run.shared.one_at_a_time.load(Ordering::Relaxed)).then_some(good))
+}
+
 /// Bad credentials in a new session, while another session is logged in,
 /// are refused: no "authenticated" flag shared across sessions.
 pub(in crate::check) fn shared_flag(run: &mut Run) -> Outcome {
     let config = run.config();
-    let mut good = match run.open() {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let good = match logged_in_elsewhere(run) {
+        Ok(good) => good,
+        Err(outcome) => return outcome,
     };
-    if let Err(e) = good.log_in() {
-        return fail(format!("the first session: {e}"));
-    }
-    // A center serving one session at a time answers the next only after
-    // this one closes: then "right after" is the best there is.
-    let good = (!run.shared.one_at_a_time.load(Ordering::Relaxed)).then_some(good);
     let mut bad = match run.open() {
         Ok(c) => c,
         Err(e) => return fail(e),
@@ -211,14 +217,10 @@ pub(in crate::check) fn second_authenticate(run: &mut Run) -> Outcome {
 /// words), sent right after another session logged in: a center that
 /// checks it against the last credentials it saw lets it in.
 pub(in crate::check) fn bypass_after_login(run: &mut Run, m: &Malformed) -> Outcome {
-    let mut good = match run.open() {
-        Ok(c) => c,
-        Err(e) => return fail(e),
+    let good = match logged_in_elsewhere(run) {
+        Ok(good) => good,
+        Err(outcome) => return outcome,
     };
-    if let Err(e) = good.log_in() {
-        return fail(format!("the first session: {e}"));
-    }
-    let good = (!run.shared.one_at_a_time.load(Ordering::Relaxed)).then_some(good);
     let outcome = malformed(run, m);
     drop(good);
     let evidence = if outcome.verdict == Verdict::Fail {

@@ -29,43 +29,55 @@ pub(in crate::check) fn doctor_cases(run: &Run) -> Vec<Case<'static>> {
             expected: None,
         });
     }
+    let plan = config.plan.clone();
     let mut cases = Vec::new();
     for target in targets {
-        let plan = config.plan.clone();
-        let quoted = target.clone();
-        cases.push(case(
-            format!("doctor/{}/quote", target.name),
-            format!("{} quotes {plan}", target.name),
-            Need::Doctor(target.name.clone()),
-            move |run| quote_case(run, &quoted),
+        let doctor_case = |kind: &str, name: String, judge: CaseBody| {
+            let target = target.clone();
+            case(
+                format!("doctor/{}/{kind}", target.name),
+                name,
+                Need::Doctor(target.name.clone()),
+                move |run| judge(run, &target),
+            )
+        };
+        let name = &target.name;
+        cases.push(doctor_case(
+            "quote",
+            format!("{name} quotes {plan}"),
+            quote_case,
         ));
-        let refused = target.clone();
-        cases.push(case(
-            format!("doctor/{}/unknown-plan", target.name),
-            format!("{} refuses an unknown plan", target.name),
-            Need::Doctor(target.name.clone()),
-            move |run| unknown_plan_case(run, &refused),
+        cases.push(doctor_case(
+            "unknown-plan",
+            format!("{name} refuses an unknown plan"),
+            |run, t| unknown_plan_case(run, t),
         ));
-        let empty = target.clone();
-        cases.push(case(
-            format!("doctor/{}/empty-datagram", target.name),
-            format!("{} quotes no cost for an empty datagram", target.name),
-            Need::Doctor(target.name.clone()),
-            move |run| no_cost_for(run, &empty, "", "an empty datagram"),
+        cases.push(doctor_case(
+            "empty-datagram",
+            format!("{name} quotes no cost for an empty datagram"),
+            |run, t| no_cost_for(run, t, "", "an empty datagram", "left over in its buffer?"),
         ));
-        let longer = target.clone();
-        cases.push(case(
-            format!("doctor/{}/plan-prefix", target.name),
-            format!(
-                "{} refuses a plan that only begins like {plan}",
-                target.name
-            ),
-            Need::Doctor(target.name.clone()),
-            move |run| plan_prefix_case(run, &longer),
+        cases.push(doctor_case(
+            "plan-prefix",
+            format!("{name} refuses a plan that only begins like {plan}"),
+            |run, t| {
+                let longer = format!("{}xyz", run.config().plan);
+                let what = format!("'{longer}'");
+                no_cost_for(
+                    run,
+                    t,
+                    &longer,
+                    &what,
+                    "it compares only the beginning of the plan?",
+                )
+            },
         ));
     }
     cases
 }
+
+/// How a doctor case judges its doctor.
+type CaseBody = fn(&mut Run, &DoctorTarget) -> Outcome;
 
 pub(in crate::check) fn quote_case(run: &mut Run, target: &DoctorTarget) -> Outcome {
     let config = run.config();
@@ -152,35 +164,17 @@ pub(in crate::check) fn ask_doctor(
     })
 }
 
-/// A plan the doctor does not have, beginning with one it has
-/// (`insurance1xyz`): a doctor that compares a prefix quotes it.
-fn plan_prefix_case(run: &Run, target: &DoctorTarget) -> Outcome {
-    let config = run.config();
-    let longer = format!("{}xyz", config.plan);
-    run.shared.sent_unanswered(&longer);
-    match ask_doctor(config, target.addr, &longer) {
-        Ok(Some(answer)) => match protocol::parse_quote_answer(&answer) {
-            Ok(protocol::QuoteAnswer::Cost(_)) => fail(format!(
-                "sent '{longer}', got a cost: '{}' (it compares only the beginning of the plan?)",
-                quote(&answer)
-            )),
-            _ => pass(format!("sent '{longer}', got '{}'", quote(&answer))),
-        },
-        Ok(None) => pass(format!("sent '{longer}', no answer (dropped)")),
-        Err(e) => fail(format!("asking {}: {e}", target.addr)),
-    }
-}
-
-/// Something that is no plan (`what`, sent as `text`): never a cost for
-/// it (classic doctors answer an empty datagram with a cost left in their
-/// buffer).
-fn no_cost_for(run: &Run, target: &DoctorTarget, text: &str, what: &str) -> Outcome {
+/// Something that is no plan of the doctor's (`what`, sent as `text`):
+/// never a cost for it. Classic doctors answer an empty datagram with a
+/// cost left in their buffer, and a plan that only begins like one they
+/// have when they compare a prefix (`why` guesses which).
+fn no_cost_for(run: &Run, target: &DoctorTarget, text: &str, what: &str, why: &str) -> Outcome {
     let config = run.config();
     run.shared.sent_unanswered(text);
     match ask_doctor(config, target.addr, text) {
         Ok(Some(answer)) => match protocol::parse_quote_answer(&answer) {
             Ok(protocol::QuoteAnswer::Cost(_)) => fail(format!(
-                "sent {what}, got a cost: '{}' (left over in its buffer?)",
+                "sent {what}, got a cost: '{}' ({why})",
                 quote(&answer)
             )),
             _ => pass(format!("sent {what}, got '{}'", quote(&answer))),

@@ -450,8 +450,15 @@ pub(super) fn grant_fits(config: &Config, index: u64, answer: &str) -> Result<()
                 .map(|d| d.addr.port()),
         )
         .any(|p| p == port);
+    // Where `--doctor` says this doctor is comes first: a real port may
+    // also be another doctor's in the data.
+    let own_port = port == row.port
+        || config
+            .doctors
+            .iter()
+            .any(|d| d.name == row.doctor && d.addr.port() == port);
     let doctor_fits = doctor.is_none_or(|d| d.eq_ignore_ascii_case(&row.doctor));
-    if doctor_fits && !others_port {
+    if doctor_fits && (own_port || !others_port) {
         Ok(())
     } else {
         Err(format!(

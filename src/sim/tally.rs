@@ -238,7 +238,13 @@ impl<'a> Tally<'a> {
                     .iter()
                     .any(|(other, &other_port)| other != doctor && other_port == p)
         };
-        let port_fits = row.visit.doctor_port.is_none_or(|p| !others_port(p));
+        // Where this doctor really is comes first: a real port may also be
+        // another doctor's in the data.
+        let own_port = |p: u16| p == port || self.routed_ports.get(doctor).is_some_and(|&r| r == p);
+        let port_fits = row
+            .visit
+            .doctor_port
+            .is_none_or(|p| own_port(p) || !others_port(p));
         if !(doctor_fits && port_fits) && self.wrong_grants.len() < QUOTED_PROBLEMS {
             self.wrong_grants.push(format!(
                 "{} was granted slot {slot} as {} {}, but it is {doctor}'s at port {port} in the data",

@@ -382,8 +382,17 @@ fn a_start_that_fails_stops_the_doctors_it_started() {
         let Err(e) = system::System::start(options) else {
             panic!("{name}: the system started");
         };
+        // `join` returns when the thread's exit wakes it, a moment before
+        // the kernel takes the task out of /proc: allow that moment, no more.
+        let prefix = format!("medsim-{name}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut left = threads_named(&prefix);
+        while !left.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+            left = threads_named(&prefix);
+        }
         assert_eq!(
-            threads_named(&format!("medsim-{name}")),
+            left,
             Vec::<String>::new(),
             "{name}: doctor threads left serving after: {e:#}"
         );

@@ -142,6 +142,7 @@ impl Shared {
 
 struct State {
     slots: BTreeMap<u64, Entry>,
+    /// The slots to list: free and not being claimed.
     free: BTreeSet<u64>,
     /// The rendering of `free`, dropped whenever `free` changes.
     rendered: Option<Arc<FreeList>>,
@@ -153,6 +154,15 @@ struct Entry {
     doctor: Arc<str>,
     port: u16,
     holder: Option<Box<str>>,
+    /// Reservations of this slot on their way to a store on disk
+    /// ([`SlotBook::claim`]); the slot is not listed meanwhile.
+    claims: u32,
+}
+
+impl Entry {
+    fn listed(&self) -> bool {
+        self.holder.is_none() && self.claims == 0
+    }
 }
 
 impl SlotBook {
@@ -186,6 +196,7 @@ impl SlotBook {
                     doctor: intern(&slot.doctor),
                     port: slot.port,
                     holder: None,
+                    claims: 0,
                 };
                 (slot.index, entry)
             })
@@ -255,9 +266,7 @@ impl SlotBook {
         if entry.holder.as_deref() != Some(holder) {
             return false;
         }
-        entry.holder = None;
-        state.free.insert(index);
-        state.rendered = None;
+        state.change(index, |entry| entry.holder = None);
         true
     }
 
@@ -266,22 +275,26 @@ impl SlotBook {
     /// real one decided. Indexes not in the table are ignored.
     pub fn set_holder(&self, index: u64, holder: Option<&str>) {
         let mut state = self.shared.lock();
-        let Some(entry) = state.slots.get_mut(&index) else {
-            return;
-        };
-        let was_free = entry.holder.is_none();
-        entry.holder = holder.map(Box::from);
-        match (was_free, holder.is_none()) {
-            (true, false) => {
-                state.free.remove(&index);
-                state.rendered = None;
-            }
-            (false, true) => {
-                state.free.insert(index);
-                state.rendered = None;
-            }
-            _ => {}
-        }
+        state.change(index, |entry| entry.holder = holder.map(Box::from));
+    }
+
+    /// Marks slot `index` as claimed by a reservation on its way to the
+    /// store on disk this table mirrors: it is not listed until
+    /// [`SlotBook::unclaim`], so patients listing meanwhile are not offered
+    /// a slot that is about to be taken. Who wins is still the store's to
+    /// decide. Indexes not in the table are ignored.
+    pub fn claim(&self, index: u64) {
+        self.shared
+            .lock()
+            .change(index, |entry| entry.claims = entry.claims.saturating_add(1));
+    }
+
+    /// Ends one [`SlotBook::claim`] of slot `index`: listed again if no
+    /// other claim is left and nobody holds it.
+    pub fn unclaim(&self, index: u64) {
+        self.shared
+            .lock()
+            .change(index, |entry| entry.claims = entry.claims.saturating_sub(1));
     }
 
     /// Makes the slots up to `upto` (all when `None`) free exactly when
@@ -301,11 +314,14 @@ impl SlotBook {
             if should_be_free == entry.holder.is_none() || keep(index) {
                 continue;
             }
-            if should_be_free {
-                entry.holder = None;
+            entry.holder = if should_be_free {
+                None
+            } else {
+                Some("".into())
+            };
+            if entry.listed() {
                 state.free.insert(index);
             } else {
-                entry.holder = Some("".into());
                 state.free.remove(&index);
             }
             changed = true;
@@ -325,13 +341,31 @@ impl SlotBook {
             .collect()
     }
 
-    /// How many slots are free.
+    /// How many slots are free (and not claimed).
     pub fn free_count(&self) -> usize {
         self.shared.lock().free.len()
     }
 }
 
 impl State {
+    /// Applies `change` to slot `index` and keeps the listed set true.
+    fn change(&mut self, index: u64, change: impl FnOnce(&mut Entry)) {
+        let Some(entry) = self.slots.get_mut(&index) else {
+            return;
+        };
+        let was_listed = entry.listed();
+        change(entry);
+        let listed = entry.listed();
+        if listed != was_listed {
+            if listed {
+                self.free.insert(index);
+            } else {
+                self.free.remove(&index);
+            }
+            self.rendered = None;
+        }
+    }
+
     fn render(&self, cap: usize) -> FreeList {
         // The lowest free slots and their entries, walking the table beside
         // the free set: between two free slots there are usually a few
@@ -406,6 +440,30 @@ mod tests {
         assert_eq!(book.reserve(7, "patient2"), Reservation::NoSuchSlot);
         assert!(!book.free_list().line.contains("Mon"));
         assert_eq!(book.holders(), [(2, "patient1".to_owned())]);
+        assert_eq!(book.free_count(), 5);
+    }
+
+    #[test]
+    fn a_claimed_slot_is_not_listed_until_its_last_claim_ends() {
+        let book = SlotBook::new(&fixture_slots(), DEFAULT_LIST_CAP);
+        book.claim(2);
+        book.claim(2);
+        assert!(!book.free_list().line.contains("Mon 03pm"));
+        book.unclaim(2);
+        assert!(
+            !book.free_list().line.contains("Mon 03pm"),
+            "one claim left"
+        );
+        // The store said free meanwhile: still claimed, still not listed.
+        book.sync_free(&[1, 2, 3, 4, 5, 6], None, |_| false);
+        assert_eq!(book.free_list().listed, 5);
+        book.unclaim(2);
+        assert_eq!(book.free_list().listed, 6);
+        // A claim that ends in a booking leaves the slot unlisted.
+        book.claim(3);
+        book.set_holder(3, Some("patient1"));
+        book.unclaim(3);
+        assert!(!book.free_list().line.contains("Thu 02pm"));
         assert_eq!(book.free_count(), 5);
     }
 

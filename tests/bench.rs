@@ -73,9 +73,16 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
         .iter()
         .map(|p| (p.case.as_str(), p.concurrency))
         .collect();
-    let mut expected = vec![("booking sqlite", 1), ("booking sqlite", 4)];
+    // Per concurrency: the memory store, then each store on disk held to it.
+    let mut expected = vec![
+        ("booking memory", 1),
+        ("booking sqlite", 1),
+        ("booking memory", 4),
+        ("booking sqlite", 4),
+    ];
     if postgres.is_some() {
-        expected.extend([("booking postgres", 1), ("booking postgres", 4)]);
+        expected.insert(2, ("booking postgres", 1));
+        expected.push(("booking postgres", 4));
         let centers: Vec<usize> = report.centers.iter().map(|c| c.centers).collect();
         assert_eq!(centers, [1, 2], "{stdout}");
         for row in &report.centers {
@@ -110,11 +117,14 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
         }
         assert!(pair.ratio > 0.0, "{pair:?}");
     }
-    for pair in report
-        .stores
-        .iter()
-        .filter(|p| p.case.starts_with("booking "))
-    {
+    for pair in report.stores.iter().filter(|p| p.case == "booking memory") {
+        assert_eq!(
+            pair.ratio, 1.0,
+            "the memory store is held to itself: {pair:?}"
+        );
+        assert_eq!(pair.medsim.commits, 0, "{pair:?}");
+    }
+    for pair in report.stores.iter().filter(|p| p.case != "booking memory") {
         assert!(pair.medsim.bookings > 0, "{pair:?}");
         // Every booking on disk went through a commit; a commit may carry
         // several.
@@ -126,7 +136,10 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
     }
     assert!(report.disk_fsyncs_per_second.is_some_and(|r| r > 0.0));
     assert!(stdout.contains("the disk alone: "), "{stdout}");
-    assert!(stdout.contains("per commit  commits/s"), "{stdout}");
+    assert!(
+        stdout.contains("vs memory  p99 vs memory  per commit  commits/s"),
+        "{stdout}"
+    );
 
     let scale = &report.scale[0];
     assert_eq!(scale.patients, 300);

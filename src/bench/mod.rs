@@ -447,29 +447,62 @@ fn postgres_server(args: &Args) -> Result<String, String> {
     }
 }
 
-/// The booking path on each store on disk at each concurrency, each run
-/// paired with a run of the booking floor before it.
+/// The booking path on each store at each concurrency: every repeat runs
+/// the memory store and each store on disk in turn, and a store on disk is
+/// held to the memory store's run of the same repeat (bookings a second,
+/// and p99), as issue 17 sets it. Which store goes first rotates, so what
+/// one run leaves behind falls on each in turn.
 fn store_cases(
     args: &Args,
     postgres: Option<&str>,
     dir: &Path,
     log: &mut dyn FnMut(&Pair),
 ) -> anyhow::Result<Vec<Pair>> {
-    let threads = args.concurrency.iter().copied().max().unwrap_or(1) + 4;
-    let kinds = [Kind::Sqlite, Kind::Postgres];
+    let kinds: Vec<Kind> = [Kind::Memory, Kind::Sqlite, Kind::Postgres]
+        .into_iter()
+        .filter(|&kind| kind != Kind::Postgres || postgres.is_some())
+        .collect();
     let mut pairs = Vec::new();
-    for kind in kinds {
-        if kind == Kind::Postgres && postgres.is_none() {
-            continue;
+    for &concurrency in &args.concurrency {
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); kinds.len()];
+        for repeat in 0..args.repeats.max(1) {
+            for k in 0..kinds.len() {
+                let at = (k + repeat) % kinds.len();
+                runs[at].push(store_run(
+                    kinds[at],
+                    postgres,
+                    dir,
+                    1,
+                    concurrency,
+                    args.seconds,
+                )?);
+            }
         }
-        for &concurrency in &args.concurrency {
-            let result = pair(
-                &format!("booking {}", kind.name()),
+        let memory = &runs[0];
+        for (kind, own) in kinds.iter().zip(&runs) {
+            let ratios: Vec<f64> = own
+                .iter()
+                .zip(memory)
+                .map(|(run, base)| run.bookings_per_second / base.bookings_per_second.max(1e-9))
+                .collect();
+            let p99_ratios: Vec<f64> = own
+                .iter()
+                .zip(memory)
+                .map(|(run, base)| run.p99_us / base.p99_us.max(1e-9))
+                .collect();
+            let median_run = |runs: &[Run]| {
+                stats::median_by(runs, |r| r.bookings_per_second).unwrap_or_default()
+            };
+            let result = Pair {
+                case: format!("booking {}", kind.name()),
                 concurrency,
-                args.repeats,
-                || floor_run(Exchange::Booking, concurrency, threads, args.seconds),
-                || store_run(kind, postgres, dir, 1, concurrency, args.seconds),
-            )?;
+                medsim: median_run(own),
+                floor: median_run(memory),
+                ratio: stats::median(&ratios),
+                ratios,
+                p99_ratio: stats::median(&p99_ratios),
+                p99_ratios,
+            };
             log(&result);
             pairs.push(result);
         }

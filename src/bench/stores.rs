@@ -1,6 +1,7 @@
 //! The stores a booking run is measured on, each made fresh for one run
-//! and removed after it: a temporary SQLite file, or a new database on a
-//! PostgreSQL server (`--postgres URL`, else `MEDSIM_TEST_POSTGRES`).
+//! and removed after it: the memory store (the one the others are held
+//! to), a temporary SQLite file, or a new database on a PostgreSQL server
+//! (`--postgres URL`, else `MEDSIM_TEST_POSTGRES`).
 //!
 //! Only the making and removing is here; the store itself is `store`'s,
 //! opened by `system` like any center's.
@@ -19,6 +20,8 @@ pub(super) const POSTGRES_VAR: &str = "MEDSIM_TEST_POSTGRES";
 /// The kinds of store the booking path is measured on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
+    /// The stores on disk are held to it.
+    Memory,
     Sqlite,
     Postgres,
 }
@@ -26,6 +29,7 @@ pub(super) enum Kind {
 impl Kind {
     pub(super) fn name(self) -> &'static str {
         match self {
+            Kind::Memory => "memory",
             Kind::Sqlite => "sqlite",
             Kind::Postgres => "postgres",
         }
@@ -59,6 +63,10 @@ impl FreshStore {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         match kind {
+            Kind::Memory => Ok(FreshStore {
+                url: StoreUrl::Memory,
+                cleanup: Cleanup::Files(Vec::new()),
+            }),
             Kind::Sqlite => {
                 let file = dir.join(format!("booking-{n}.sqlite"));
                 let side = |suffix: &str| {

@@ -3,13 +3,12 @@
 //!
 //! This module owns the [`Store`] trait (what a center needs from a slot
 //! table), [`StoreUrl`] (the `--store` text: `memory`, `sqlite:FILE`,
-//! `postgres://...`), [`open`], [`StoreError`] and the one rendering of a
-//! free list from rows ([`render_free_list`], the same text as
-//! [`SlotBook::free_list`]). Each backend is its own module: [`memory`]
-//! (today's [`SlotBook`], no extra cost), [`sqlite`] (one file, durable,
-//! shared by processes on one machine) and [`postgres`] (one database,
-//! many centers); the two on disk share [`commit`], which makes concurrent
-//! reservations durable together (group commit). Sockets, sessions and the
+//! `postgres://...`), [`open`] and [`StoreError`]. Each backend is its own
+//! module: [`memory`] (today's [`SlotBook`], no extra cost), [`sqlite`]
+//! (one file, durable, shared by processes on one machine) and
+//! [`postgres`] (one database, many centers); the two on disk share
+//! [`commit`], which makes concurrent reservations durable together (group
+//! commit), and [`mirror`], the copy in memory that answers `available`. Sockets, sessions and the
 //! CLI stay with the center.
 //!
 //! Every backend keeps PROTOCOL.md's promise: a reservation is one atomic
@@ -24,6 +23,7 @@
 
 pub mod commit;
 pub mod memory;
+pub mod mirror;
 pub mod postgres;
 pub mod sqlite;
 
@@ -341,15 +341,6 @@ pub fn mask_url(url: &str) -> String {
     out
 }
 
-/// The free list of the lowest free slots `rows` (at most the list cap of
-/// them, in index order), rendered as [`SlotBook::free_list`] renders it:
-/// the backends that read rows from a database share this one function.
-pub fn render_free_list<'a>(
-    rows: impl Iterator<Item = (u64, &'a str, &'a str)> + Clone,
-) -> FreeList {
-    FreeList::from_rows(rows)
-}
-
 /// The first slot where the slots a database holds (`stored`) and the data
 /// files' `wanted` differ, as a sentence; `None` when they are the same.
 /// Both are compared in index order.
@@ -421,7 +412,6 @@ pub(crate) fn db_index(index: u64) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slots::{DEFAULT_LIST_CAP, SlotBook};
 
     fn slot(index: u64, day: &str) -> Slot {
         Slot {
@@ -471,26 +461,6 @@ mod tests {
         let url = StoreUrl::parse("postgres://a:b@h/db").unwrap();
         assert_eq!(url.to_string(), "postgres://a:***@h/db");
         assert!(!format!("{url:?}").contains(":b@"));
-    }
-
-    #[test]
-    fn rows_render_as_the_slot_book_renders() {
-        let slots: Vec<Slot> = (1..=80).map(|i| slot(i, "Mon")).collect();
-        let book = SlotBook::new(&slots, DEFAULT_LIST_CAP);
-        for index in [2, 3, 40] {
-            book.reserve(index, "p");
-        }
-        let free: Vec<&Slot> = slots
-            .iter()
-            .filter(|s| ![2, 3, 40].contains(&s.index))
-            .take(DEFAULT_LIST_CAP)
-            .collect();
-        let rendered = render_free_list(
-            free.iter()
-                .map(|s| (s.index, s.day.as_str(), s.time.as_str())),
-        );
-        assert_eq!(rendered, *book.free_list());
-        assert!(render_free_list(std::iter::empty()).is_empty());
     }
 
     #[test]

@@ -40,34 +40,33 @@
 //!   one), and a session waits for its outcome at most that limit on this
 //!   side too: a server that is stopped (SIGSTOP) cannot enforce its own.
 //! - **Reads from memory.** `available` is answered from a copy of the
-//!   table in this process ([`SlotBook`]): it never waits for a commit or a
+//!   table in this process ([`Mirror`]): it never waits for a commit or a
 //!   round trip, and a stalled server cannot hang it. The copy takes every
-//!   outcome this center's commits learn (a grant, a slot found taken), and
-//!   a refresher thread reads the lowest free slots from the database
-//!   every [`REFRESH`] for what other centers did. A listing may so show,
-//!   for a moment, a slot another center just took: that is the race
-//!   every listing has, and the grant is the database's to decide.
+//!   outcome this center's commits learn (a grant, a slot found taken),
+//!   hides slots whose reservation is on its way to a commit, and a
+//!   refresher thread reads the lowest free slots from the database every
+//!   [`REFRESH`] for what other centers did. A listing may so show, for a
+//!   moment, a slot another center just took: that is the race every
+//!   listing has, and the grant is the database's to decide.
 //! - **Bounded start-up.** The first connection is made with
 //!   [`CONNECT_TIMEOUT`] per attempt and a watchdog on the whole
 //!   hand-shake, so a server that accepts and never answers cannot hang a
 //!   start; the error names the URL with its password masked.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use postgres::{Client, Config, NoTls, Statement};
 
 use super::commit::{Backend, Committer, Failure, Settle, Ticket};
+use super::mirror::{Mirror, REFRESH};
 use super::{
     DEFAULT_TIMEOUT, ErrorKind, FreeList, Reservation, Store, StoreError, db_index,
     first_difference, mask_url, mismatch,
 };
 use crate::data::Slot;
-use crate::slots::SlotBook;
 
 /// How long one attempt to reach the server may take (when the URL sets no
 /// `connect_timeout` of its own).
@@ -76,14 +75,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Committer threads per store (per center), each with its connection:
 /// while one waits for its commit, the next batch gathers on the other.
 pub const COMMITTERS: usize = 2;
-
-/// How often the copy of the table in memory is brought up to date with
-/// what other centers did.
-pub const REFRESH: Duration = Duration::from_millis(200);
-
-/// Free slots read past the list cap when the copy in memory is brought
-/// up to date, so this center's bookings since do not shorten its list.
-const FREE_MARGIN: usize = 64;
 
 /// The key of the advisory lock that serialises schema set-up.
 const SETUP_LOCK: i64 = 0x6d65_6473_696d; // "medsim"
@@ -286,7 +277,7 @@ impl PostgresStore {
                 link: Link::new(&config, &label),
                 reserve: None,
                 mirror: Arc::clone(&mirror),
-                free_limit: i32::try_from(list_cap.max(1) + FREE_MARGIN).unwrap_or(i32::MAX),
+                free_limit: i32::try_from(Mirror::read_limit(list_cap)).unwrap_or(i32::MAX),
             })
             .collect();
         let committer = Committer::start(writers, timeout, label.clone())?;
@@ -295,7 +286,7 @@ impl PostgresStore {
         let refresher = Refresher {
             link: Link::new(&config, &label),
             mirror: Arc::clone(&mirror),
-            limit: i64::try_from(list_cap.max(1) + FREE_MARGIN).unwrap_or(i64::MAX),
+            limit: Mirror::read_limit(list_cap),
             failing: false,
         };
         std::thread::Builder::new()
@@ -337,51 +328,6 @@ fn read_held(client: &mut Client) -> Result<Vec<(u64, String)>, postgres::Error>
     Ok(held)
 }
 
-/// The copy of the table in this process that answers `available`, and
-/// which slots this center's own commits changed since when.
-struct Mirror {
-    book: SlotBook,
-    generation: AtomicU64,
-    touched: Mutex<HashMap<u64, u64>>,
-}
-
-impl Mirror {
-    fn new(slots: &[Slot], list_cap: usize) -> Mirror {
-        Mirror {
-            book: SlotBook::new(slots, list_cap),
-            generation: AtomicU64::new(0),
-            touched: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// What a commit of this center learned about slot `index`.
-    fn learn(&self, index: u64, holder: Option<&str>) {
-        let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
-        self.touched.lock().insert(index, generation);
-        self.book.set_holder(index, holder);
-    }
-}
-
-impl Mirror {
-    /// Takes the database's lowest free slots, `free` (read with `limit`
-    /// after generation `since` of this center's own changes).
-    fn sync(&self, free: &[u64], limit: i64, since: u64) {
-        // Past the last free slot read, the database told nothing (unless
-        // it had no more to tell).
-        let upto = if free.len() as i64 >= limit {
-            free.last().copied()
-        } else {
-            None
-        };
-        let mut touched = self.touched.lock();
-        // This center's own commits since the read began know better.
-        self.book.sync_free(free, upto, |index| {
-            touched.get(&index).is_some_and(|&g| g > since)
-        });
-        touched.retain(|_, g| *g > since);
-    }
-}
-
 /// Brings the copy in memory up to date with the database's lowest free
 /// slots, every [`REFRESH`], until the store is dropped.
 struct Refresher {
@@ -413,7 +359,7 @@ impl Refresher {
     }
 
     fn refresh(&mut self) -> Result<(), StoreError> {
-        let since = self.mirror.generation.load(Ordering::Acquire);
+        let since = self.mirror.generation();
         let limit = self.limit;
         let free: Vec<u64> = self.link.run("cannot read the free slots", |client| {
             let rows = client.query(
@@ -427,19 +373,7 @@ impl Refresher {
                 })
                 .collect()
         })?;
-        // Past the last free slot read, the database told nothing (unless
-        // it had no more to tell).
-        let upto = if free.len() as i64 >= limit {
-            free.last().copied()
-        } else {
-            None
-        };
-        let mut touched = self.mirror.touched.lock();
-        // This center's own commits since the read began know better.
-        self.mirror.book.sync_free(&free, upto, |index| {
-            touched.get(&index).is_some_and(|&g| g > since)
-        });
-        touched.retain(|_, g| *g > since);
+        self.mirror.sync(&free, limit, since);
         Ok(())
     }
 }
@@ -507,7 +441,7 @@ impl Backend for Writer {
                 "no connection",
             )));
         };
-        let since = self.mirror.generation.load(Ordering::Acquire);
+        let since = self.mirror.generation();
         let rows = match client.query(stmt, &[&indexes, &holders, &attempts, &self.free_limit]) {
             Ok(rows) => rows,
             Err(e) => {
@@ -743,7 +677,8 @@ fn slot_of(row: &postgres::Row) -> Result<Slot, postgres::Error> {
 
 impl Store for PostgresStore {
     fn reserve(&self, index: u64, holder: &str) -> Result<Reservation, StoreError> {
-        self.committer.reserve(index, holder)
+        self.mirror
+            .reserve(index, || self.committer.reserve(index, holder))
     }
 
     fn cancel(&self, index: u64, holder: &str) -> Result<bool, StoreError> {

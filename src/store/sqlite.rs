@@ -4,7 +4,7 @@
 //!
 //! This module owns the file's schema, its first filling, the checks that
 //! refuse a file that cannot work, reservations and cancels as SQL, and
-//! the free-list cache.
+//! how the copy in memory learns what other processes did.
 //!
 //! - **Schema.** One table, made when missing:
 //!   `slots(idx INTEGER PRIMARY KEY, day, time, doctor, port, holder NULL,
@@ -31,12 +31,15 @@
 //!   checked to still name the file this store holds (device and inode):
 //!   a file deleted or replaced under a running center is noticed, and
 //!   from then on every booking is refused ([`ErrorKind::Gone`]).
-//! - **Reads never wait for a commit.** `available` and the holders are
-//!   read on a second connection: in WAL mode a reader sees the last
-//!   commit and never waits for the writer's fsync. The rendered free list
-//!   is cached, and `PRAGMA data_version` (which changes exactly when
-//!   another connection, this store's writer included, committed) tells
-//!   when to read it again.
+//! - **Reads never wait for a commit.** `available` is answered from a
+//!   copy of the table in memory ([`Mirror`]), which takes every outcome
+//!   the writer commits and hides slots whose reservation waits for its
+//!   commit. What other processes commit is read back on a second
+//!   connection (in WAL mode a reader never waits for the writer's
+//!   fsync): when `PRAGMA data_version` changed (any other connection
+//!   committed, this store's writer included), the lowest free slots are
+//!   read into the copy. One session reads; the others list from the copy
+//!   meanwhile rather than wait.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -48,9 +51,10 @@ use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use super::commit::{Backend, Committer, Failure, Settle, Ticket};
+use super::mirror::Mirror;
 use super::{
     DEFAULT_TIMEOUT, ErrorKind, FreeList, Reservation, Store, StoreError, db_index,
-    first_difference, mismatch, render_free_list,
+    first_difference, mismatch,
 };
 use crate::data::Slot;
 
@@ -77,17 +81,19 @@ const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 /// The slot table in an SQLite file.
 pub struct SqliteStore {
     committer: Committer,
+    mirror: Arc<Mirror>,
     reader: Mutex<Reader>,
     file: Arc<FileIdentity>,
     path: PathBuf,
     label: String,
-    list_cap: usize,
+    read_limit: i64,
 }
 
+/// The second connection, and the `data_version` it last read the free
+/// slots at.
 struct Reader {
     conn: Connection,
-    /// The rendered free list and the `data_version` it was read at.
-    cache: Option<(i64, Arc<FreeList>)>,
+    data_version: i64,
 }
 
 /// The file a store opened: the path, and the device and inode it named
@@ -288,30 +294,41 @@ impl SqliteStore {
         reader
             .busy_timeout(BUSY_TIMEOUT.min(timeout))
             .map_err(|e| fail("cannot set the busy timeout", e))?;
-        let list_cap = list_cap.max(1);
+        let read_limit = Mirror::read_limit(list_cap);
+        let mirror = Arc::new(Mirror::new(slots, list_cap));
+        let data_version =
+            data_version(&reader).map_err(|e| fail("cannot read PRAGMA data_version", e))?;
+        for (index, holder) in
+            holders_of(&reader).map_err(|e| fail("cannot read the holders", e))?
+        {
+            mirror.book.set_holder(index, Some(&holder));
+        }
         // The first listing, now: an index that cannot be read fails here.
-        render_from(&reader, list_cap).map_err(|e| {
+        let free = read_free(&reader, read_limit).map_err(|e| {
             unusable(format!(
                 "the free slots cannot be read ({e}): every `available` would fail; restore \
                  the file from a backup or use a new file"
             ))
         })?;
+        mirror.sync(&free, read_limit, 0);
         let writer = Writer {
             conn,
             file: Arc::clone(&file),
             label: label.clone(),
+            mirror: Arc::clone(&mirror),
         };
         let committer = Committer::start(vec![writer], timeout, label.clone())?;
         Ok(SqliteStore {
             committer,
+            mirror,
             reader: Mutex::new(Reader {
                 conn: reader,
-                cache: None,
+                data_version,
             }),
             file,
             path: path.to_owned(),
             label,
-            list_cap,
+            read_limit,
         })
     }
 
@@ -323,6 +340,32 @@ impl SqliteStore {
     fn query_error(&self, what: &str, e: rusqlite::Error) -> StoreError {
         StoreError::caused(self.label.clone(), ErrorKind::Query, what, &e)
     }
+
+    /// Reads the lowest free slots into the mirror when another process
+    /// may have changed them. A session finding another one reading
+    /// lists from the mirror as it is rather than wait.
+    fn catch_up(&self) -> Result<(), StoreError> {
+        let Some(mut reader) = self.reader.try_lock() else {
+            return Ok(());
+        };
+        let fail = |e| self.query_error("cannot list the free slots", e);
+        let version = data_version(&reader.conn).map_err(fail)?;
+        if version == reader.data_version {
+            return Ok(());
+        }
+        // Most often this store's own commit, which the mirror has: but
+        // telling it from another process's would cost a write in every
+        // commit, and this read costs less than that.
+        let since = self.mirror.generation();
+        let free = read_free(&reader.conn, self.read_limit).map_err(fail)?;
+        self.mirror.sync(&free, self.read_limit, since);
+        reader.data_version = version;
+        Ok(())
+    }
+}
+
+fn data_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "data_version", |row| row.get(0))
 }
 
 /// `PRAGMA quick_check`: `Err` with its first findings unless the file is
@@ -347,6 +390,7 @@ struct Writer {
     conn: Connection,
     file: Arc<FileIdentity>,
     label: String,
+    mirror: Arc<Mirror>,
 }
 
 impl Writer {
@@ -410,6 +454,17 @@ impl Backend for Writer {
         Ok(outcomes)
     }
 
+    fn committed(&mut self, tickets: &[&Ticket], outcomes: &[Reservation]) {
+        for (ticket, outcome) in tickets.iter().zip(outcomes) {
+            match outcome {
+                Reservation::Booked { .. } => self.mirror.learn(ticket.index, Some(&ticket.holder)),
+                // Someone holds it: who is the file's to say.
+                Reservation::Taken => self.mirror.learn(ticket.index, Some("")),
+                Reservation::NoSuchSlot => {}
+            }
+        }
+    }
+
     fn cancel(&mut self, index: u64, holder: &str) -> Result<bool, StoreError> {
         if !self.file.still_there() {
             return Err(self.file.gone_error(&self.label));
@@ -431,6 +486,9 @@ impl Backend for Writer {
                     &e,
                 )
             })?;
+        if changed > 0 {
+            self.mirror.learn(index, None);
+        }
         Ok(changed > 0)
     }
 
@@ -495,28 +553,21 @@ fn fill(conn: &Connection, slots: &[Slot], label: &str) -> Result<(), StoreError
     Ok(())
 }
 
-/// The lowest free slots, at most `cap`, rendered.
-fn render_from(conn: &Connection, cap: usize) -> rusqlite::Result<FreeList> {
-    let cap = i64::try_from(cap).unwrap_or(i64::MAX);
-    let mut stmt = conn.prepare_cached(
-        "SELECT idx, day, time FROM slots WHERE holder IS NULL ORDER BY idx LIMIT ?1",
-    )?;
-    let rows = stmt
-        .query_map([cap], |row| {
-            let index: i64 = row.get(0)?;
-            let index = u64::try_from(index)
-                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, index))?;
-            Ok((index, row.get::<_, String>(1)?, row.get::<_, String>(2)?))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(render_free_list(
-        rows.iter().map(|(i, d, t)| (*i, d.as_str(), t.as_str())),
-    ))
+/// The lowest free slots, at most `limit`, in index order.
+fn read_free(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<u64>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT idx FROM slots WHERE holder IS NULL ORDER BY idx LIMIT ?1")?;
+    let rows = stmt.query_map([limit], |row| {
+        let index: i64 = row.get(0)?;
+        u64::try_from(index).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(0, index))
+    })?;
+    rows.collect()
 }
 
 impl Store for SqliteStore {
     fn reserve(&self, index: u64, holder: &str) -> Result<Reservation, StoreError> {
-        self.committer.reserve(index, holder)
+        self.mirror
+            .reserve(index, || self.committer.reserve(index, holder))
     }
 
     fn cancel(&self, index: u64, holder: &str) -> Result<bool, StoreError> {
@@ -527,22 +578,8 @@ impl Store for SqliteStore {
         if !self.file.still_there() {
             return Err(self.file.gone_error(&self.label));
         }
-        let fail = |e| self.query_error("cannot list the free slots", e);
-        let mut reader = self.reader.lock();
-        let version: i64 = reader
-            .conn
-            .pragma_query_value(None, "data_version", |row| row.get(0))
-            .map_err(fail)?;
-        if let Some((cached_at, list)) = &reader.cache
-            && *cached_at == version
-        {
-            return Ok(Arc::clone(list));
-        }
-        // Read after the version: a commit in between makes the next
-        // listing read again, never serves a stale list.
-        let list = Arc::new(render_from(&reader.conn, self.list_cap).map_err(fail)?);
-        reader.cache = Some((version, Arc::clone(&list)));
-        Ok(list)
+        self.catch_up()?;
+        Ok(self.mirror.book.free_list())
     }
 
     fn holders(&self) -> Result<Vec<(u64, String)>, StoreError> {
@@ -571,7 +608,7 @@ impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
-            .field("list_cap", &self.list_cap)
+            .field("read_limit", &self.read_limit)
             .finish_non_exhaustive()
     }
 }

@@ -5,8 +5,9 @@
 //! The wire contract is `docs/PROTOCOL.md`. The house, bottom up:
 //! - [`protocol`] messages, framing and both readings of an answer (pure);
 //!   [`data`] the classic data files; [`net`] addresses and sockets;
-//! - the servers: [`slots`] (the slot table), [`store`] (where it is
-//!   kept: memory, SQLite, PostgreSQL) under [`center`]; [`doctor`]; [`system`] runs both in this process;
+//! - the servers: [`store`] (the slot table and where it is kept: memory,
+//!   SQLite, PostgreSQL) under [`center`]; [`doctor`]; [`system`] runs
+//!   both in this process;
 //! - [`client`], the one client of the protocol, under [`patient`] (the
 //!   person-facing one), [`sim`], [`check`] and [`bench`];
 //! - the classroom: [`live`] (a live page of a running system, and the
@@ -31,7 +32,6 @@ pub mod protocol;
 pub mod rng;
 pub mod shutdown;
 pub mod sim;
-pub mod slots;
 pub mod stats;
 pub mod store;
 pub mod system;

@@ -21,12 +21,12 @@ use crate::doctor::Doctor;
 use crate::live::Hub;
 use crate::net;
 use crate::shutdown::Shutdown;
-use crate::slots::SlotBook;
 use crate::store::memory::MemoryStore;
+use crate::store::memory::SlotBook;
 use crate::store::{self, Store, StoreUrl};
 
 pub use crate::center::{Limits, Summary as CenterSummary};
-pub use crate::slots::DEFAULT_LIST_CAP;
+pub use crate::store::DEFAULT_LIST_CAP;
 
 /// Which slots the center offers.
 #[derive(Debug, Clone)]

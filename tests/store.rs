@@ -13,10 +13,10 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use medsim::data::{Fixtures, Slot, Source};
-use medsim::slots::{DEFAULT_LIST_CAP, Reservation};
 use medsim::store::memory::MemoryStore;
 use medsim::store::postgres::PostgresStore;
 use medsim::store::sqlite::SqliteStore;
+use medsim::store::{DEFAULT_LIST_CAP, Reservation};
 use medsim::store::{ErrorKind, Store, StoreUrl};
 
 use crate::support::postgres::TestDb;
@@ -107,7 +107,7 @@ fn basics(store: &dyn Store) {
 
 /// A store listing every slot of a big table as `SlotBook` does.
 fn lists_like_the_slot_book(store: &dyn Store, slots: &[Slot]) {
-    let book = medsim::slots::SlotBook::new(slots, DEFAULT_LIST_CAP);
+    let book = medsim::store::memory::SlotBook::new(slots, DEFAULT_LIST_CAP);
     for index in [1, 2, 30, 51] {
         assert_eq!(
             store.reserve(index, "p").unwrap(),

@@ -135,8 +135,5 @@ pub(super) fn list_answer(slots: &[Slot]) -> Vec<u8> {
         .iter()
         .take(DEFAULT_LIST_CAP)
         .map(|s| (s.index, s.day.as_str(), s.time.as_str()));
-    protocol::encode(
-        Dialect::Line,
-        &protocol::render_listings(listings, usize::MAX),
-    )
+    protocol::encode(Dialect::Line, &protocol::FreeList::from_rows(listings).line)
 }

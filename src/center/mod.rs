@@ -29,7 +29,7 @@ use crate::live::Hub;
 use crate::net;
 use crate::protocol::{MIN_MESSAGE_LIMIT, words};
 use crate::shutdown::Shutdown;
-use crate::slots::DEFAULT_LIST_CAP;
+use crate::store::DEFAULT_LIST_CAP;
 use crate::store::{self, Store, StoreUrl};
 
 /// The center's limits; each has a flag and a documented default.

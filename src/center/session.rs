@@ -17,7 +17,7 @@ use crate::console::Transcript;
 use crate::live::Event;
 use crate::protocol::{self, Decoder, Dialect, ProtocolError, Request, words};
 use crate::shutdown::Shutdown;
-use crate::slots::Reservation;
+use crate::store::Reservation;
 use crate::trace;
 
 /// A session's byte stream: read, write, and a bounded wait for reads.

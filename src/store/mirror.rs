@@ -27,7 +27,7 @@ use parking_lot::Mutex;
 
 use super::{Reservation, StoreError};
 use crate::data::Slot;
-use crate::slots::SlotBook;
+use crate::store::memory::SlotBook;
 
 /// How often the copy is brought up to date with what other processes
 /// (centers) did, where the database cannot say when that changed

@@ -33,9 +33,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::data::Slot;
+pub use crate::protocol::FreeList;
 #[allow(unused_imports)] // for the doc links
-use crate::slots::SlotBook;
-pub use crate::slots::{FreeList, Reservation};
+use memory::SlotBook;
+
+/// The default of `--list-cap`: how many free slots one `available` answer
+/// lists at most (the lowest indexes).
+pub const DEFAULT_LIST_CAP: usize = 50;
+
+/// What became of a reservation request. Losing a race is an outcome, not
+/// an error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reservation {
+    /// The slot is now the caller's; tell the patient this doctor and port.
+    Booked { doctor: Arc<str>, port: u16 },
+    /// Someone reserved it first.
+    Taken,
+    /// No slot has that index.
+    NoSuchSlot,
+}
 
 /// A center's slot table, wherever it is kept. Shared by every session
 /// thread (`Arc<dyn Store>`); each method is one self-contained operation.

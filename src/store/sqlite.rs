@@ -616,7 +616,7 @@ impl std::fmt::Debug for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::slots::DEFAULT_LIST_CAP;
+    use crate::store::DEFAULT_LIST_CAP;
 
     fn slots() -> Vec<Slot> {
         crate::data::Fixtures::load(&crate::data::Source::built_in())

@@ -1,11 +1,11 @@
 //! The `medsim` command line: clap types and dispatch only. Each
-//! subcommand's flags and `run` live in its module.
+//! subcommand's flags are in `cli/` (those not moved yet: in its module).
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use medsim::{bench, center, check, doctor, patient, sim};
+use medsim::{bench, check, cli, doctor, patient, sim};
 
 /// The classic online medical appointment system: a health center over
 /// TCP, doctors over UDP, and patients that book a slot and get a quote.
@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    Center(center::Args),
+    Center(cli::center::Args),
     Doctor(doctor::Args),
     Patient(patient::Args),
     Simulate(sim::Args),
@@ -64,7 +64,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
-        Command::Center(args) => center::run(args).map(|()| 0),
+        Command::Center(args) => cli::center::run(args).map(|()| 0),
         Command::Doctor(args) => doctor::run(args).map(|()| 0),
         Command::Patient(args) => patient::run(args),
         Command::Simulate(args) => sim::run(args),

@@ -18,7 +18,6 @@ use crate::center::Center;
 use crate::console::Console;
 use crate::data::{self, Fixtures, Slot, Users};
 use crate::doctor::Doctor;
-use crate::live::Hub;
 use crate::net;
 use crate::shutdown::Shutdown;
 use crate::store::memory::MemoryStore;
@@ -56,8 +55,8 @@ pub struct Options {
     pub store: StoreUrl,
     /// How many centers share it, each on its own port.
     pub centers: usize,
-    /// Where bookings and lost races are shown live.
-    pub live: Option<Hub>,
+    /// Who watches the centers' bookings and lost races (a live view).
+    pub watcher: Option<Arc<dyn crate::center::Watcher>>,
     pub limits: Limits,
     pub list_cap: usize,
     /// Where the parties print their phase messages.
@@ -81,7 +80,7 @@ impl Options {
             holders: Vec::new(),
             store: StoreUrl::Memory,
             centers: 1,
-            live: None,
+            watcher: None,
             limits: Limits::default(),
             list_cap: DEFAULT_LIST_CAP,
             console: Console::silent(),
@@ -215,7 +214,7 @@ impl System {
                     options.console.clone(),
                 )
                 .show_passwords(options.show_passwords)
-                .with_live(options.live.clone()),
+                .watched_by(options.watcher.clone()),
             );
             let serving = Arc::clone(&center);
             let shutdown = servers.shutdown.clone();

@@ -34,8 +34,9 @@ pub struct Event {
 
 /// Whoever watches the messages of a conversation: a [`Trace`] for a
 /// diagram, a pace for an audience, a live page. The clients call it for
-/// every message they send or receive; the servers never do, so watching
-/// costs them nothing.
+/// every message they send or receive. The servers do not: a center
+/// reports to a watcher of its own (`center::Watcher`), and only when one
+/// watches.
 pub trait Observer: Send + Sync {
     /// Called before each message is sent (a pace waits here).
     fn before_send(&self) {}

@@ -4,9 +4,10 @@
 //!
 //! This module owns the accept loop and its limits (concurrent sessions and
 //! each peer address's share of them, `error busy`, accept errors such as
-//! running out of descriptors), the counters, and the `center` subcommand. One session's state machine is
-//! [`session`]'s; the slot table is `slots.rs`'s, framing and parsing
-//! `protocol.rs`'s.
+//! running out of descriptors), the counters, and the [`Watcher`] it reports
+//! to. One session's state machine is [`session`]'s; the slot table is
+//! the store's, framing and parsing the protocol's; its flags are
+//! `cli/center.rs`'s.
 
 mod session;
 
@@ -22,20 +23,30 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::RecvTimeoutError;
 use parking_lot::Mutex;
 
-use crate::cli;
 use crate::console::{Console, RateLimit};
-use crate::data::{Fixtures, Users};
-use crate::live::Hub;
-use crate::net;
-use crate::protocol::{MIN_MESSAGE_LIMIT, words};
+use crate::data::Users;
+use crate::protocol::words;
 use crate::shutdown::Shutdown;
-use crate::store::DEFAULT_LIST_CAP;
-use crate::store::{self, Store, StoreUrl};
+use crate::store::Store;
+
+/// Whoever watches the center at work (the live view is one): the center
+/// says what happened, and knows nothing of how it is shown. Called from
+/// the sessions' threads, so a watcher must not block.
+pub trait Watcher: Send + Sync {
+    /// Slot `index` was booked for `holder`, and the patient told.
+    fn booked(&self, index: u64, holder: &str);
+    /// `who` asked for slot `index`, which someone else held.
+    fn lost(&self, index: u64, who: &str);
+    /// One message of session `session`, from `from` to `to` (the peer's
+    /// address, or [`crate::trace::CENTER`]); only when the center was
+    /// asked to show messages ([`Center::showing_messages`]).
+    fn message(&self, session: u64, from: &str, to: &str, text: &str);
+}
 
 /// The center's limits; each has a flag and a documented default.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Longest message accepted, in bytes (at least [`MIN_MESSAGE_LIMIT`]).
+    /// Longest message accepted, in bytes (at least [`crate::protocol::MIN_MESSAGE_LIMIT`]).
     pub message_limit: usize,
     /// How long a session may take to send a whole message once its first
     /// byte came: short, so a peer trickling bytes (slowloris) is cut off.
@@ -142,8 +153,8 @@ pub struct Center {
     limits: Limits,
     console: Console,
     show_passwords: bool,
-    /// Where bookings and lost races are shown live, when someone watches.
-    live: Option<Hub>,
+    /// Who watches bookings and lost races, when someone does.
+    watcher: Option<Arc<dyn Watcher>>,
     /// Also show every message of every session there (when the patients
     /// are other programs, which cannot report their own).
     show_messages: bool,
@@ -162,7 +173,7 @@ impl Center {
             store,
             console,
             show_passwords: false,
-            live: None,
+            watcher: None,
             show_messages: false,
             counters: Counters::default(),
             peer_log: RateLimit::for_peer_trouble(),
@@ -177,13 +188,13 @@ impl Center {
         self
     }
 
-    /// Shows every booking and lost race on `hub`.
-    pub fn with_live(mut self, hub: Option<Hub>) -> Center {
-        self.live = hub;
+    /// Tells `watcher` of every booking and lost race.
+    pub fn watched_by(mut self, watcher: Option<Arc<dyn Watcher>>) -> Center {
+        self.watcher = watcher;
         self
     }
 
-    /// Shows every session's messages on the live hub too.
+    /// Tells the watcher every session's messages too.
     pub fn showing_messages(mut self, show: bool) -> Center {
         self.show_messages = show;
         self
@@ -485,194 +496,4 @@ impl Drop for Seat<'_> {
         }
         self.seats.open.fetch_sub(1, Ordering::AcqRel);
     }
-}
-
-fn parse_message_limit(text: &str) -> Result<usize, String> {
-    let limit: usize = text.parse().map_err(|e| format!("{e}"))?;
-    if limit < MIN_MESSAGE_LIMIT {
-        return Err(format!(
-            "must be at least {MIN_MESSAGE_LIMIT} bytes, the classic buffer"
-        ));
-    }
-    Ok(limit)
-}
-
-/// Run the health center: authenticate patients, list free slots and
-/// reserve one per session, over TCP.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Address to listen on. Port 0 picks a free port; the first line
-    /// printed names the address actually bound.
-    #[arg(long, default_value = "127.0.0.1:21720", value_name = "ADDR")]
-    pub listen: String,
-    #[command(flatten)]
-    pub fixtures: cli::Fixtures,
-    /// Print no phase messages (the bound address is still printed first).
-    #[arg(long)]
-    pub quiet: bool,
-    /// Print passwords in the phase messages, as the classic demo did.
-    #[arg(long)]
-    pub show_passwords: bool,
-    /// Most free slots listed in one answer (the lowest indexes).
-    #[arg(long, default_value_t = DEFAULT_LIST_CAP, value_name = "N")]
-    pub list_cap: usize,
-    /// Longest message accepted, in bytes (at least 100); longer gets
-    /// `error message too long`.
-    #[arg(long, default_value_t = Limits::default().message_limit, value_parser = parse_message_limit, value_name = "BYTES")]
-    pub max_message: usize,
-    /// Time a session may take to send a whole message once its first byte
-    /// came, before it is told `error ...` and dropped (slowloris).
-    #[arg(long, default_value = "30s", value_parser = cli::parse_duration, value_name = "DURATION")]
-    pub message_timeout: Duration,
-    /// Time a session may stay silent between an answer and its next
-    /// message (a person thinking at the prompt) before it is dropped.
-    #[arg(long, default_value = "5m", value_parser = cli::parse_duration, value_name = "DURATION")]
-    pub idle_timeout: Duration,
-    /// Sessions served at once; past it a new connection gets `error busy`.
-    #[arg(long, default_value_t = Limits::default().max_sessions, value_name = "N")]
-    pub max_sessions: usize,
-    /// Sessions one peer address may hold at once (an IPv6 address counts
-    /// by its /64); past it a new connection from there gets `error busy`,
-    /// so one address never takes every seat [default: half of
-    /// --max-sessions].
-    #[arg(long, value_name = "N")]
-    pub max_sessions_per_address: Option<usize>,
-    /// Time a new connection may stay silent before its first message (a
-    /// patient sends its login at once), at most the idle timeout.
-    #[arg(long, default_value = "10s", value_parser = cli::parse_duration, value_name = "DURATION")]
-    pub first_message_timeout: Duration,
-    /// Where the reservations are kept: `memory` (gone at exit),
-    /// `sqlite:FILE` (durable before each `DOCTOR PORT`; made and filled
-    /// from the data files when missing), or `postgres://USER@HOST/DB`
-    /// (shared by several centers; the schema is made when missing).
-    #[arg(long, default_value = "memory", value_name = "URL", value_parser = parse_store)]
-    pub store: StoreUrl,
-    /// Serve a live view of this center in a browser at ADDR [default: a
-    /// free loopback port]: its slot table filling, and the messages of the
-    /// patients that connect, whatever program they are. The URL is
-    /// printed.
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
-    pub live: Option<String>,
-    /// Longest a reservation waits for the store (a commit, a statement,
-    /// reconnecting to a restarted server) before the patient is told it
-    /// is not confirmed (it is then cancelled if it did commit).
-    /// PostgreSQL's statement_timeout is set to it unless the URL sets one.
-    #[arg(long, default_value = "10s", value_parser = cli::parse_duration, value_name = "DURATION")]
-    pub store_timeout: Duration,
-    /// Time sessions in flight may run on after SIGINT or SIGTERM.
-    #[arg(long, default_value = "5s", value_parser = cli::parse_duration, value_name = "DURATION")]
-    pub drain_timeout: Duration,
-}
-
-impl Args {
-    fn limits(&self) -> Limits {
-        Limits {
-            message_limit: self.max_message,
-            message_timeout: self.message_timeout,
-            idle_timeout: self.idle_timeout,
-            first_message_timeout: self.first_message_timeout,
-            max_sessions: self.max_sessions.max(1),
-            // An explicit 0 would refuse everyone: take it as one.
-            max_sessions_per_address: self.max_sessions_per_address.map_or(0, |n| n.max(1)),
-            drain_timeout: self.drain_timeout,
-            ..Limits::default()
-        }
-    }
-}
-
-/// The `center` subcommand.
-///
-/// # Errors
-///
-/// Bad data files, a bad flag, or an address that cannot be bound.
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    let fixtures = Fixtures::load(&args.fixtures.source())?;
-    let limits = args.limits();
-    let limits_drain = limits.drain_timeout;
-    let console = Console::standard(args.quiet);
-    // Every recorded reservation is in the table before the ready line:
-    // nothing is served before the store is open.
-    let store = store::open_with(
-        &args.store,
-        &fixtures.slots,
-        args.list_cap,
-        args.store_timeout,
-    )?;
-    // A store that outlives the process says what it brought back.
-    if args.store != StoreUrl::Memory {
-        let held = store.holders()?;
-        console.diagnostic(format_args!(
-            "center: {}: {} held",
-            store.describe(),
-            crate::stats::plural(held.len() as u64, "reservation", "reservations")
-        ));
-    }
-    let hub = args.live.as_ref().map(|_| Hub::for_center());
-    if let Some(hub) = &hub {
-        let held = store.holders()?;
-        hub.publish(crate::live::Event::Slots {
-            slots: fixtures
-                .slots
-                .iter()
-                .take(1000)
-                .map(|s| crate::live::SlotView {
-                    index: s.index,
-                    day: s.day.clone(),
-                    time: s.time.clone(),
-                    doctor: s.doctor.clone(),
-                    holder: held
-                        .iter()
-                        .find(|(index, _)| *index == s.index)
-                        .map(|(_, holder)| holder.clone()),
-                })
-                .collect(),
-        });
-    }
-    let center = Center::new(fixtures.users, store, limits, console.clone())
-        .show_passwords(args.show_passwords)
-        .with_live(hub.clone())
-        .showing_messages(true);
-    let listener = net::bind_tcp("the center", &args.listen)?;
-    let local = listener.local_addr()?;
-    let center = Arc::new(center);
-    let shutdown = Shutdown::new();
-    shutdown.stop_on_signals_saying({
-        let (center, drain, console) = (Arc::clone(&center), limits_drain, console.clone());
-        move || {
-            let open = center.open_sessions();
-            if open > 0 {
-                console.diagnostic(format_args!(
-                    "center: stopping: waiting up to {} for {}; Ctrl-C again to stop now",
-                    cli::show_duration(drain),
-                    crate::stats::plural(open as u64, "session", "sessions")
-                ));
-            }
-        }
-    })?;
-    // The address line is printed even with --quiet: scripts wait for it.
-    Console::standard(false).phases(&format!(
-        "Phase 1: The Health Center Server has port number {} and IP address {}.\n",
-        local.port(),
-        local.ip()
-    ));
-    let live_view = match (&args.live, hub) {
-        (Some(addr), Some(hub)) => {
-            let listener = net::bind_tcp("the live view", addr)?;
-            let server = crate::live::serve(listener, hub, None, {
-                let shutdown = shutdown.clone();
-                move || shutdown.is_triggered()
-            })?;
-            console.diagnostic(format_args!("center: live view at {}", server.url()));
-            Some(server)
-        }
-        _ => None,
-    };
-    let summary = center.serve(listener, &shutdown)?;
-    drop(live_view);
-    Console::standard(false).phases(&format!("center stopped: {summary}\n"));
-    Ok(())
-}
-
-fn parse_store(text: &str) -> Result<StoreUrl, String> {
-    StoreUrl::parse(text).map_err(|e| e.to_string())
 }

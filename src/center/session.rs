@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use super::{Center, READ_CHUNK, SHUTDOWN_POLL};
 use crate::console::Transcript;
-use crate::live::Event;
 use crate::protocol::{self, Decoder, Dialect, ProtocolError, Request, words};
 use crate::shutdown::Shutdown;
 use crate::store::Reservation;
@@ -42,7 +41,7 @@ impl Center {
         let number = self.counters.sessions.fetch_add(1, Ordering::Relaxed);
         let mut session = Session {
             // Only a watched center names its peers for the page.
-            shown_as: (self.live.is_some() && self.show_messages)
+            shown_as: (self.watcher.is_some() && self.show_messages)
                 .then(|| (number, peer.to_string())),
             center: self,
             stream: link,
@@ -110,7 +109,7 @@ struct Session<'a, L: Link> {
     read_timeout: Option<Duration>,
     shutdown: &'a Shutdown,
     transcript: Transcript<'a>,
-    /// The session's number and name on the live page, when one watches.
+    /// The session's number and name for the watcher, when one watches.
     shown_as: Option<(u64, String)>,
     /// The framed answer, reused across the session's answers.
     out: Vec<u8>,
@@ -281,11 +280,8 @@ impl<L: Link> Session<'_, L> {
                         .counters
                         .bookings
                         .fetch_add(1, Ordering::Relaxed);
-                    if let Some(hub) = &self.center.live {
-                        hub.publish(Event::Booked {
-                            index,
-                            holder: user.to_owned(),
-                        });
+                    if let Some(watcher) = &self.center.watcher {
+                        watcher.booked(index, user);
                     }
                 } else {
                     self.undo(index, user);
@@ -295,11 +291,8 @@ impl<L: Link> Session<'_, L> {
                 self.transcript.line(format_args!(
                     "Phase 2: The Health Center Server rejects the following appointment {index} to patient with username {user}."
                 ));
-                if let Some(hub) = &self.center.live {
-                    hub.publish(Event::Lost {
-                        index,
-                        who: user.to_owned(),
-                    });
+                if let Some(watcher) = &self.center.watcher {
+                    watcher.lost(index, user);
                 }
                 self.answer(words::NOT_AVAILABLE);
             }
@@ -355,17 +348,17 @@ impl<L: Link> Session<'_, L> {
         self.answer(&format!("error {reason}"));
     }
 
-    /// Shows one message of this session on the live page, if one watches:
-    /// the patients of a center are other programs, so the center draws
+    /// Tells the watcher one message of this session, if one watches: the
+    /// patients of a center are other programs, so the center reports
     /// their conversation itself.
     fn show(&self, text: &str, incoming: bool) {
-        if let (Some(hub), Some((number, peer))) = (&self.center.live, &self.shown_as) {
+        if let (Some(watcher), Some((number, peer))) = (&self.center.watcher, &self.shown_as) {
             let (from, to) = if incoming {
                 (peer.as_str(), trace::CENTER)
             } else {
                 (trace::CENTER, peer.as_str())
             };
-            hub.message(*number, from, to, text, trace::Transport::Tcp);
+            watcher.message(*number, from, to, text);
         }
     }
 

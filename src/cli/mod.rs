@@ -2,9 +2,12 @@
 //! directory, the framing a client speaks, where the doctors are, and the
 //! parsers for durations and `NAME=ADDR` pairs.
 //!
-//! Each subcommand's own flags stay in its module beside its `run`; this
-//! module owns only what two or more of them have in common, so a flag
-//! means the same thing everywhere.
+//! Each subcommand's own flags are in a file of this folder beside the
+//! command that turns them into the library's plain options
+//! ([`center`]); this file owns what two or more of them have in common,
+//! so a flag means the same thing everywhere. The library names no clap.
+
+pub mod center;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -662,6 +662,28 @@ impl State {
     }
 }
 
+/// A center reports to the live view through its own trait: the center
+/// knows nothing of pages or events.
+impl crate::center::Watcher for Hub {
+    fn booked(&self, index: u64, holder: &str) {
+        self.publish(Event::Booked {
+            index,
+            holder: holder.to_owned(),
+        });
+    }
+
+    fn lost(&self, index: u64, who: &str) {
+        self.publish(Event::Lost {
+            index,
+            who: who.to_owned(),
+        });
+    }
+
+    fn message(&self, session: u64, from: &str, to: &str, text: &str) {
+        Hub::message(self, session, from, to, text, crate::trace::Transport::Tcp);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,7 +128,10 @@ impl<'a> Crowd<'a> {
         }
         options.store = args.store.clone();
         options.centers = args.centers;
-        options.live = self.room.hub();
+        options.watcher = self
+            .room
+            .hub()
+            .map(|hub| std::sync::Arc::new(hub) as std::sync::Arc<dyn crate::center::Watcher>);
         self.room
             .show_slots(classroom::slot_views(fixtures, args.slots, &[]).into_iter());
         let system = System::start(options)?;

@@ -45,7 +45,9 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
     ]));
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains("case         conc  medsim/s  p50 us  p99 us  floor/s"),
+        stdout.contains(
+            "case         conc  medsim/s  medsim p50 us  medsim p99 us  floor/s  floor p50 us  floor p99 us  ratio"
+        ),
         "{stdout}"
     );
     let report: Report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();

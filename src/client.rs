@@ -5,7 +5,7 @@
 //! The patient, check, simulate and bench all talk through this module;
 //! nothing else in `src/` writes to a center's socket. It frames what it
 //! sends, reads one answer at a time, and tells apart why an answer did not
-//! come (the center closed, reset, fell silent, or sent too much). What the
+//! come (the center ended the connection, fell silent, or sent too much). What the
 //! answers mean is `protocol`'s (the strict and the tolerant readings);
 //! what to do about them is the caller's.
 
@@ -27,11 +27,11 @@ const ANSWER_LIMIT: usize = 1 << 20;
 /// Why a wait for the center's answer ended without one.
 #[derive(Debug)]
 pub enum NoAnswer {
-    /// The center closed the connection (a FIN).
-    Closed,
-    /// The center reset the connection: it closed with our request unread,
-    /// or it died.
-    Reset,
+    /// The center ended the connection: it closed it (a FIN), or reset it
+    /// (it closed with our request unread, or died). Which of the two
+    /// arrives is timing (whether the request got there before the
+    /// close), so they are one reason, said in one phrase.
+    Ended,
     /// Nothing came within the answer timeout.
     TimedOut,
     /// More than [`ANSWER_LIMIT`] bytes without a line end.
@@ -42,8 +42,7 @@ pub enum NoAnswer {
 impl std::fmt::Display for NoAnswer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            NoAnswer::Closed => f.write_str("the center closed the connection without answering"),
-            NoAnswer::Reset => f.write_str("the center reset the connection"),
+            NoAnswer::Ended => f.write_str("the center ended the connection without answering"),
             NoAnswer::TimedOut => f.write_str("no answer in time"),
             NoAnswer::TooLong => f.write_str("an answer too long to be one"),
             NoAnswer::Failed(e) => write!(f, "reading failed: {e}"),
@@ -312,7 +311,7 @@ impl Conversation {
                         return Err(NoAnswer::TimedOut);
                     }
                     io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
-                        return Err(NoAnswer::Reset);
+                        return Err(NoAnswer::Ended);
                     }
                     _ => return Err(NoAnswer::Failed(e)),
                 },
@@ -330,7 +329,7 @@ impl Conversation {
                     self.pending.clear();
                     return Ok(text.trim_end_matches('\0').to_owned());
                 }
-                return Err(NoAnswer::Closed);
+                return Err(NoAnswer::Ended);
             }
             self.pending.extend_from_slice(&chunk[..n]);
             if self.pending.len() > ANSWER_LIMIT {
@@ -400,7 +399,7 @@ impl Conversation {
                 return Closing::StillOpen;
             }
             match self.read_answer() {
-                Err(NoAnswer::Closed | NoAnswer::Reset | NoAnswer::Failed(_)) => {
+                Err(NoAnswer::Ended | NoAnswer::Failed(_)) => {
                     return Closing::Closed;
                 }
                 Err(NoAnswer::TimedOut) => return Closing::StillOpen,

@@ -352,11 +352,7 @@ impl<R: BufRead, W: Write> Chooser for Prompt<R, W> {
 impl From<NoAnswer> for Outcome {
     fn from(why: NoAnswer) -> Outcome {
         match why {
-            // A center that closes with our next request unread sends a
-            // reset instead of a FIN: it closed all the same.
-            NoAnswer::Closed | NoAnswer::Reset => {
-                Outcome::Connection("the center closed the connection without answering".into())
-            }
+            NoAnswer::Ended => Outcome::Connection(why.to_string()),
             NoAnswer::TimedOut => Outcome::Connection("the center did not answer in time".into()),
             NoAnswer::TooLong => Outcome::Protocol("the center's answer is too long".into()),
             NoAnswer::Failed(e) => Outcome::Connection(format!("reading from the center: {e}")),

@@ -1,6 +1,6 @@
 //! Numbers about runs, for simulate and bench: latency distributions, the
-//! median of repeated measurements, and this or another process's size as
-//! Linux reports it.
+//! median and the spread of repeated measurements, and this or another
+//! process's size as Linux reports it.
 //!
 //! Latencies go into an `hdrhistogram` (fixed memory, whatever the number
 //! of samples, and mergeable across threads), not a growing `Vec`.
@@ -73,6 +73,28 @@ pub fn median(values: &[f64]) -> f64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// The smallest and the largest of repeated measurements: how far the
+/// runs behind a median swung.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Spread {
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// The spread of `values`; `None` when empty.
+    pub fn of(values: &[f64]) -> Option<Spread> {
+        let min = values.iter().copied().reduce(f64::min)?;
+        let max = values.iter().copied().reduce(f64::max)?;
+        Some(Spread { min, max })
+    }
+
+    /// `0.52–8.73`, each bound to two decimals, as the tables show ratios.
+    pub fn show(self) -> String {
+        format!("{:.2}–{:.2}", self.min, self.max)
+    }
+}
+
 /// The element of `items` whose `key` is the median, so the figures that
 /// come with it belong to the same run.
 pub fn median_by<T: Clone>(items: &[T], key: impl Fn(&T) -> f64) -> Option<T> {
@@ -130,6 +152,20 @@ mod tests {
             median_by(&[(1, 5.0), (2, 1.0), (3, 3.0)], |t| t.1),
             Some((3, 3.0))
         );
+    }
+
+    #[test]
+    fn a_spread_is_the_smallest_and_the_largest() {
+        let spread = Spread::of(&[8.73, 0.52, 1.22, 0.68]);
+        assert_eq!(
+            spread,
+            Some(Spread {
+                min: 0.52,
+                max: 8.73
+            })
+        );
+        assert_eq!(spread.map(Spread::show).as_deref(), Some("0.52–8.73"));
+        assert_eq!(Spread::of(&[]), None);
     }
 
     #[test]

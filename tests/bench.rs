@@ -45,7 +45,9 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
     ]));
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains("case         conc  medsim/s  p50 us  p99 us  floor/s"),
+        stdout.contains(
+            "case         conc  medsim/s  medsim p50 us  medsim p99 us  floor/s  floor p50 us  floor p99 us  ratio"
+        ),
         "{stdout}"
     );
     let report: Report = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -137,7 +139,7 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
     assert!(report.disk_fsyncs_per_second.is_some_and(|r| r > 0.0));
     assert!(stdout.contains("the disk alone: "), "{stdout}");
     assert!(
-        stdout.contains("vs memory  p99 vs memory  per commit  commits/s"),
+        stdout.contains("vs memory  min–max  p99 vs memory  p99 min–max  per commit  commits/s"),
         "{stdout}"
     );
 

@@ -279,7 +279,7 @@ fn medsims_own_servers_pass_in_both_dialects_and_one_free_slot_is_an_incomplete_
                     "not run: no free slot: the center answers 'notavailable' and closes, so no selection can follow"
                 );
                 assert!(findings.failed(false), "an incomplete check fails");
-                let summary = check::render(&config, &[], &findings);
+                let summary = check::render(&config, &[], &findings, false);
                 assert!(
                     summary.contains("incomplete: 6 cases could not run, the race among them (no free slot left to race for"),
                     "{summary}"

@@ -142,7 +142,7 @@ fn a_center_launched_by_check_crashes_is_named_restarted_and_a_later_defect_foun
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
         xml.contains(
-            "<testcase classname=\"malformed\" name=\"malformed/empty: malformed: empty message (before any good login)\">"
+            "<testcase classname=\"malformed\" name=\"malformed/empty: malformed: empty message (before any good login)\" time=\""
         ),
         "{xml}"
     );

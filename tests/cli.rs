@@ -385,6 +385,7 @@ fn every_subcommand_has_help() {
         "patient",
         "simulate",
         "check",
+        "bench",
         "completions",
     ] {
         let (code, stdout, _) = output(bin().args([sub, "--help"]));
@@ -522,4 +523,184 @@ fn the_patients_help_shows_its_defaults() {
         .success()
         .stdout(predicates::str::contains("[default: patient1]"))
         .stdout(predicates::str::contains("[default: 10s]"));
+}
+
+#[test]
+fn the_benchs_list_defaults_show_as_they_are_typed() {
+    let (code, help, stderr) = output(bin().args(["bench", "--help"]));
+    assert_eq!(code, 0, "{stderr}");
+    for default in [
+        r"\[default: 1,8,64,256\]",
+        r"\[default: 1,8\]",
+        r"\[default: 1000,10000,100000\]",
+        r"\[default: 1,2,4\]",
+        r"\[default:\s+list,phases,booking,stores,centers,quote,scale,watched,sustained\]",
+    ] {
+        let pattern = predicates::str::is_match(default).unwrap();
+        assert!(
+            predicates::Predicate::eval(&pattern, help.as_str()),
+            "{default}: {help}"
+        );
+    }
+    assert!(!help.contains("[default: 1 8"), "{help}");
+}
+
+#[test]
+fn an_empty_bench_list_skips_its_runs_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.json");
+    let (code, stdout, stderr) = output(bin().args([
+        "bench",
+        "--cases",
+        "scale,quote",
+        "--scale",
+        "",
+        "--quote-concurrency",
+        "",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(!stderr.contains("simulate --patients"), "{stderr}");
+    assert!(
+        stdout.contains("\nskipped: quote: --quote-concurrency is empty\n")
+            && stdout.contains("\nskipped: scale: --scale is empty\n"),
+        "{stdout}"
+    );
+    let report: medsim::bench::Report =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(report.scale.is_empty() && report.quotes.is_empty());
+    assert_eq!(
+        report.skipped,
+        [
+            "quote: --quote-concurrency is empty",
+            "scale: --scale is empty"
+        ]
+    );
+    // The command a report names is one a shell takes back.
+    assert!(
+        report
+            .command
+            .starts_with("medsim bench --cases scale,quote --scale '' --quote-concurrency ''"),
+        "{}",
+        report.command
+    );
+    // Nothing to measure at all is refused.
+    medsim(&["bench", "--cases", ""])
+        .code(1)
+        .stderr("medsim: --cases is empty: name at least one case to measure (see --help)\n");
+}
+
+#[test]
+fn the_benchs_table_says_whose_each_latency_is_and_how_far_the_runs_swung() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench.json");
+    let (code, stdout, stderr) = output(bin().args([
+        "bench",
+        "--cases",
+        "quote",
+        "--quote-concurrency",
+        "1",
+        "--seconds",
+        "50ms",
+        "--repeats",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let report: medsim::bench::Report =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let quote = &report.quotes[0];
+    assert_eq!(quote.ratios.len(), 3);
+    let least = quote.ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let most = quote.ratios.iter().copied().fold(0.0, f64::max);
+    assert_eq!(
+        (quote.ratio_spread.min, quote.ratio_spread.max),
+        (least, most)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let header = lines
+        .iter()
+        .position(|l| l.starts_with("case "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(
+        lines[header],
+        "case   conc  medsim/s  medsim p50 us  medsim p99 us  floor/s  floor p50 us  floor p99 us  \
+         ratio  ratio min–max  p99 ratio  p99 min–max"
+    );
+    let row: Vec<&str> = lines[header + 1].split_whitespace().collect();
+    assert_eq!(
+        (row[8], row[9]),
+        (
+            format!("{:.2}", quote.ratio).as_str(),
+            format!("{least:.2}–{most:.2}").as_str()
+        ),
+        "{stdout}"
+    );
+}
+
+/// The long flags `medsim SUB --help` lists as its options (not those its
+/// descriptions mention).
+fn long_flags(sub: &str) -> Vec<String> {
+    let (code, help, stderr) = output(bin().args([sub, "--help"]));
+    assert_eq!(code, 0, "{stderr}");
+    let mut flags: Vec<String> = help
+        .lines()
+        .filter_map(|line| {
+            // Options are indented 2 (`-h, --help`) or 6 (`--flag`);
+            // their wrapped descriptions, which may begin with a flag
+            // they name, further.
+            let trimmed = line.trim_start();
+            if line.len() - trimmed.len() > 6 {
+                return None;
+            }
+            let line = trimmed;
+            // `-h, --help` or `--flag <VALUE>`.
+            let line =
+                line.split_once(", ").map_or(
+                    line,
+                    |(short, long)| {
+                        if short.len() == 2 { long } else { line }
+                    },
+                );
+            let flag = line.split([' ', '=']).next()?;
+            let name = flag.strip_prefix("--")?;
+            (!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+                .then(|| flag.to_owned())
+        })
+        .filter(|flag| !["--help", "--version"].contains(&flag.as_str()))
+        .collect();
+    flags.sort();
+    flags.dedup();
+    flags
+}
+
+/// The README's section of `medsim SUB`, up to the next heading.
+fn readme_section(sub: &str) -> String {
+    let readme = include_str!("../README.md");
+    let heading = format!("### `medsim {sub}`");
+    let start = readme
+        .find(&heading)
+        .unwrap_or_else(|| panic!("no {heading}"));
+    let rest = &readme[start + heading.len()..];
+    rest[..rest.find("\n#").unwrap_or(rest.len())].to_owned()
+}
+
+#[test]
+fn the_readme_documents_every_flag_of_bench_and_check() {
+    for sub in ["bench", "check"] {
+        let section = readme_section(sub);
+        let missing: Vec<String> = long_flags(sub)
+            .into_iter()
+            .filter(|flag| {
+                // Named as itself, not as the start of a longer flag.
+                !section.match_indices(flag.as_str()).any(|(at, _)| {
+                    !section[at + flag.len()..]
+                        .starts_with(|c: char| c.is_ascii_lowercase() || c == '-')
+                })
+            })
+            .collect();
+        assert!(missing.is_empty(), "{sub}: {missing:?} not in the README");
+    }
 }

@@ -441,7 +441,7 @@ fn a_center_closing_or_falling_silent_mid_session_is_a_connection_error() {
     );
     assert_eq!(
         visit.outcome,
-        Outcome::Connection("the center closed the connection without answering".into())
+        Outcome::Connection("the center ended the connection without answering".into())
     );
     let visit = patient::visit(
         &mut quick_settings(fake_center(2, true, 1)),

@@ -7,6 +7,7 @@ mod support;
 mod bench;
 mod centers;
 mod check_centers;
+mod check_flags;
 mod check_programs;
 mod classic;
 mod cli;

@@ -33,9 +33,10 @@ use load::{Exchange, drive};
 use stores::{FreshStore, Kind, POSTGRES_VAR};
 pub use watched::Watched;
 
+use crate::cli;
 use crate::console::Console;
 use crate::data::{self, Fixtures, Source};
-use crate::stats;
+use crate::stats::{self, Spread};
 use crate::system::DEFAULT_LIST_CAP;
 
 /// Measure the center and the doctors against minimal servers in the same
@@ -51,24 +52,26 @@ pub struct Args {
     /// reported.
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub repeats: usize,
-    /// Client concurrencies for the center's paths, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 64, 256], value_name = "C,..")]
-    pub concurrency: Vec<usize>,
-    /// Client concurrencies for the doctor's quotes, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 8], value_name = "C,..")]
-    pub quote_concurrency: Vec<usize>,
+    /// Client concurrencies for the center's paths (list, phases,
+    /// booking, stores), comma-separated; empty skips those rows.
+    #[arg(long, default_value = "1,8,64,256", value_parser = cli::parse_counts, value_name = "C,..")]
+    pub concurrency: ::std::vec::Vec<usize>,
+    /// Client concurrencies for the doctor's quotes, comma-separated; empty
+    /// skips them.
+    #[arg(long, default_value = "1,8", value_parser = cli::parse_counts, value_name = "C,..")]
+    pub quote_concurrency: ::std::vec::Vec<usize>,
     /// Sessions of the sustained run (list path, concurrency 64, one center
     /// process); 0 skips it.
     #[arg(long, default_value_t = 1_000_000, value_name = "N")]
     pub sustained: u64,
     /// Patient counts for the scale runs of `simulate --patients N --slots
     /// N --choice random`, comma-separated; empty skips them.
-    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 10_000, 100_000], value_name = "N,..")]
-    pub scale: Vec<usize>,
+    #[arg(long, default_value = "1000,10000,100000", value_parser = cli::parse_counts, value_name = "N,..")]
+    pub scale: ::std::vec::Vec<usize>,
     /// The cases to run, comma-separated: list, phases, booking, stores,
     /// centers, quote, scale, watched, sustained.
-    #[arg(long, value_delimiter = ',', value_enum, default_values_t = [Case::List, Case::Phases, Case::Booking, Case::Stores, Case::Centers, Case::Quote, Case::Scale, Case::Watched, Case::Sustained], value_name = "CASE,..")]
-    pub cases: Vec<Case>,
+    #[arg(long, default_value = "list,phases,booking,stores,centers,quote,scale,watched,sustained", value_parser = parse_cases, value_name = "CASE,..")]
+    pub cases: ::std::vec::Vec<Case>,
     /// A PostgreSQL server for the postgres rows, as a URL whose user may
     /// CREATE DATABASE (a fresh database is made for each run and dropped
     /// after it). Default: $MEDSIM_TEST_POSTGRES; without either, the
@@ -76,9 +79,10 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     pub postgres: Option<String>,
     /// Centers on one PostgreSQL database for the `centers` case,
-    /// comma-separated; the first is the one the others are compared to.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 2, 4], value_name = "N,..")]
-    pub centers: Vec<usize>,
+    /// comma-separated; the first is the one the others are compared to;
+    /// empty skips the case.
+    #[arg(long, default_value = "1,2,4", value_parser = cli::parse_counts, value_name = "N,..")]
+    pub centers: ::std::vec::Vec<usize>,
     /// Client concurrency of the `centers` case (clients take the centers
     /// in turn).
     #[arg(long, default_value_t = 64, value_name = "C")]
@@ -148,14 +152,20 @@ pub struct Pair {
     pub floor: Run,
     /// Median of each repeat's medsim/floor throughput ratio.
     pub ratio: f64,
-    /// Every repeat's ratio, for the spread.
+    /// Every repeat's ratio.
     pub ratios: Vec<f64>,
+    /// The smallest and the largest of `ratios`: how far the runs swung.
+    #[serde(default)]
+    pub ratio_spread: Spread,
     /// Median of each repeat's medsim/floor p99 ratio: the tail, paired
     /// as the throughput is.
     #[serde(default)]
     pub p99_ratio: f64,
     #[serde(default)]
     pub p99_ratios: Vec<f64>,
+    /// The smallest and the largest of `p99_ratios`.
+    #[serde(default)]
+    pub p99_ratio_spread: Spread,
 }
 
 /// One scale run of simulate.
@@ -209,6 +219,9 @@ pub struct Centers {
     pub vs_first: f64,
     /// Every repeat's ratio.
     pub ratios: Vec<f64>,
+    /// The smallest and the largest of `ratios`.
+    #[serde(default)]
+    pub vs_first_spread: Spread,
 }
 
 /// Everything one benchmark run measured.
@@ -280,9 +293,26 @@ fn pair(
         medsim: median_run(&medsims),
         floor: median_run(&floors),
         ratio,
+        ratio_spread: Spread::of(&ratios).unwrap_or_default(),
         ratios,
         p99_ratio: stats::median(&p99_ratios),
+        p99_ratio_spread: Spread::of(&p99_ratios).unwrap_or_default(),
         p99_ratios,
+    })
+}
+
+/// `--cases`: the names `--help` lists, comma-separated.
+fn parse_cases(text: &str) -> Result<Vec<Case>, String> {
+    use clap::ValueEnum as _;
+    cli::parse_list(text, |name| {
+        Case::from_str(name, false).map_err(|_| {
+            let names: Vec<String> = Case::value_variants()
+                .iter()
+                .filter_map(|case| case.to_possible_value())
+                .map(|value| value.get_name().to_owned())
+                .collect();
+            format!("'{name}' is not a case: use {}", names.join(", "))
+        })
     })
 }
 
@@ -433,6 +463,39 @@ fn disk_fsyncs_per_second(dir: &Path, seconds: f64) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
+/// The cases asked for whose list was given empty (`--scale ''`): each
+/// skipped, saying which flag emptied it.
+fn emptied_lists(args: &Args) -> Vec<String> {
+    use clap::ValueEnum as _;
+    let lists: [(&[Case], &[usize], &str); 4] = [
+        (
+            &[Case::List, Case::Phases, Case::Booking, Case::Stores],
+            &args.concurrency,
+            "--concurrency",
+        ),
+        (
+            &[Case::Quote],
+            &args.quote_concurrency,
+            "--quote-concurrency",
+        ),
+        (&[Case::Scale], &args.scale, "--scale"),
+        (&[Case::Centers], &args.centers, "--centers"),
+    ];
+    lists
+        .into_iter()
+        .filter(|(_, values, _)| values.is_empty())
+        .filter_map(|(cases, _, flag)| {
+            let asked: Vec<String> = cases
+                .iter()
+                .filter(|case| args.cases.contains(case))
+                .filter_map(|case| case.to_possible_value())
+                .map(|value| value.get_name().to_owned())
+                .collect();
+            (!asked.is_empty()).then(|| format!("{}: {flag} is empty", asked.join(", ")))
+        })
+        .collect()
+}
+
 /// The PostgreSQL server of the postgres rows, or why there is none.
 fn postgres_server(args: &Args) -> Result<String, String> {
     if let Some(url) = &args.postgres {
@@ -499,8 +562,10 @@ fn store_cases(
                 medsim: median_run(own),
                 floor: median_run(memory),
                 ratio: stats::median(&ratios),
+                ratio_spread: Spread::of(&ratios).unwrap_or_default(),
                 ratios,
                 p99_ratio: stats::median(&p99_ratios),
+                p99_ratio_spread: Spread::of(&p99_ratios).unwrap_or_default(),
                 p99_ratios,
             };
             log(&result);
@@ -546,11 +611,15 @@ fn centers_cases(
             concurrency,
             run: stats::median_by(&runs[k], |r| r.bookings_per_second).unwrap_or_default(),
             vs_first: stats::median(&ratios),
+            vs_first_spread: Spread::of(&ratios).unwrap_or_default(),
             ratios,
         };
         log(&format!(
-            "postgres, {centers} centers at concurrency {concurrency}: {:.0} bookings/s, {:.2} of {} center",
-            row.run.bookings_per_second, row.vs_first, counts[0]
+            "postgres, {centers} centers at concurrency {concurrency}: {:.0} bookings/s, {:.2} of {} center (runs {})",
+            row.run.bookings_per_second,
+            row.vs_first,
+            counts[0],
+            row.vs_first_spread.show()
         ));
         rows.push(row);
     }
@@ -789,18 +858,25 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         args.seconds > 0.0 && args.seconds.is_finite(),
         "--seconds must be positive"
     );
-    let command = format!(
-        "medsim {}",
-        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    anyhow::ensure!(
+        !args.cases.is_empty(),
+        "--cases is empty: name at least one case to measure (see --help)"
     );
+    let command = format!("medsim {}", cli::shell_words(std::env::args().skip(1)));
     let mut progress = |p: &Pair| {
         eprintln!(
-            "{} at concurrency {}: ratio {:.2}",
-            p.case, p.concurrency, p.ratio
+            "{} at concurrency {}: ratio {:.2} (runs {})",
+            p.case,
+            p.concurrency,
+            p.ratio,
+            p.ratio_spread.show()
         )
     };
     let center = center_cases(args, &mut progress)?;
-    let mut skipped = Vec::new();
+    let mut skipped = emptied_lists(args);
+    for why in &skipped {
+        eprintln!("skipped: {why}");
+    }
     let postgres = postgres_server(args);
     let wants_postgres = args.cases.contains(&Case::Stores) || args.cases.contains(&Case::Centers);
     if let (Err(why), true) = (&postgres, wants_postgres) {

@@ -11,13 +11,15 @@ fn pair_table(pairs: &[Pair]) -> String {
         ("case", Align::Left),
         ("conc", Align::Right),
         ("medsim/s", Align::Right),
-        ("p50 us", Align::Right),
-        ("p99 us", Align::Right),
+        ("medsim p50 us", Align::Right),
+        ("medsim p99 us", Align::Right),
         ("floor/s", Align::Right),
-        ("p50 us", Align::Right),
-        ("p99 us", Align::Right),
+        ("floor p50 us", Align::Right),
+        ("floor p99 us", Align::Right),
         ("ratio", Align::Right),
+        ("ratio min–max", Align::Right),
         ("p99 ratio", Align::Right),
+        ("p99 min–max", Align::Right),
     ];
     table::render(
         &header,
@@ -32,7 +34,9 @@ fn pair_table(pairs: &[Pair]) -> String {
                 format!("{:.0}", p.floor.p50_us),
                 format!("{:.0}", p.floor.p99_us),
                 format!("{:.2}", p.ratio),
+                p.ratio_spread.show(),
                 format!("{:.2}", p.p99_ratio),
+                p.p99_ratio_spread.show(),
             ]
         }),
     )
@@ -50,7 +54,9 @@ fn store_table(pairs: &[Pair]) -> String {
         ("p50 us", Align::Right),
         ("p99 us", Align::Right),
         ("vs memory", Align::Right),
+        ("min–max", Align::Right),
         ("p99 vs memory", Align::Right),
+        ("p99 min–max", Align::Right),
         ("per commit", Align::Right),
         ("commits/s", Align::Right),
     ];
@@ -68,7 +74,9 @@ fn store_table(pairs: &[Pair]) -> String {
                 format!("{:.0}", p.medsim.p50_us),
                 format!("{:.0}", p.medsim.p99_us),
                 format!("{:.2}", p.ratio),
+                p.ratio_spread.show(),
                 format!("{:.2}", p.p99_ratio),
+                p.p99_ratio_spread.show(),
                 per_commit(&p.medsim),
                 commits_per_second(&p.medsim),
             ]
@@ -100,6 +108,7 @@ fn centers_table(rows: &[Centers]) -> String {
         ("p99 us", Align::Right),
         ("errors", Align::Right),
         ("vs 1st", Align::Right),
+        ("vs 1st min–max", Align::Right),
         ("per commit", Align::Right),
         ("commits/s", Align::Right),
     ];
@@ -114,6 +123,7 @@ fn centers_table(rows: &[Centers]) -> String {
                 format!("{:.0}", c.run.p99_us),
                 c.run.errors.to_string(),
                 format!("{:.2}", c.vs_first),
+                c.vs_first_spread.show(),
                 per_commit(&c.run),
                 commits_per_second(&c.run),
             ]
@@ -127,7 +137,7 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(out, "{}", report.command);
     let _ = writeln!(
         out,
-        "{}; {} s a run, median of {} runs; ratio = medsim / floor throughput, p99 ratio = medsim / floor p99, each paired per run",
+        "{}; {} s a run, median of {} runs; ratio = medsim / floor throughput, p99 ratio = medsim / floor p99, each paired per run; min–max: the smallest and largest of the runs' ratios",
         report.machine, report.seconds_per_run, report.repeats
     );
     let center_title = "center sessions (list: login + available on a full center; booking: login, list, select, quote)";
@@ -214,4 +224,103 @@ pub fn render(report: &Report) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Pair, Report, Run};
+    use super::render;
+    use crate::stats::Spread;
+
+    fn run(per_second: f64, p50_us: f64, p99_us: f64) -> Run {
+        Run {
+            sessions: 100,
+            per_second,
+            p50_us,
+            p99_us,
+            ..Run::default()
+        }
+    }
+
+    #[test]
+    fn each_latency_column_names_whose_it_is_and_each_ratio_shows_its_spread() {
+        let ratios = vec![8.73, 0.52, 1.22, 0.68];
+        let report = Report {
+            command: "medsim bench".into(),
+            date_unix: 0,
+            machine: "2 cores".into(),
+            seconds_per_run: 1.0,
+            repeats: 4,
+            center: Vec::new(),
+            stores: Vec::new(),
+            centers: Vec::new(),
+            disk_fsyncs_per_second: None,
+            skipped: Vec::new(),
+            quotes: vec![Pair {
+                case: "quote".into(),
+                concurrency: 1,
+                medsim: run(6800.0, 120.0, 410.0),
+                floor: run(10000.0, 90.0, 300.0),
+                ratio: 1.22,
+                ratio_spread: Spread::of(&ratios).unwrap_or_default(),
+                ratios,
+                p99_ratio: 1.37,
+                p99_ratios: vec![1.37, 1.1, 2.0, 1.5],
+                p99_ratio_spread: Spread { min: 1.1, max: 2.0 },
+            }],
+            scale: Vec::new(),
+            watched: Vec::new(),
+            sustained: None,
+        };
+        let text = render(&report);
+        let lines: Vec<&str> = text.lines().collect();
+        let header = lines
+            .iter()
+            .position(|l| l.starts_with("case"))
+            .unwrap_or_else(|| panic!("{text}"));
+        let words: Vec<&str> = lines[header].split("  ").map(str::trim).collect();
+        let words: Vec<&str> = words.into_iter().filter(|w| !w.is_empty()).collect();
+        assert_eq!(
+            words,
+            [
+                "case",
+                "conc",
+                "medsim/s",
+                "medsim p50 us",
+                "medsim p99 us",
+                "floor/s",
+                "floor p50 us",
+                "floor p99 us",
+                "ratio",
+                "ratio min–max",
+                "p99 ratio",
+                "p99 min–max"
+            ],
+            "{text}"
+        );
+        let row: Vec<&str> = lines[header + 1].split_whitespace().collect();
+        assert_eq!(
+            row,
+            [
+                "quote",
+                "1",
+                "6800",
+                "120",
+                "410",
+                "10000",
+                "90",
+                "300",
+                "1.22",
+                "0.52–8.73",
+                "1.37",
+                "1.10–2.00"
+            ],
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap_or_default();
+        assert_eq!(
+            json["quotes"][0]["ratio_spread"],
+            serde_json::json!({"min": 0.52, "max": 8.73})
+        );
+    }
 }

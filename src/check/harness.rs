@@ -13,9 +13,9 @@
 //! started is restarted with fresh state and the cases go on.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::cases::{ask_doctor, center_cases, doctor_cases};
+use super::cases::{ask_doctor, center_cases, doctor_cases, doctor_cases_for};
 use super::launch::{self, Running};
 use super::session::{Session, Shared, quote};
 use super::sockets::{self, Transport};
@@ -405,6 +405,19 @@ pub fn check_with(config: &Config, settings: &Settings) -> Findings {
     }
 }
 
+/// The id of every case a check of `config` has, in the order they run,
+/// for `--cases`, `--skip` and `--weights` to be held to before anything
+/// runs. (A doctor the center names that `config` does not know adds its
+/// own cases during the run.)
+pub(super) fn case_ids(config: &Config) -> Vec<String> {
+    center_cases(config)
+        .into_iter()
+        .chain(wording_cases())
+        .chain(doctor_cases_for(config.doctors.clone(), &config.plan))
+        .map(|case| case.id)
+        .collect()
+}
+
 /// Whether a center that answered nothing in lowercase answers a good
 /// login as `Authenticate`: then every later request is capitalised, and
 /// what that departure is, in words.
@@ -454,9 +467,13 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                 name: case.name.clone(),
                 verdict: Verdict::Blocked,
                 evidence: format!("not run: {why}"),
+                seconds: 0.0,
             });
             continue;
         }
+        // The case's time runs to the end of the look at the servers
+        // after it: a death it caused is judged on its time.
+        let started = Instant::now();
         run.shared.begin_case(&case.name);
         let mut outcome = (case.run)(run);
         let unanswered = run.shared.unanswered();
@@ -542,6 +559,7 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
             name: case.name.clone(),
             verdict: outcome.verdict,
             evidence: outcome.evidence,
+            seconds: started.elapsed().as_secs_f64(),
         });
     }
 }

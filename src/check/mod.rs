@@ -34,7 +34,7 @@ pub mod sockets;
 mod wording;
 
 pub use harness::{check, check_with};
-pub use report::{gradescope, junit, render};
+pub use report::{Target, TargetDoctor, gradescope, json, junit, render};
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -104,6 +104,8 @@ pub struct CaseResult {
     pub verdict: Verdict,
     /// What was sent and what came back, or why it was not run.
     pub evidence: String,
+    /// How long the case took, in seconds (0 for a case not run).
+    pub seconds: f64,
 }
 
 /// What to check, and how to reach it.
@@ -159,13 +161,63 @@ pub struct Settings {
 impl Settings {
     /// Whether the case `id` is selected.
     pub fn selects(&self, id: &str) -> bool {
-        let matches = |pattern: &String| {
-            id == pattern
-                || id.starts_with(pattern.as_str())
-                    && (pattern.ends_with('/') || id[pattern.len()..].starts_with('/'))
-        };
+        let matches = |pattern: &String| names(pattern, id);
         (self.cases.is_empty() || self.cases.iter().any(matches)) && !self.skip.iter().any(matches)
     }
+}
+
+/// How `--cases`, `--skip` and `--weights` name cases, the one rule for
+/// all three: a pattern names the ids it begins at whole parts (`auth` is
+/// every `auth/...` case, `doctor/doc1` doc1's cases and not doc10's,
+/// `wording/` every wording case), and may cut short an id's last part
+/// (`race/one` is `race/one-slot`, `malformed/selection` every
+/// `malformed/selection-...` case). Only the last part may be cut: a
+/// doctor's or a program's name is a part in the middle, never taken for
+/// another's that begins the same.
+pub fn names(pattern: &str, id: &str) -> bool {
+    if pattern.is_empty() {
+        return false;
+    }
+    let Some(rest) = id.strip_prefix(pattern) else {
+        return false;
+    };
+    rest.is_empty() || pattern.ends_with('/') || rest.starts_with('/') || !rest.contains('/')
+}
+
+/// The patterns of `flag` that name no case of `catalog`, each as the line
+/// that refuses it.
+pub fn unknown_patterns<'p>(
+    flag: &str,
+    patterns: impl IntoIterator<Item = &'p str>,
+    catalog: &[String],
+) -> Vec<String> {
+    patterns
+        .into_iter()
+        .filter(|pattern| !catalog.iter().any(|id| names(pattern, id)))
+        .map(|pattern| {
+            format!(
+                "{flag} {pattern}: no case id is or begins with '{pattern}': {}",
+                ids_hint(catalog)
+            )
+        })
+        .collect()
+}
+
+/// What ids look like, for a refusal: a few of `catalog`'s.
+fn ids_hint(catalog: &[String]) -> String {
+    let examples: Vec<&str> = ["auth/bad-password", "race/one-slot", "malformed/empty"]
+        .into_iter()
+        .filter(|id| catalog.iter().any(|c| c == id))
+        .collect();
+    let examples = if examples.is_empty() {
+        catalog.iter().take(3).map(String::as_str).collect()
+    } else {
+        examples
+    };
+    format!(
+        "ids are like {} (a beginning of one names every id it begins at a '/', or in the last part; --json lists them all)",
+        examples.join(", ")
+    )
 }
 
 /// Slots the cases reserve, by case: the checker needs no more free slots
@@ -191,6 +243,44 @@ impl Findings {
     pub fn failed(&self, strict: bool) -> bool {
         self.cases.iter().any(|c| c.verdict.fails(strict))
     }
+
+    /// The counts and the verdict, as every report and the exit status
+    /// give them.
+    pub fn summary(&self, strict: bool) -> Summary {
+        let warned = self.count(Verdict::Warn);
+        let failed = self.failed(strict);
+        Summary {
+            passed: self.count(Verdict::Pass),
+            warned,
+            failed: self.count(Verdict::Fail),
+            not_run: self.count(Verdict::Blocked),
+            skipped: self.count(Verdict::Skip),
+            strict,
+            warnings_counted_as_failures: if strict { warned } else { 0 },
+            verdict: if failed { "fail" } else { "pass" },
+            exit_code: u8::from(failed),
+        }
+    }
+}
+
+/// A run's counts per verdict and its verdict: what the summary line says,
+/// the JSON's `summary`, and the exit status agree because they are this.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Summary {
+    pub passed: usize,
+    pub warned: usize,
+    /// Cases that FAILed (WARNs that `--strict` fails are counted in
+    /// `warnings_counted_as_failures`, not here).
+    pub failed: usize,
+    pub not_run: usize,
+    pub skipped: usize,
+    pub strict: bool,
+    /// With `--strict`, every WARN: each fails the run.
+    pub warnings_counted_as_failures: usize,
+    /// `pass` or `fail`.
+    pub verdict: &'static str,
+    /// 0 or 1, as check exits.
+    pub exit_code: u8,
 }
 
 /// Check a running system against the protocol: authentication and its
@@ -231,11 +321,14 @@ pub struct Args {
     /// Make every WARN (wording, form) a failure.
     #[arg(long)]
     pub strict: bool,
-    /// Run only these cases: ids or id prefixes, comma-separated or
-    /// repeated (e.g. `auth,race/one-slot`).
+    /// Run only these cases: ids or beginnings of ids, comma-separated or
+    /// repeated (e.g. `auth,race/one`). A beginning names the ids it
+    /// begins at a `/` (`auth`: every auth/ case; `doctor/doc1`: doc1's,
+    /// not doc10's) or within their last part (`race/one`:
+    /// race/one-slot). A name that is no case's is refused.
     #[arg(long, value_name = "IDS", value_delimiter = ',')]
     pub cases: Vec<String>,
-    /// Leave out these cases: ids or id prefixes.
+    /// Leave out these cases: ids or beginnings of ids, as --cases.
     #[arg(long, value_name = "IDS", value_delimiter = ',')]
     pub skip: Vec<String>,
     /// Start the center under test with `sh -c CMD` (in --dir); check
@@ -276,9 +369,10 @@ pub struct Args {
     /// Write the findings as a Gradescope autograder results.json to FILE.
     #[arg(long, value_name = "FILE")]
     pub gradescope: Option<PathBuf>,
-    /// Points per case for --gradescope: ID_OR_PREFIX=POINTS,
-    /// comma-separated or repeated [default: 1 a case].
-    #[arg(long, value_name = "ID=POINTS", value_delimiter = ',', value_parser = parse_weight)]
+    /// Points per case for --gradescope (needs it): IDS=POINTS, the ids
+    /// named as --cases names them, comma-separated or repeated; the last
+    /// that names a case gives its points [default: 1 a case].
+    #[arg(long, value_name = "ID=POINTS", value_delimiter = ',', value_parser = parse_weight, requires = "gradescope")]
     pub weights: Vec<(String, f64)>,
     /// Print the findings as one JSON document.
     #[arg(long)]
@@ -422,15 +516,35 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         launch::stop_all();
         std::process::exit(130);
     });
+    let catalog = if args.patient_cmd.is_empty() {
+        harness::case_ids(&config)
+    } else {
+        patient::case_ids(args.patient_cmd.len())
+    };
+    if let Err(refusals) = check_selection(args, &catalog) {
+        for refusal in refusals {
+            eprintln!("{refusal}");
+        }
+        return Ok(2);
+    }
     let started = Instant::now();
+    let findings;
+    let target;
     let mut more_centers = Vec::new();
-    let findings = if !args.patient_cmd.is_empty() {
+    if !args.patient_cmd.is_empty() {
+        let selection = Settings {
+            cases: args.cases.clone(),
+            skip: args.skip.clone(),
+            ..Settings::default()
+        };
         let mut all = Findings {
             listed_free: None,
             cases: Vec::new(),
         };
+        let mut doctors = Vec::new();
         for (k, cmd) in args.patient_cmd.iter().enumerate() {
             let plan = patient::Plan::from_args(args, cmd)?;
+            doctors.clone_from(&plan.doctors);
             let mut findings = patient::check_patient(&plan)?;
             if args.patient_cmd.len() > 1 {
                 for case in &mut findings.cases {
@@ -440,35 +554,61 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             }
             all.cases.append(&mut findings.cases);
         }
-        all
+        all.cases.retain(|case| selection.selects(&case.id));
+        findings = all;
+        target = report::Target {
+            centers: args.center.clone(),
+            dialect: None,
+            user: None,
+            doctor_host: None,
+            doctors: doctors
+                .into_iter()
+                .map(|(name, addr)| report::TargetDoctor { name, addr })
+                .collect(),
+            center_cmd: None,
+            doctor_cmd: None,
+            patient_cmds: args.patient_cmd.clone(),
+        };
     } else {
         let settings = args.settings(&config)?;
-        more_centers.clone_from(&settings.more_centers);
+        let centers: Vec<SocketAddr> = std::iter::once(config.center)
+            .chain(settings.more_centers.iter().copied())
+            .collect();
         if settings.center_cmd.is_none() {
-            for addr in std::iter::once(config.center).chain(settings.more_centers.iter().copied())
-            {
+            for &addr in &centers {
                 if !accepts(addr, config.timeout) {
                     eprintln!("nothing accepts connections at {addr}: is the center running?");
                     return Ok(2);
                 }
             }
         }
-        check_with(&config, &settings)
-    };
-    if findings.cases.is_empty() && !(args.cases.is_empty() && args.skip.is_empty()) {
-        eprintln!(
-            "no case is selected by --cases {} --skip {}: ids are like auth/bad-password, race/one-slot, malformed/empty (--json lists them all)",
-            args.cases.join(","),
-            args.skip.join(",")
-        );
-        return Ok(2);
+        findings = check_with(&config, &settings);
+        more_centers = settings.more_centers;
+        target = report::Target {
+            centers: centers.iter().map(SocketAddr::to_string).collect(),
+            dialect: Some(config.framing.dialect.to_string()),
+            user: Some(config.username.clone()),
+            doctor_host: Some(config.doctor_host.clone()),
+            doctors: config
+                .doctors
+                .iter()
+                .map(|d| report::TargetDoctor {
+                    name: d.name.clone(),
+                    addr: d.addr.to_string(),
+                })
+                .collect(),
+            center_cmd: args.center_cmd.clone(),
+            doctor_cmd: args.doctor_cmd.clone(),
+            patient_cmds: Vec::new(),
+        };
     }
+    let summary = findings.summary(args.strict);
     if args.json {
-        crate::console::out(&format!("{}\n", serde_json::to_string_pretty(&findings)?))?;
+        crate::console::out(&report::json(&target, &findings, &summary))?;
     } else if !args.patient_cmd.is_empty() {
         crate::console::out(&report::render_patient(args, &findings))?;
     } else {
-        crate::console::out(&render(&config, &more_centers, &findings))?;
+        crate::console::out(&render(&config, &more_centers, &findings, args.strict))?;
     }
     if let Some(path) = &args.junit {
         std::fs::write(path, junit(&findings, args.strict, started.elapsed()))
@@ -478,13 +618,48 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         std::fs::write(path, gradescope(&findings, args.strict, &args.weights))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    Ok(if findings.failed(args.strict) { 1 } else { 0 })
+    Ok(summary.exit_code)
+}
+
+/// Refuses, before anything runs, a `--cases`, `--skip` or `--weights`
+/// name that is no case's, and a selection that leaves no case: each
+/// refusal as a line.
+fn check_selection(args: &Args, catalog: &[String]) -> Result<(), Vec<String>> {
+    let mut refusals = unknown_patterns("--cases", args.cases.iter().map(String::as_str), catalog);
+    refusals.extend(unknown_patterns(
+        "--skip",
+        args.skip.iter().map(String::as_str),
+        catalog,
+    ));
+    refusals.extend(unknown_patterns(
+        "--weights",
+        args.weights.iter().map(|(id, _)| id.as_str()),
+        catalog,
+    ));
+    let selection = Settings {
+        cases: args.cases.clone(),
+        skip: args.skip.clone(),
+        ..Settings::default()
+    };
+    if refusals.is_empty() && !catalog.iter().any(|id| selection.selects(id)) {
+        refusals.push(format!(
+            "no case is selected by --cases {} --skip {}: {}",
+            args.cases.join(","),
+            args.skip.join(","),
+            ids_hint(catalog)
+        ));
+    }
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(refusals)
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Settings;
     use super::session::shown;
+    use super::{Settings, names, unknown_patterns};
 
     #[test]
     fn evidence_masks_the_password() {
@@ -505,5 +680,45 @@ mod tests {
         assert!(!settings.selects("authx/y"));
         assert!(!settings.selects("malformed/empty"));
         assert!(Settings::default().selects("anything/at-all"));
+    }
+
+    #[test]
+    fn a_name_is_whole_parts_and_may_cut_short_only_the_last() {
+        // Whole parts, with or without the closing '/'.
+        assert!(names("auth", "auth/after-login/empty"));
+        assert!(names("auth/", "auth/success"));
+        assert!(names("doctor/doc1", "doctor/doc1/quote"));
+        assert!(names("race/one-slot", "race/one-slot"));
+        // The last part cut short.
+        assert!(names("race/one", "race/one-slot"));
+        assert!(names("malformed/selection", "malformed/selection-abc"));
+        assert!(names(
+            "auth/after-login/authenticate",
+            "auth/after-login/authenticate-1-arg"
+        ));
+        // A part in the middle is never cut: doc1 is not doc10, patient
+        // not patient1, and a closing '/' asks for whole parts only.
+        assert!(!names("doctor/doc1", "doctor/doc10/quote"));
+        assert!(!names("patient", "patient1/patient/doctor"));
+        assert!(!names("auth", "authx/y"));
+        assert!(!names("race/one/", "race/one-slot"));
+        assert!(!names("", "auth/success"));
+        assert!(!names("race/one-slot-x", "race/one-slot"));
+    }
+
+    #[test]
+    fn a_name_that_is_no_case_is_refused_naming_its_flag() {
+        let catalog: Vec<String> = ["auth/bad-password", "race/one-slot", "malformed/empty"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            unknown_patterns("--weights", ["race", "nosuch", "race/one"], &catalog),
+            [
+                "--weights nosuch: no case id is or begins with 'nosuch': ids are like \
+                 auth/bad-password, race/one-slot, malformed/empty (a beginning of one names \
+                 every id it begins at a '/', or in the last part; --json lists them all)"
+            ]
+        );
+        assert!(unknown_patterns("--cases", ["auth", "race/one"], &catalog).is_empty());
     }
 }

@@ -221,13 +221,59 @@ fn run_once(plan: &Plan, scenario: Scenario) -> anyhow::Result<Observed> {
     })
 }
 
+/// The id of every case of a patient check, in the order they are
+/// judged.
+pub const CASE_IDS: [&str; 8] = [
+    "patient/authenticate",
+    "patient/available",
+    "patient/invalid-choice",
+    "patient/selection",
+    "patient/doctor",
+    "patient/exit",
+    "patient/stops-after-failure",
+    "patient/stops-after-notavailable",
+];
+
+/// The ids of a check of `programs` patient programs: [`CASE_IDS`], each
+/// under `patientK/` when there are several.
+pub fn case_ids(programs: usize) -> Vec<String> {
+    if programs <= 1 {
+        return CASE_IDS.iter().map(|id| (*id).to_owned()).collect();
+    }
+    (1..=programs)
+        .flat_map(|k| CASE_IDS.iter().map(move |id| format!("patient{k}/{id}")))
+        .collect()
+}
+
 fn outcome(id: &str, name: &str, verdict: Verdict, evidence: String) -> CaseResult {
     CaseResult {
         id: id.into(),
         name: name.into(),
         verdict,
         evidence,
+        seconds: 0.0,
     }
+}
+
+/// Runs the program for `scenario` and judges it into `cases`; the run's
+/// time is shared by the cases judged from it, so the cases' times add up
+/// to the check's.
+fn run_and_judge(
+    plan: &Plan,
+    scenario: Scenario,
+    cases: &mut Vec<CaseResult>,
+    judge: impl FnOnce(&Observed, &mut Vec<CaseResult>),
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let observed = run_once(plan, scenario)?;
+    let first = cases.len();
+    judge(&observed, cases);
+    let judged = &mut cases[first..];
+    let share = started.elapsed().as_secs_f64() / judged.len().max(1) as f64;
+    for case in judged {
+        case.seconds = share;
+    }
+    Ok(())
 }
 
 /// What the requests were, for evidence.
@@ -471,28 +517,37 @@ fn judge_stop(
 /// not be started.
 pub fn check_patient(plan: &Plan) -> anyhow::Result<Findings> {
     let mut cases = Vec::new();
-    let booking = run_once(plan, Scenario::Book)?;
-    judge_booking(plan, &booking, &mut cases);
-    let refused = run_once(plan, Scenario::BadCredentials)?;
-    judge_stop(
+    run_and_judge(plan, Scenario::Book, &mut cases, |observed, cases| {
+        judge_booking(plan, observed, cases);
+    })?;
+    run_and_judge(
         plan,
-        &refused,
-        "patient/stops-after-failure",
-        "patient: stops after 'failure'",
-        "failure",
-        1,
+        Scenario::BadCredentials,
         &mut cases,
-    );
-    let none = run_once(plan, Scenario::NoneFree)?;
-    judge_stop(
-        plan,
-        &none,
-        "patient/stops-after-notavailable",
-        "patient: stops after 'notavailable'",
-        "notavailable",
-        2,
-        &mut cases,
-    );
+        |observed, cases| {
+            judge_stop(
+                plan,
+                observed,
+                "patient/stops-after-failure",
+                "patient: stops after 'failure'",
+                "failure",
+                1,
+                cases,
+            );
+        },
+    )?;
+    run_and_judge(plan, Scenario::NoneFree, &mut cases, |observed, cases| {
+        judge_stop(
+            plan,
+            observed,
+            "patient/stops-after-notavailable",
+            "patient: stops after 'notavailable'",
+            "notavailable",
+            2,
+            cases,
+        );
+    })?;
+    debug_assert!(cases.iter().all(|c| CASE_IDS.contains(&c.id.as_str())));
     Ok(Findings {
         listed_free: None,
         cases,

@@ -35,8 +35,8 @@ pub(super) struct Shared<'a> {
     pub(super) answered: AtomicBool,
     /// The name of the case running, for the wording's evidence.
     pub(super) case: Mutex<String>,
-    /// What the running case sent and got no answer to (the center closed
-    /// or reset the connection instead): the inputs a death is blamed on.
+    /// What the running case sent and got no answer to (the center ended
+    /// the connection instead): the inputs a death is blamed on.
     unanswered: Mutex<Vec<String>>,
     /// The running case sent the center something.
     sent_any: AtomicBool,
@@ -302,10 +302,8 @@ impl<'s> Session<'s> {
             }
             Err(why) => {
                 self.silent = matches!(why, NoAnswer::TimedOut);
-                if matches!(
-                    why,
-                    NoAnswer::Closed | NoAnswer::Reset | NoAnswer::Failed(_)
-                ) && let Some(sent) = &self.last_sent
+                if matches!(why, NoAnswer::Ended | NoAnswer::Failed(_))
+                    && let Some(sent) = &self.last_sent
                 {
                     self.shared.sent_unanswered(sent);
                 }

@@ -1,6 +1,6 @@
 //! The flag groups several subcommands share, declared once: the data
 //! directory, the framing a client speaks, where the doctors are, and the
-//! parsers for durations and `NAME=ADDR` pairs.
+//! parsers for durations, `NAME=ADDR` pairs and comma-separated lists.
 //!
 //! Each subcommand's own flags are in a file of this folder beside the
 //! command that turns them into the library's plain options
@@ -196,6 +196,67 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("'{text}' is out of range"))
 }
 
+/// Parses a comma-separated list for a flag that takes one (`1,8,64`),
+/// each item with `item`; an empty value is an empty list, so `--scale ''`
+/// skips what the list would run.
+///
+/// Such a flag is declared with the type `::std::vec::Vec<T>`: clap
+/// treats a plain `Vec` as a repeatable flag of single items, where `''`
+/// is one empty item and refused. Its default is written as the user
+/// types it (`default_value = "1,8,64,256"`), and `--help` shows it so.
+///
+/// # Errors
+///
+/// The first item `item` refuses, or an empty item between commas.
+pub fn parse_list<T>(
+    text: &str,
+    item: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, String> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|part| match part.trim() {
+            "" => Err(format!(
+                "'{text}' has an empty item: separate items by single commas"
+            )),
+            part => item(part),
+        })
+        .collect()
+}
+
+/// Parses a comma-separated list of whole numbers (`--concurrency 1,8`).
+///
+/// # Errors
+///
+/// An item that is not a whole number.
+pub fn parse_counts(text: &str) -> Result<Vec<usize>, String> {
+    parse_list(text, |part| {
+        part.parse()
+            .map_err(|_| format!("'{part}' is not a whole number"))
+    })
+}
+
+/// Arguments as a shell would take them back, for the command a report
+/// names: an empty one as `''`, one with spaces or quotes in single
+/// quotes.
+pub fn shell_words(args: impl IntoIterator<Item = String>) -> String {
+    args.into_iter()
+        .map(|arg| {
+            let plain = !arg.is_empty()
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+            if plain {
+                arg
+            } else {
+                format!("'{}'", arg.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Shows a duration as a flag would take it (`250ms`, `1.5s`).
 pub fn show_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) {
@@ -221,6 +282,27 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert_eq!(show_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(show_duration(Duration::from_secs(30)), "30s");
+    }
+
+    #[test]
+    fn lists_split_at_commas_and_empty_is_none() {
+        assert_eq!(parse_counts("1,8,64"), Ok(vec![1, 8, 64]));
+        assert_eq!(parse_counts(" 1, 8 "), Ok(vec![1, 8]));
+        assert_eq!(parse_counts(""), Ok(vec![]));
+        assert_eq!(
+            parse_counts("1,,8"),
+            Err("'1,,8' has an empty item: separate items by single commas".into())
+        );
+        assert_eq!(parse_counts("1,x"), Err("'x' is not a whole number".into()));
+    }
+
+    #[test]
+    fn shell_words_quote_what_a_shell_would_split_or_drop() {
+        let words = ["bench", "--scale", "", "--out", "my dir/b.json", "it's"];
+        assert_eq!(
+            shell_words(words.map(String::from)),
+            r"bench --scale '' --out 'my dir/b.json' 'it'\''s'"
+        );
     }
 
     #[test]

@@ -370,7 +370,7 @@ pub(super) fn write_report(
     ends: &Ends,
     fixtures: &Fixtures,
 ) -> anyhow::Result<()> {
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = crate::cli::shell_words(std::env::args());
     let mut snapshot = Snapshot::new(
         format!(
             "medsim simulate: {}",

@@ -29,7 +29,14 @@ pub(in crate::check) fn doctor_cases(run: &Run) -> Vec<Case<'static>> {
             expected: None,
         });
     }
-    let plan = config.plan.clone();
+    doctor_cases_for(targets, &config.plan)
+}
+
+/// The cases of each doctor of `targets`, asked about `plan`.
+pub(in crate::check) fn doctor_cases_for(
+    targets: Vec<DoctorTarget>,
+    plan: &str,
+) -> Vec<Case<'static>> {
     let mut cases = Vec::new();
     for target in targets {
         let doctor_case = |kind: &str, name: String, judge: CaseBody| {

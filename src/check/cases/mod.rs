@@ -23,7 +23,7 @@ mod doctor;
 mod malformed;
 mod session;
 
-pub(in crate::check) use doctor::{ask_doctor, doctor_cases};
+pub(in crate::check) use doctor::{ask_doctor, doctor_cases, doctor_cases_for};
 
 pub(in crate::check) fn center_cases(config: &Config) -> Vec<Case<'static>> {
     let (bypasses, malformed_rest): (Vec<_>, Vec<_>) = malformed_messages(config.framing.dialect)

@@ -139,7 +139,7 @@ fn a_tenth_of_a_second_per_case_runs_everything_and_writes_json() {
     assert!(report.disk_fsyncs_per_second.is_some_and(|r| r > 0.0));
     assert!(stdout.contains("the disk alone: "), "{stdout}");
     assert!(
-        stdout.contains("vs memory  min–max  p99 vs memory  p99 min–max  per commit  commits/s"),
+        stdout.contains("vs memory    min–max  p99 vs memory  p99 min–max  per commit  commits/s"),
         "{stdout}"
     );
 

@@ -1,11 +1,12 @@
 //! `medsim bench`: how fast the center and the doctors are, measured against
 //! a floor in the same run, and how simulate's cost grows with N.
 //!
-//! This module owns the cases, their pairing and the report's shape (a
-//! table on stdout, the same as JSON in a file); the load generator is
-//! [`load`]'s, the floors [`floor`]'s (servers that answer the same
-//! exchanges with fixed bytes), the fresh stores of the per-store rows
-//! [`stores`]', the table [`report`]'s. Absolute figures
+//! This module owns the flags, the center and quote cases, their pairing
+//! and the report's shape (a table on stdout, the same as JSON in a file);
+//! each other case is a file of its own: [`stores`] (the stores and
+//! centers cases), [`scale`], [`sustained`], [`watched`]. The load
+//! generator is [`load`]'s, the floors [`floor`]'s (servers that answer the
+//! same exchanges with fixed bytes), the table [`report`]'s. Absolute figures
 //! drift on a shared machine, so each medsim run is paired with a floor run
 //! right before it and the ratio of the pair is what counts; the medians
 //! over the repeats are reported.
@@ -13,16 +14,14 @@
 mod floor;
 mod load;
 mod report;
+mod scale;
 mod stores;
+mod sustained;
 mod watched;
 
 pub use report::render;
 
-use std::io;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -30,12 +29,14 @@ use serde::{Deserialize, Serialize};
 
 use floor::{Floor, UdpFloor, list_answer};
 use load::{Exchange, drive};
-use stores::{FreshStore, Kind, POSTGRES_VAR};
+use scale::{median_scale, scale_run};
+use stores::{centers_cases, disk_fsyncs_per_second, postgres_server, store_cases};
+use sustained::sustained_run;
 pub use watched::Watched;
 
 use crate::cli;
 use crate::console::Console;
-use crate::data::{self, Fixtures, Source};
+use crate::data;
 use crate::stats::{self, Spread};
 use crate::system::DEFAULT_LIST_CAP;
 
@@ -321,7 +322,7 @@ fn parse_seconds(text: &str) -> Result<f64, String> {
     crate::cli::parse_duration(text).map(|d| d.as_secs_f64())
 }
 
-fn for_duration(seconds: f64) -> impl Fn(u64) -> bool + Sync {
+pub(super) fn for_duration(seconds: f64) -> impl Fn(u64) -> bool + Sync {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     move |_| Instant::now() >= deadline
 }
@@ -401,68 +402,6 @@ fn floor_run(
     }))
 }
 
-/// Slots for a booking run on a store on disk: more than it can book (a
-/// few thousand a second here), few enough to fill quickly.
-fn disk_slots(seconds: f64) -> u64 {
-    (seconds * 30_000.0).max(10_000.0) as u64
-}
-
-/// One booking run on a fresh store of `kind` with `centers` centers on
-/// it, clients taking the centers in turn.
-fn store_run(
-    kind: Kind,
-    postgres: Option<&str>,
-    dir: &Path,
-    centers: usize,
-    concurrency: usize,
-    seconds: f64,
-) -> anyhow::Result<Run> {
-    let store = FreshStore::make(kind, dir, postgres)?;
-    let medsim = load::medsim_on(
-        store.url.clone(),
-        centers,
-        disk_slots(seconds),
-        false,
-        Console::silent(),
-    )
-    .with_context(|| format!("starting a center on {}", store.url))?;
-    let addrs = medsim.centers();
-    let stop = for_duration(seconds);
-    let commits_before = crate::store::commit::COMMITS.load(Ordering::Relaxed);
-    let started = Instant::now();
-    let mut run = drive(concurrency, &stop, &|rng, client| {
-        let center = addrs[client.number % addrs.len()];
-        client.session(Exchange::Booking, center, rng)
-    });
-    run.commits = crate::store::commit::COMMITS.load(Ordering::Relaxed) - commits_before;
-    run.commits_per_second = run.commits as f64 / started.elapsed().as_secs_f64().max(1e-9);
-    // The centers let go of the database before it is dropped.
-    drop(medsim);
-    drop(store);
-    Ok(run)
-}
-
-/// The disk's own limit: 4 KiB writes to a file in `dir`, each made
-/// durable with `fdatasync`, for `seconds`; how many a second.
-fn disk_fsyncs_per_second(dir: &Path, seconds: f64) -> anyhow::Result<f64> {
-    use std::io::Write as _;
-    let path = dir.join("fsync-probe");
-    let mut file =
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let block = [0u8; 4096];
-    let started = Instant::now();
-    let mut syncs = 0u64;
-    while started.elapsed().as_secs_f64() < seconds {
-        file.write_all(&block)?;
-        file.sync_data()?;
-        syncs += 1;
-    }
-    let rate = syncs as f64 / started.elapsed().as_secs_f64();
-    drop(file);
-    let _ = std::fs::remove_file(&path);
-    Ok(rate)
-}
-
 /// The cases asked for whose list was given empty (`--scale ''`): each
 /// skipped, saying which flag emptied it.
 fn emptied_lists(args: &Args) -> Vec<String> {
@@ -494,136 +433,6 @@ fn emptied_lists(args: &Args) -> Vec<String> {
             (!asked.is_empty()).then(|| format!("{}: {flag} is empty", asked.join(", ")))
         })
         .collect()
-}
-
-/// The PostgreSQL server of the postgres rows, or why there is none.
-fn postgres_server(args: &Args) -> Result<String, String> {
-    if let Some(url) = &args.postgres {
-        return Ok(url.clone());
-    }
-    match std::env::var(POSTGRES_VAR) {
-        Ok(url) if !url.trim().is_empty() => Ok(url.trim().to_owned()),
-        _ => Err(format!(
-            "no PostgreSQL server: give --postgres URL or set {POSTGRES_VAR} \
-             (a URL whose user may CREATE DATABASE)"
-        )),
-    }
-}
-
-/// The booking path on each store at each concurrency: every repeat runs
-/// the memory store and each store on disk in turn, and a store on disk is
-/// held to the memory store's run of the same repeat (bookings a second,
-/// and p99), as issue 17 sets it. Which store goes first rotates, so what
-/// one run leaves behind falls on each in turn.
-fn store_cases(
-    args: &Args,
-    postgres: Option<&str>,
-    dir: &Path,
-    log: &mut dyn FnMut(&Pair),
-) -> anyhow::Result<Vec<Pair>> {
-    let kinds: Vec<Kind> = [Kind::Memory, Kind::Sqlite, Kind::Postgres]
-        .into_iter()
-        .filter(|&kind| kind != Kind::Postgres || postgres.is_some())
-        .collect();
-    let mut pairs = Vec::new();
-    for &concurrency in &args.concurrency {
-        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); kinds.len()];
-        for repeat in 0..args.repeats.max(1) {
-            for k in 0..kinds.len() {
-                let at = (k + repeat) % kinds.len();
-                runs[at].push(store_run(
-                    kinds[at],
-                    postgres,
-                    dir,
-                    1,
-                    concurrency,
-                    args.seconds,
-                )?);
-            }
-        }
-        let memory = &runs[0];
-        for (kind, own) in kinds.iter().zip(&runs) {
-            let ratios: Vec<f64> = own
-                .iter()
-                .zip(memory)
-                .map(|(run, base)| run.bookings_per_second / base.bookings_per_second.max(1e-9))
-                .collect();
-            let p99_ratios: Vec<f64> = own
-                .iter()
-                .zip(memory)
-                .map(|(run, base)| run.p99_us / base.p99_us.max(1e-9))
-                .collect();
-            let median_run = |runs: &[Run]| {
-                stats::median_by(runs, |r| r.bookings_per_second).unwrap_or_default()
-            };
-            let result = Pair {
-                case: format!("booking {}", kind.name()),
-                concurrency,
-                medsim: median_run(own),
-                floor: median_run(memory),
-                ratio: stats::median(&ratios),
-                ratio_spread: Spread::of(&ratios).unwrap_or_default(),
-                ratios,
-                p99_ratio: stats::median(&p99_ratios),
-                p99_ratio_spread: Spread::of(&p99_ratios).unwrap_or_default(),
-                p99_ratios,
-            };
-            log(&result);
-            pairs.push(result);
-        }
-    }
-    Ok(pairs)
-}
-
-/// The booking path of each of `--centers` centers on one PostgreSQL
-/// database; each repeat runs every count in turn, and each count's
-/// bookings per second is divided by the first count's of that repeat.
-fn centers_cases(
-    args: &Args,
-    postgres: &str,
-    dir: &Path,
-    log: &mut dyn FnMut(&str),
-) -> anyhow::Result<Vec<Centers>> {
-    let counts: Vec<usize> = args.centers.iter().map(|&n| n.max(1)).collect();
-    let concurrency = args.centers_concurrency.max(1);
-    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); counts.len()];
-    for _ in 0..args.repeats.max(1) {
-        for (k, &centers) in counts.iter().enumerate() {
-            runs[k].push(store_run(
-                Kind::Postgres,
-                Some(postgres),
-                dir,
-                centers,
-                concurrency,
-                args.seconds,
-            )?);
-        }
-    }
-    let mut rows = Vec::new();
-    for (k, &centers) in counts.iter().enumerate() {
-        let ratios: Vec<f64> = runs[k]
-            .iter()
-            .zip(&runs[0])
-            .map(|(run, first)| run.bookings_per_second / first.bookings_per_second.max(1e-9))
-            .collect();
-        let row = Centers {
-            centers,
-            concurrency,
-            run: stats::median_by(&runs[k], |r| r.bookings_per_second).unwrap_or_default(),
-            vs_first: stats::median(&ratios),
-            vs_first_spread: Spread::of(&ratios).unwrap_or_default(),
-            ratios,
-        };
-        log(&format!(
-            "postgres, {centers} centers at concurrency {concurrency}: {:.0} bookings/s, {:.2} of {} center (runs {})",
-            row.run.bookings_per_second,
-            row.vs_first,
-            counts[0],
-            row.vs_first_spread.show()
-        ));
-        rows.push(row);
-    }
-    Ok(rows)
 }
 
 /// Quotes per second from one medsim doctor and from the UDP floor.
@@ -658,177 +467,10 @@ fn quote_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<Pa
     Ok(pairs)
 }
 
-/// `medsim simulate --patients N --slots N --choice random` in a process of
-/// its own, so its peak RSS is its own.
-fn scale_run(patients: usize) -> anyhow::Result<Scale> {
-    let exe = std::env::current_exe().context("finding the medsim binary")?;
-    let n = patients.to_string();
-    let output = Command::new(exe)
-        .args([
-            "simulate",
-            "--patients",
-            &n,
-            "--slots",
-            &n,
-            "--choice",
-            "random",
-            "--seed",
-            "1",
-            "--json",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .context("running simulate")?;
-    let report: crate::sim::Report = serde_json::from_slice(&output.stdout).with_context(|| {
-        format!(
-            "simulate --patients {patients} printed no report: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })?;
-    let wall = report.wall_seconds;
-    let us_per_patient = wall * 1e6 / patients.max(1) as f64;
-    Ok(Scale {
-        patients,
-        wall_seconds: wall,
-        us_per_patient,
-        runs_us_per_patient: vec![us_per_patient],
-        vs_smallest: 1.0,
-        peak_rss_mib: report.peak_rss_kib.map(|k| k as f64 / 1024.0),
-        invariants_ok: output.status.success(),
-    })
-}
-
-/// The median run of several at one N, with every run's time and the
-/// largest peak.
-fn median_scale(mut runs: Vec<Scale>) -> Scale {
-    runs.sort_by(|a, b| a.us_per_patient.total_cmp(&b.us_per_patient));
-    let all: Vec<f64> = runs.iter().map(|r| r.us_per_patient).collect();
-    let peak = runs.iter().filter_map(|r| r.peak_rss_mib).reduce(f64::max);
-    let ok = runs.iter().all(|r| r.invariants_ok);
-    let mut median = runs.swap_remove(runs.len() / 2);
-    median.runs_us_per_patient = all;
-    median.peak_rss_mib = peak;
-    median.invariants_ok = ok;
-    median
-}
-
-/// VmRSS (MiB) and Threads of a process, from /proc.
-fn process_size(pid: u32) -> Option<(f64, u64)> {
-    let pid = pid.to_string();
-    let rss_kib = stats::proc_status(&pid, "VmRSS:")?;
-    Some((
-        rss_kib as f64 / 1024.0,
-        stats::proc_status(&pid, "Threads:")?,
-    ))
-}
-
-/// `sessions` list-path sessions at concurrency 64 against one center
-/// process (on an SQLite store whose slots are all booked), sampling its
-/// size.
-fn sustained_run(sessions: u64, log: &mut dyn FnMut(&str)) -> anyhow::Result<Sustained> {
-    let dir = tempfile_dir()?;
-    let db = dir.join("booked.sqlite");
-    let fixtures = Fixtures::load(&Source::built_in())?;
-    {
-        let store =
-            crate::store::sqlite::SqliteStore::open(&db, &fixtures.slots, DEFAULT_LIST_CAP)?;
-        for slot in &fixtures.slots {
-            crate::store::Store::reserve(&store, slot.index, "someone")?;
-        }
-    }
-    let exe = std::env::current_exe().context("finding the medsim binary")?;
-    let mut child = Command::new(exe)
-        .args(["center", "--listen", "127.0.0.1:0", "--quiet", "--store"])
-        .arg(format!("sqlite:{}", db.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting a center")?;
-    let guard = KillOnDrop(&mut child);
-    let addr = {
-        let stdout = guard.0.stdout.take().context("the center's stdout")?;
-        let mut line = String::new();
-        io::BufRead::read_line(&mut io::BufReader::new(stdout), &mut line)?;
-        address_of(&line).with_context(|| format!("no address in {line:?}"))?
-    };
-    let pid = guard.0.id();
-    let concurrency = 64;
-    let samples = parking_lot::Mutex::new(Vec::new());
-    let sample = |after: u64| {
-        if let Some((rss_mib, threads)) = process_size(pid) {
-            samples.lock().push(Sample {
-                after_sessions: after,
-                rss_mib,
-                threads,
-            });
-        }
-    };
-    // A first burst to warm the pool, then the start sample.
-    let warm = drive(concurrency, &|n| n >= 1000, &|rng, client| {
-        client.session(Exchange::List, addr, rng)
-    });
-    sample(warm.sessions);
-    let half = sessions / 2;
-    let middle_taken = AtomicBool::new(false);
-    let stop = |n: u64| {
-        if n >= half && !middle_taken.swap(true, Ordering::Relaxed) {
-            sample(n);
-        }
-        n >= sessions
-    };
-    log(&format!(
-        "sustained: {sessions} list-path sessions at concurrency {concurrency}..."
-    ));
-    let run = drive(concurrency, &stop, &|rng, client| {
-        client.session(Exchange::List, addr, rng)
-    });
-    sample(sessions);
-    // A center that is gone before the end explains the errors: say how
-    // it ended (a crash, or a signal from outside).
-    let exited = match guard.0.try_wait() {
-        Ok(Some(status)) => Some(status.to_string()),
-        _ => None,
-    };
-    if let Some(status) = &exited {
-        log(&format!(
-            "sustained: the center ended during the run: {status}"
-        ));
-    }
-    drop(guard);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(Sustained {
-        sessions: run.sessions,
-        errors: run.errors,
-        center_exited: exited,
-        concurrency,
-        per_second: run.per_second,
-        samples: samples.into_inner(),
-    })
-}
-
-struct KillOnDrop<'a>(&'a mut std::process::Child);
-
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
+pub(super) fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("medsim-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
-}
-
-/// The address in the center's first line.
-fn address_of(line: &str) -> Option<SocketAddr> {
-    let words: Vec<&str> = line.trim().trim_end_matches('.').split(' ').collect();
-    let port = words.iter().position(|w| *w == "number")? + 1;
-    format!("{}:{}", words.last()?, words.get(port)?)
-        .parse()
-        .ok()
 }
 
 /// What this machine is, for the report.

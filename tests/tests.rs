@@ -20,3 +20,4 @@ mod properties;
 mod stalls;
 mod store;
 mod system;
+mod walls;

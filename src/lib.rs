@@ -12,8 +12,8 @@
 //!   person-facing one), [`sim`], [`check`] and [`bench`];
 //! - the classroom: [`live`] (a live page of a running system, and the
 //!   same picture as an HTML report);
-//! - plumbing: [`cli`] (shared flag groups), [`console`], [`shutdown`],
-//!   [`stats`], [`table`], [`trace`], [`rng`].
+//! - plumbing: [`cli`] (shared flag groups), [`console`], [`duration`],
+//!   [`shutdown`], [`stats`], [`table`], [`trace`], [`rng`].
 //!
 //! `main.rs` holds only the command line's dispatch.
 
@@ -25,6 +25,7 @@ pub mod client;
 pub mod console;
 pub mod data;
 pub mod doctor;
+pub mod duration;
 pub mod live;
 pub mod net;
 pub mod patient;

@@ -643,7 +643,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             if open > 0 {
                 console.diagnostic(format_args!(
                     "center: stopping: waiting up to {} for {}; Ctrl-C again to stop now",
-                    cli::show_duration(drain),
+                    crate::duration::show_duration(drain),
                     crate::stats::plural(open as u64, "session", "sessions")
                 ));
             }

@@ -216,7 +216,7 @@ impl Args {
             anyhow::ensure!(
                 pace <= PACE_LIMIT,
                 "--pace {} is more than a minute a message; did you mean {}ms?",
-                cli::show_duration(pace),
+                crate::duration::show_duration(pace),
                 pace.as_secs()
             );
         }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use medsim::{bench, center, check, doctor, patient, sim};
+use medsim::{bench, center, check, cli, patient, sim};
 
 /// The classic online medical appointment system: a health center over
 /// TCP, doctors over UDP, and patients that book a slot and get a quote.
@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Center(center::Args),
-    Doctor(doctor::Args),
+    Doctor(cli::doctor::Args),
     Patient(patient::Args),
     Simulate(sim::Args),
     Check(check::Args),
@@ -65,7 +65,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Center(args) => center::run(args).map(|()| 0),
-        Command::Doctor(args) => doctor::run(args).map(|()| 0),
+        Command::Doctor(args) => cli::doctor::run(args).map(|()| 0),
         Command::Patient(args) => patient::run(args),
         Command::Simulate(args) => sim::run(args),
         Command::Check(args) => check::run(args),

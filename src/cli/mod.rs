@@ -6,6 +6,8 @@
 //! module owns only what two or more of them have in common, so a flag
 //! means the same thing everywhere.
 
+pub mod doctor;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 

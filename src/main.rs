@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use medsim::{bench, center, check, cli, patient, sim};
+use medsim::{bench, center, check, cli, patient};
 
 /// The classic online medical appointment system: a health center over
 /// TCP, doctors over UDP, and patients that book a slot and get a quote.
@@ -21,7 +21,7 @@ enum Command {
     Center(center::Args),
     Doctor(cli::doctor::Args),
     Patient(patient::Args),
-    Simulate(sim::Args),
+    Simulate(cli::simulate::Args),
     Check(check::Args),
     Bench(bench::Args),
     Completions(CompletionsArgs),
@@ -67,7 +67,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Center(args) => center::run(args).map(|()| 0),
         Command::Doctor(args) => cli::doctor::run(args).map(|()| 0),
         Command::Patient(args) => patient::run(args),
-        Command::Simulate(args) => sim::run(args),
+        Command::Simulate(args) => cli::simulate::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Completions(args) => {

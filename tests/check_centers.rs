@@ -336,7 +336,7 @@ fn simulate_choice_same_releases_its_patients_together_and_catches_a_racy_center
         ..fake(&system)
     }
     .serve();
-    let report = medsim::sim::simulate(&medsim::sim::Args {
+    let report = medsim::sim::simulate(&medsim::sim::Options {
         patients: 8,
         choice: medsim::sim::Choice::Same,
         concurrency: Some(8),
@@ -345,7 +345,7 @@ fn simulate_choice_same_releases_its_patients_together_and_catches_a_racy_center
             classic_buffer: None,
         },
         center: Some(racy.to_string()),
-        ..medsim::sim::Args::default()
+        ..medsim::sim::Options::default()
     })
     .unwrap();
     assert!(!report.ok(), "{}", medsim::sim::render(&report));
@@ -359,7 +359,7 @@ fn simulate_holds_every_grant_to_the_slots_doctor_and_port_in_the_data() {
     let mut center = fake(&system);
     // Slot 1 is doc1's in the data; this center grants it as doc2's.
     center.slots[0] = (1, "Tue", "01pm", "doc2", doc2);
-    let report = medsim::sim::simulate(&medsim::sim::Args {
+    let report = medsim::sim::simulate(&medsim::sim::Options {
         patients: 6,
         choice: medsim::sim::Choice::First,
         concurrency: Some(1),
@@ -375,7 +375,7 @@ fn simulate_holds_every_grant_to_the_slots_doctor_and_port_in_the_data() {
                 ("doc2".into(), system.doctor("doc2").to_string()),
             ],
         },
-        ..medsim::sim::Args::default()
+        ..medsim::sim::Options::default()
     })
     .unwrap();
     let rendered = medsim::sim::render(&report);

@@ -7,6 +7,7 @@
 //! means the same thing everywhere.
 
 pub mod doctor;
+pub mod simulate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use crate::data::Source;
 use crate::net;
 use crate::protocol::Dialect;
+use crate::store::StoreUrl;
 
 /// The parser of every duration flag (`--timeout 10s`): durations are
 /// read one way, flags or not.
@@ -152,6 +154,15 @@ fn with_host(addr: &str, host: &str) -> String {
         Ok(port) => net::host_port(host, port),
         Err(_) => addr.to_owned(),
     }
+}
+
+/// Parses a store's URL (`--store`).
+///
+/// # Errors
+///
+/// Not a URL of a store medsim keeps slots in.
+pub fn parse_store(text: &str) -> Result<StoreUrl, String> {
+    StoreUrl::parse(text).map_err(|e| e.to_string())
 }
 
 /// Parses `NAME=ADDR` (`--listen`, `--doctor`).

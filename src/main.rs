@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use medsim::{bench, center, check, cli, patient};
+use medsim::{bench, center, check, cli};
 
 /// The classic online medical appointment system: a health center over
 /// TCP, doctors over UDP, and patients that book a slot and get a quote.
@@ -20,7 +20,7 @@ struct Cli {
 enum Command {
     Center(center::Args),
     Doctor(cli::doctor::Args),
-    Patient(patient::Args),
+    Patient(cli::patient::Args),
     Simulate(cli::simulate::Args),
     Check(check::Args),
     Bench(bench::Args),
@@ -66,7 +66,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Center(args) => center::run(args).map(|()| 0),
         Command::Doctor(args) => cli::doctor::run(args).map(|()| 0),
-        Command::Patient(args) => patient::run(args),
+        Command::Patient(args) => cli::patient::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),

@@ -7,6 +7,7 @@
 //! means the same thing everywhere.
 
 pub mod doctor;
+pub mod patient;
 pub mod simulate;
 
 use std::collections::BTreeMap;

@@ -14,9 +14,8 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::Framing;
 use crate::net;
-use crate::protocol::{self, Dialect, ProtocolError};
+use crate::protocol::{self, Dialect, Framing, ProtocolError};
 use crate::rng::SplitMix64;
 use crate::trace::{self, Observer, Transport};
 

@@ -11,7 +11,7 @@ use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::cli::{self, Framing};
+use crate::cli;
 use crate::client::{
     Conversation, DoctorLink, DoctorReply, Failed, Loss, NoAnswer, Retries, Watch,
 };
@@ -19,7 +19,7 @@ use crate::console::Console;
 use crate::data::{Patient, Source};
 use crate::net;
 use crate::protocol::{
-    self, AuthAnswer, Listing, QuoteAnswer, Request, SelectionAnswer, SlotsAnswer,
+    self, AuthAnswer, Framing, Listing, QuoteAnswer, Request, SelectionAnswer, SlotsAnswer,
 };
 use crate::rng::SplitMix64;
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use crate::support::System;
 use medsim::check::{self, Config, DoctorTarget, Findings, Settings, Verdict};
-use medsim::cli::Framing;
 use medsim::data::{Fixtures, Source};
 use medsim::protocol::Dialect;
+use medsim::protocol::Framing;
 
 fn config(system: &System, center: std::net::SocketAddr, race: usize) -> Config {
     Config {

@@ -16,11 +16,11 @@ use parking_lot::Mutex;
 
 use crate::support::{System, bin, output};
 use medsim::check::{self, Config, DoctorTarget, Verdict};
-use medsim::cli::Framing;
 use medsim::console::Console;
 use medsim::data::{Fixtures, Source};
 use medsim::patient::{self, Fixed, Outcome, Settings};
 use medsim::protocol::Dialect;
+use medsim::protocol::Framing;
 use medsim::sim::{self, Choice};
 
 fn check_config(system: &System, race: usize) -> Config {

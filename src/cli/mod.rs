@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 use crate::data::Source;
 use crate::net;
-use crate::protocol::Dialect;
+use crate::protocol::{Dialect, Framing};
 use crate::store::StoreUrl;
 
 /// The parser of every duration flag (`--timeout 10s`): durations are
@@ -41,7 +41,7 @@ impl Fixtures {
 
 /// How a client frames its messages: `--dialect`, `--classic-buffer`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
-pub struct Framing {
+pub struct FramingArgs {
     /// Framing to speak: `line` (medsim) or `classic` (NUL-terminated, for
     /// classic C servers).
     #[arg(long, default_value = "line", value_parser = parse_dialect)]
@@ -51,34 +51,24 @@ pub struct Framing {
     pub classic_buffer: Option<usize>,
 }
 
-impl Default for Framing {
-    fn default() -> Framing {
+impl From<FramingArgs> for Framing {
+    fn from(args: FramingArgs) -> Framing {
         Framing {
-            dialect: Dialect::Line,
-            classic_buffer: None,
+            dialect: args.dialect,
+            classic_buffer: args.classic_buffer,
         }
     }
 }
 
-impl Framing {
-    /// The framing, refused when its flags contradict each other.
+impl FramingArgs {
+    /// The framing, refused when its flags contradict each other
+    /// ([`Framing::checked`]).
     ///
     /// # Errors
     ///
-    /// `--classic-buffer` without `--dialect classic`, or a buffer too
-    /// small to hold a NUL.
+    /// As [`Framing::checked`].
     pub fn checked(self) -> anyhow::Result<Framing> {
-        if let Some(bytes) = self.classic_buffer {
-            anyhow::ensure!(
-                self.dialect == Dialect::Classic,
-                "--classic-buffer pads classic messages: add --dialect classic"
-            );
-            anyhow::ensure!(
-                bytes >= 1,
-                "--classic-buffer must be at least 1 byte, not {bytes}"
-            );
-        }
-        Ok(self)
+        Framing::from(self).checked()
     }
 }
 
@@ -211,19 +201,5 @@ mod tests {
         assert_eq!(routes.address(Some("doc2"), 42000), "10.0.0.2:42720");
         assert_eq!(routes.address(Some("doc3"), 43000), "127.0.0.1:43000");
         assert_eq!(routes.address(None, 41000), "127.0.0.1:41000");
-    }
-
-    #[test]
-    fn a_classic_buffer_needs_the_classic_dialect() {
-        let line = Framing {
-            dialect: Dialect::Line,
-            classic_buffer: Some(100),
-        };
-        assert!(line.checked().is_err());
-        let classic = Framing {
-            dialect: Dialect::Classic,
-            classic_buffer: Some(100),
-        };
-        assert!(classic.checked().is_ok());
     }
 }

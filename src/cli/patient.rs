@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{Doctors, Fixtures, Framing, parse_duration};
+use super::{Doctors, Fixtures, FramingArgs, parse_duration};
 use crate::data::Patient;
 use crate::patient::{self, Who};
 
@@ -38,7 +38,7 @@ pub struct Args {
     #[command(flatten)]
     pub fixtures: Fixtures,
     #[command(flatten)]
-    pub framing: Framing,
+    pub framing: FramingArgs,
     /// Time to wait for the center's connection and each answer (e.g. 10s).
     #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
     pub timeout: Duration,
@@ -79,7 +79,7 @@ impl Args {
             center: self.center.clone(),
             doctors: self.doctors.clone(),
             select: self.select,
-            framing: self.framing,
+            framing: self.framing.into(),
             timeout: self.timeout,
             quote_timeout: self.quote_timeout,
             quote_attempts: self.quote_attempts,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::builder::PossibleValue;
 
-use super::{Doctors, Fixtures, Framing, parse_duration, parse_store};
+use super::{Doctors, Fixtures, FramingArgs, parse_duration, parse_store};
 use crate::sim::{self, Choice};
 use crate::store::StoreUrl;
 use crate::system::DEFAULT_LIST_CAP;
@@ -61,7 +61,7 @@ pub struct Args {
     pub store: StoreUrl,
     /// How the patients frame their messages.
     #[command(flatten)]
-    pub framing: Framing,
+    pub framing: FramingArgs,
     /// Run the patients against the center at ADDR (any implementation of
     /// the protocol) and start no servers. Credentials come from --users or
     /// the data's users.txt, reused in turn when patients outnumber them.
@@ -118,7 +118,7 @@ impl Args {
             list_cap: self.list_cap,
             centers: self.centers,
             store: self.store.clone(),
-            framing: self.framing,
+            framing: self.framing.into(),
             center: self.center.clone(),
             doctors: self.doctors.clone(),
             users: self.users.clone(),

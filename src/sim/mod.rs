@@ -26,9 +26,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{self, Framing};
+use crate::cli;
 use crate::data::{Fixtures, Source};
 use crate::patient::Visit;
+use crate::protocol::Framing;
 use crate::store::StoreUrl;
 use crate::system::{CenterSummary, DEFAULT_LIST_CAP};
 

@@ -11,9 +11,8 @@ use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::cli;
 use crate::client::{
-    Conversation, DoctorLink, DoctorReply, Failed, Loss, NoAnswer, Retries, Watch,
+    Conversation, DoctorLink, DoctorOverrides, DoctorReply, Failed, Loss, NoAnswer, Retries, Watch,
 };
 use crate::console::Console;
 use crate::data::{Patient, Source};
@@ -204,7 +203,7 @@ pub struct Settings {
     pub center: String,
     /// Where the doctors are: the host the center's ports refer to and
     /// overrides by name.
-    pub doctors: cli::Doctors,
+    pub doctors: DoctorOverrides,
     pub framing: Framing,
     /// How long to wait for the center to connect and for each answer.
     pub answer_timeout: Duration,
@@ -224,7 +223,7 @@ impl Settings {
     pub fn new(center: impl Into<String>) -> Settings {
         Settings {
             center: center.into(),
-            doctors: cli::Doctors::default(),
+            doctors: DoctorOverrides::default(),
             framing: Framing::default(),
             answer_timeout: Duration::from_secs(10),
             quote: Retries {
@@ -633,7 +632,7 @@ pub struct Options {
     /// The center's address.
     pub center: String,
     /// Where the doctors are, when not where the center says.
-    pub doctors: cli::Doctors,
+    pub doctors: DoctorOverrides,
     /// The slot to ask for without prompting; `None` asks the person.
     pub select: Option<u64>,
     pub framing: Framing,

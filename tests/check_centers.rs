@@ -368,9 +368,9 @@ fn simulate_holds_every_grant_to_the_slots_doctor_and_port_in_the_data() {
             classic_buffer: None,
         },
         center: Some(center.serve().to_string()),
-        doctors: medsim::cli::Doctors {
-            doctor_host: None,
-            doctors: vec![
+        doctors: medsim::client::DoctorOverrides {
+            host: None,
+            by_name: vec![
                 ("doc1".into(), system.doctor("doc1").to_string()),
                 ("doc2".into(), system.doctor("doc2").to_string()),
             ],

@@ -10,11 +10,10 @@ pub mod doctor;
 pub mod patient;
 pub mod simulate;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::client::{DoctorOverrides, DoctorRoutes};
 use crate::data::Source;
-use crate::net;
 use crate::protocol::{Dialect, Framing};
 use crate::store::StoreUrl;
 
@@ -101,49 +100,20 @@ pub struct Doctors {
     pub doctors: Vec<(String, String)>,
 }
 
-/// Where a client finds each doctor: the `--doctor` overrides by name, and
-/// the host the center's ports refer to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DoctorRoutes {
-    /// The host the center's ports refer to.
-    pub host: String,
-    /// `NAME` → `HOST:PORT`, from `--doctor`.
-    pub by_name: BTreeMap<String, String>,
-}
-
 impl Doctors {
-    /// The routes, with `center_host` as the host when `--doctor-host` is
-    /// not given.
-    pub fn routes(&self, center_host: &str) -> DoctorRoutes {
-        let host = self
-            .doctor_host
-            .clone()
-            .unwrap_or_else(|| center_host.to_owned());
-        let by_name = self
-            .doctors
-            .iter()
-            .map(|(name, addr)| (name.clone(), with_host(addr, &host)))
-            .collect();
-        DoctorRoutes { host, by_name }
-    }
-}
-
-impl DoctorRoutes {
-    /// Where to ask the doctor the center named `doctor` (when it named
-    /// one) at `port`.
-    pub fn address(&self, doctor: Option<&str>, port: u16) -> String {
-        match doctor.and_then(|name| self.by_name.get(name)) {
-            Some(addr) => addr.clone(),
-            None => net::host_port(&self.host, port),
+    /// The overrides these flags give.
+    pub fn overrides(&self) -> DoctorOverrides {
+        DoctorOverrides {
+            host: self.doctor_host.clone(),
+            by_name: self.doctors.clone(),
         }
     }
-}
 
-/// `PORT` alone means that port on `host`.
-fn with_host(addr: &str, host: &str) -> String {
-    match addr.parse::<u16>() {
-        Ok(port) => net::host_port(host, port),
-        Err(_) => addr.to_owned(),
+    /// The routes, with `center_host` as the host when `--doctor-host` is
+    /// not given: for `check`, whose run still reads its flags (until its
+    /// flags move here, issue 18.1).
+    pub fn routes(&self, center_host: &str) -> DoctorRoutes {
+        self.overrides().routes(center_host)
     }
 }
 
@@ -185,21 +155,5 @@ mod tests {
         assert!(parse_name_addr("doc1").is_err());
         assert!(parse_name_addr("=1").is_err());
         assert!(parse_name_addr("doc1=").is_err());
-    }
-
-    #[test]
-    fn doctor_routes_prefer_the_named_override() {
-        let doctors = Doctors {
-            doctor_host: None,
-            doctors: vec![
-                ("doc1".into(), "41720".into()),
-                ("doc2".into(), "10.0.0.2:42720".into()),
-            ],
-        };
-        let routes = doctors.routes("127.0.0.1");
-        assert_eq!(routes.address(Some("doc1"), 41000), "127.0.0.1:41720");
-        assert_eq!(routes.address(Some("doc2"), 42000), "10.0.0.2:42720");
-        assert_eq!(routes.address(Some("doc3"), 43000), "127.0.0.1:43000");
-        assert_eq!(routes.address(None, 41000), "127.0.0.1:41000");
     }
 }

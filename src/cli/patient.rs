@@ -77,7 +77,7 @@ impl Args {
             source: self.fixtures.source(),
             who,
             center: self.center.clone(),
-            doctors: self.doctors.clone(),
+            doctors: self.doctors.overrides(),
             select: self.select,
             framing: self.framing.into(),
             timeout: self.timeout,

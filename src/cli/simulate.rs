@@ -120,7 +120,7 @@ impl Args {
             store: self.store.clone(),
             framing: self.framing.into(),
             center: self.center.clone(),
-            doctors: self.doctors.clone(),
+            doctors: self.doctors.overrides(),
             users: self.users.clone(),
             diagram: self.diagram.clone(),
             pace: self.pace,

@@ -14,7 +14,7 @@ use super::classroom::{self, Classroom};
 use super::roster::{Roster, Visitor};
 use super::tally::Tally;
 use super::{Choice, Latency, Options, PatientRow, Report};
-use crate::client::{Loss, Retries, Watch};
+use crate::client::{DoctorOverrides, Loss, Retries, Watch};
 use crate::console::Console;
 use crate::data::{Fixtures, Patient, Source, Users};
 use crate::patient::{self, Chooser, Settings};
@@ -147,9 +147,9 @@ impl<'a> Crowd<'a> {
         .unwrap_or(1);
         let centers: Vec<String> = system.centers().iter().map(|c| c.to_string()).collect();
         // The doctors by name: a durable store names the data's ports.
-        let doctors = crate::cli::Doctors {
-            doctor_host: None,
-            doctors: system
+        let doctors = DoctorOverrides {
+            host: None,
+            by_name: system
                 .doctors()
                 .iter()
                 .map(|(name, addr)| (name.clone(), addr.to_string()))
@@ -226,8 +226,7 @@ impl<'a> Crowd<'a> {
                 Ok(None)
             }
         }
-        let mut settings =
-            self.settings(center, &crate::cli::Doctors::default(), String::new(), None);
+        let mut settings = self.settings(center, &DoctorOverrides::default(), String::new(), None);
         let mut lowest = Lowest(None);
         let visit = patient::visit(&mut settings, patient, &mut lowest, &Console::silent());
         lowest.0.with_context(|| {
@@ -243,7 +242,7 @@ impl<'a> Crowd<'a> {
     fn settings(
         &self,
         center: &str,
-        doctors: &crate::cli::Doctors,
+        doctors: &DoctorOverrides,
         me: String,
         session: Option<u64>,
     ) -> Settings {
@@ -270,7 +269,7 @@ impl<'a> Crowd<'a> {
         fixtures: &'f Fixtures,
         roster: &Roster,
         centers: &[String],
-        doctors: &crate::cli::Doctors,
+        doctors: &DoctorOverrides,
         same_target: u64,
     ) -> (Tally<'f>, Duration) {
         // The bar would draw over a paced run's phase messages.
@@ -323,7 +322,7 @@ impl<'a> Crowd<'a> {
         k: usize,
         visitor: &Visitor,
         center: &str,
-        doctors: &crate::cli::Doctors,
+        doctors: &DoctorOverrides,
         same_target: u64,
     ) -> PatientRow {
         let seed = self.seed;

@@ -26,7 +26,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::cli;
+use crate::client::DoctorOverrides;
 use crate::data::{Fixtures, Source};
 use crate::patient::Visit;
 use crate::protocol::Framing;
@@ -92,7 +92,7 @@ pub struct Options {
     /// A center elsewhere to visit, instead of starting servers here.
     pub center: Option<String>,
     /// With `center`: where its doctors are.
-    pub doctors: cli::Doctors,
+    pub doctors: DoctorOverrides,
     /// With `center`: the users to log in as [default: the data's].
     pub users: Option<PathBuf>,
     /// Where the sequence diagram goes (`-` for stdout), when one is drawn.
@@ -125,7 +125,7 @@ impl Default for Options {
             store: StoreUrl::Memory,
             framing: Framing::default(),
             center: None,
-            doctors: cli::Doctors::default(),
+            doctors: DoctorOverrides::default(),
             users: None,
             diagram: None,
             pace: None,
@@ -167,7 +167,7 @@ impl Options {
         );
         anyhow::ensure!(
             self.center.is_some()
-                || (self.doctors.doctor_host.is_none() && self.doctors.doctors.is_empty()),
+                || (self.doctors.host.is_none() && self.doctors.by_name.is_empty()),
             "--doctor-host and --doctor point at the doctors of a center elsewhere: add --center ADDR"
         );
         if let Some(pace) = self.pace {

@@ -19,3 +19,4 @@ mod properties;
 mod stalls;
 mod store;
 mod system;
+mod walls;

@@ -12,8 +12,10 @@
 //!   person-facing one), [`sim`], [`check`] and [`bench`];
 //! - the classroom: [`live`] (a live page of a running system, and the
 //!   same picture as an HTML report);
-//! - plumbing: [`cli`] (shared flag groups), [`console`], [`duration`],
-//!   [`shutdown`], [`stats`], [`table`], [`trace`], [`rng`].
+//! - the command line: [`cli`], every flag, read into the plain options
+//!   the modules above take;
+//! - plumbing: [`console`], [`duration`], [`shutdown`], [`stats`],
+//!   [`table`], [`trace`], [`rng`].
 //!
 //! `main.rs` holds only the command line's dispatch.
 

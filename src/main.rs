@@ -1,5 +1,6 @@
 //! The `medsim` command line: clap types and dispatch only. Each
-//! subcommand's flags and `run` live in its module.
+//! subcommand's flags live in `cli/` (center, check and bench: in their
+//! modules until issue 18.1).
 
 use std::process::ExitCode;
 

@@ -1,10 +1,14 @@
-//! The flag groups several subcommands share, declared once: the data
-//! directory, the framing a client speaks, where the doctors are, and the
-//! parsers for durations and `NAME=ADDR` pairs.
+//! The command line's flags, behind a wall (ripgrep's crates/core/flags/):
+//! clap is named only here and in `main.rs`. Each subcommand's file
+//! ([`doctor`], [`patient`], [`simulate`]) holds its clap struct, turns the
+//! flags into the plain options of the library module, and calls its run;
+//! the library modules know no flags. `tests/walls.rs` holds the wall.
 //!
-//! Each subcommand's own flags stay in its module beside its `run`; this
-//! module owns only what two or more of them have in common, so a flag
-//! means the same thing everywhere.
+//! This file holds the flag groups several subcommands share, declared
+//! once so a flag means the same thing everywhere (the data directory, the
+//! framing a client speaks, where the doctors are), and the parsers of
+//! flag values. center, check and bench still declare their flags beside
+//! their runs (they move in issue 18.1).
 
 pub mod doctor;
 pub mod patient;

@@ -4,8 +4,9 @@
 //! This module owns a visit's three phases and their phase messages, the
 //! choice of a slot (a person at a prompt, a scripted index, or a strategy
 //! for `simulate`), the outcome of a visit with its exit status, and the
-//! `patient` subcommand's visit (its flags are `cli::patient`'s). The conversations themselves (framing, bounded
-//! waits and retries) are `client`'s, the reading of answers `protocol`'s.
+//! `patient` subcommand's visit (its flags are `cli::patient`'s). The
+//! conversations themselves (framing, bounded waits and retries) are
+//! `client`'s, the reading of answers `protocol`'s.
 
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;

@@ -46,3 +46,35 @@ impl Args {
 pub fn run(args: &Args) -> anyhow::Result<()> {
     doctor::run(&args.options())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn flags_become_the_options_they_name() {
+        let line = Line::try_parse_from([
+            "doctor",
+            "--only",
+            "doc2",
+            "--listen",
+            "doc2=127.0.0.1:0",
+            "--quiet",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let o = line.args.options();
+        assert_eq!(o.only, ["doc2"]);
+        assert_eq!(o.listen, [("doc2".to_owned(), "127.0.0.1:0".to_owned())]);
+        assert_eq!(o.host, "127.0.0.1");
+        assert!(o.quiet);
+        assert!(Line::try_parse_from(["doctor", "--listen", "doc2"]).is_err());
+    }
+}

@@ -97,3 +97,78 @@ impl Args {
 pub fn run(args: &Args) -> anyhow::Result<u8> {
     patient::run(&args.options()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn options(flags: &[&str]) -> patient::Options {
+        let line = Line::try_parse_from(std::iter::once("patient").chain(flags.iter().copied()))
+            .unwrap_or_else(|e| panic!("{flags:?}: {e}"));
+        line.args
+            .options()
+            .unwrap_or_else(|e| panic!("{flags:?}: {e}"))
+    }
+
+    #[test]
+    fn who_visits_is_named_given_or_patient1() {
+        assert!(matches!(options(&[]).who, Who::Named(name) if name == "patient1"));
+        assert!(
+            matches!(options(&["--name", "patient2"]).who, Who::Named(name) if name == "patient2")
+        );
+        let given = options(&["--user", "u", "--password", "p", "--insurance", "gold"]);
+        let Who::Given(patient) = given.who else {
+            panic!("--user gives the patient whole");
+        };
+        assert_eq!(
+            (
+                patient.username.as_str(),
+                patient.password.as_str(),
+                patient.plan.as_str()
+            ),
+            ("u", "p", "gold")
+        );
+    }
+
+    #[test]
+    fn flags_become_the_options_they_name() {
+        let o = options(&[
+            "--dialect",
+            "classic",
+            "--classic-buffer",
+            "100",
+            "--doctor-host",
+            "10.0.0.2",
+            "--doctor",
+            "doc1=41720",
+            "--timeout",
+            "250ms",
+            "--quote-attempts",
+            "2",
+            "--select",
+            "3",
+        ]);
+        assert_eq!(
+            o.framing,
+            crate::protocol::Framing {
+                dialect: crate::protocol::Dialect::Classic,
+                classic_buffer: Some(100),
+            }
+        );
+        assert_eq!(o.doctors.host.as_deref(), Some("10.0.0.2"));
+        assert_eq!(o.doctors.by_name, [("doc1".to_owned(), "41720".to_owned())]);
+        assert_eq!(o.timeout, Duration::from_millis(250));
+        assert_eq!(o.quote_timeout, Duration::from_secs(1));
+        assert_eq!(o.quote_attempts, 2);
+        assert_eq!(o.select, Some(3));
+        assert_eq!(o.center, "127.0.0.1:21720");
+    }
+}

@@ -159,3 +159,78 @@ impl clap::ValueEnum for Choice {
 pub fn run(args: &Args) -> anyhow::Result<u8> {
     sim::run(&args.options())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Line {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn options(flags: &[&str]) -> sim::Options {
+        Line::try_parse_from(std::iter::once("simulate").chain(flags.iter().copied()))
+            .unwrap_or_else(|e| panic!("{flags:?}: {e}"))
+            .args
+            .options()
+    }
+
+    #[test]
+    fn every_choice_is_a_word_of_the_flag() {
+        for (word, choice) in [
+            ("first", Choice::First),
+            ("random", Choice::Random),
+            ("same", Choice::Same),
+        ] {
+            assert_eq!(options(&["--choice", word]).choice, choice);
+        }
+        assert_eq!(options(&[]).choice, Choice::Random);
+        assert!(Line::try_parse_from(["simulate", "--choice", "last"]).is_err());
+    }
+
+    #[test]
+    fn flags_become_the_options_they_name() {
+        let o = options(&[
+            "--center",
+            "10.0.0.1:21720",
+            "--doctor",
+            "doc1=10.0.0.2:41720",
+            "--dialect",
+            "classic",
+            "--pace",
+            "700ms",
+            "--store",
+            "sqlite:slots.db",
+        ]);
+        assert_eq!(o.center.as_deref(), Some("10.0.0.1:21720"));
+        assert_eq!(o.doctors.host, None);
+        assert_eq!(
+            o.doctors.by_name,
+            [("doc1".to_owned(), "10.0.0.2:41720".to_owned())]
+        );
+        assert_eq!(o.framing.dialect, crate::protocol::Dialect::Classic);
+        assert_eq!(o.pace, Some(Duration::from_millis(700)));
+        assert_eq!(Some(o.store), StoreUrl::parse("sqlite:slots.db").ok());
+        // The flags' defaults are the run's, but for the seed: from the
+        // clock on the command line, fixed in code.
+        let defaults = options(&[]);
+        let code = sim::Options::default();
+        assert_eq!(defaults.seed, None);
+        assert_eq!(
+            (
+                defaults.patients,
+                defaults.quote_timeout,
+                defaults.quote_attempts
+            ),
+            (code.patients, code.quote_timeout, code.quote_attempts)
+        );
+        assert_eq!(
+            (defaults.list_cap, defaults.centers, defaults.udp_loss),
+            (code.list_cap, code.centers, code.udp_loss)
+        );
+    }
+}

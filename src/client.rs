@@ -9,14 +9,14 @@
 //! answers mean is `protocol`'s (the strict and the tolerant readings);
 //! what to do about them is the caller's.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cli::Framing;
 use crate::net;
-use crate::protocol::{self, Dialect, ProtocolError};
+use crate::protocol::{self, Dialect, Framing, ProtocolError};
 use crate::rng::SplitMix64;
 use crate::trace::{self, Observer, Transport};
 
@@ -448,6 +448,61 @@ pub struct Retries {
     pub attempts: u32,
 }
 
+/// Where a client is told the doctors are, apart from what the center
+/// says: the host the center's ports refer to, and addresses by name. Only
+/// once the center is known do they become [`DoctorRoutes`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DoctorOverrides {
+    /// The host the center's `DOCTOR PORT` answers refer to; the center's
+    /// own host when `None`.
+    pub host: Option<String>,
+    /// `NAME` → `PORT` (on the doctor host) or `HOST:PORT`: where that
+    /// doctor really listens, whatever port the center names.
+    pub by_name: Vec<(String, String)>,
+}
+
+impl DoctorOverrides {
+    /// The routes, with `center_host` as the host when none is given.
+    pub fn routes(&self, center_host: &str) -> DoctorRoutes {
+        let host = self.host.clone().unwrap_or_else(|| center_host.to_owned());
+        let by_name = self
+            .by_name
+            .iter()
+            .map(|(name, addr)| (name.clone(), with_host(addr, &host)))
+            .collect();
+        DoctorRoutes { host, by_name }
+    }
+}
+
+/// Where a client finds each doctor: the overrides by name, and the host
+/// the center's ports refer to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoctorRoutes {
+    /// The host the center's ports refer to.
+    pub host: String,
+    /// `NAME` → `HOST:PORT`.
+    pub by_name: BTreeMap<String, String>,
+}
+
+impl DoctorRoutes {
+    /// Where to ask the doctor the center named `doctor` (when it named
+    /// one) at `port`.
+    pub fn address(&self, doctor: Option<&str>, port: u16) -> String {
+        match doctor.and_then(|name| self.by_name.get(name)) {
+            Some(addr) => addr.clone(),
+            None => net::host_port(&self.host, port),
+        }
+    }
+}
+
+/// `PORT` alone means that port on `host`.
+fn with_host(addr: &str, host: &str) -> String {
+    match addr.parse::<u16>() {
+        Ok(port) => net::host_port(host, port),
+        Err(_) => addr.to_owned(),
+    }
+}
+
 /// What a doctor answered, if anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DoctorReply {
@@ -606,6 +661,29 @@ mod tests {
 
     fn line() -> Framing {
         Framing::default()
+    }
+
+    #[test]
+    fn doctor_routes_prefer_the_named_override() {
+        let overrides = DoctorOverrides {
+            host: None,
+            by_name: vec![
+                ("doc1".into(), "41720".into()),
+                ("doc2".into(), "10.0.0.2:42720".into()),
+            ],
+        };
+        let routes = overrides.routes("127.0.0.1");
+        assert_eq!(routes.address(Some("doc1"), 41000), "127.0.0.1:41720");
+        assert_eq!(routes.address(Some("doc2"), 42000), "10.0.0.2:42720");
+        assert_eq!(routes.address(Some("doc3"), 43000), "127.0.0.1:43000");
+        assert_eq!(routes.address(None, 41000), "127.0.0.1:41000");
+        let elsewhere = DoctorOverrides {
+            host: Some("10.0.0.9".into()),
+            ..overrides
+        }
+        .routes("127.0.0.1");
+        assert_eq!(elsewhere.address(Some("doc1"), 41000), "10.0.0.9:41720");
+        assert_eq!(elsewhere.address(None, 41000), "10.0.0.9:41000");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! each datagram, its defences (garbage is answered `error ...` or dropped,
 //! never with a cost; an answer is never much larger than its request, so a
 //! doctor cannot be used to amplify traffic to a forged source), and the
-//! `doctor` subcommand that runs every doctor of the data in one process.
+//! `doctor` subcommand's run of every doctor of the data in one process
+//! (its flags are `cli::doctor`'s).
 //! A doctor keeps no per-patient state, so a repeated request is harmless.
 //! Nothing a peer sends can stall it: its log lines are queued, never
 //! waited for (`console`), lines about bad input are rate limited, and a
@@ -20,7 +21,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::console::{Console, RateLimit};
-use crate::data::{FeeTable, Fixtures};
+use crate::data::{FeeTable, Fixtures, Source};
 use crate::net;
 use crate::protocol::{self, ProtocolError, decode_datagram, shorten};
 use crate::shutdown::Shutdown;
@@ -277,61 +278,54 @@ impl Backoff {
     }
 }
 
-/// Run the doctors: each doctor named in the availabilities answers
-/// insurance plans with its cost over UDP, on its own socket and thread.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub fixtures: crate::cli::Fixtures,
-    /// Run only this doctor (repeat for several) [default: all].
-    #[arg(long, value_name = "NAME")]
+/// What the `doctor` subcommand runs: which doctors, where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the data files are.
+    pub source: Source,
+    /// Run only these doctors; all when empty.
     pub only: Vec<String>,
-    /// Where one doctor listens, e.g. `doc1=127.0.0.1:0` (port 0 picks a
-    /// free port). Repeat for several [default: HOST and the port the
-    /// availabilities give: doc1 41720, doc2 42720].
-    #[arg(long, value_name = "NAME=ADDR", value_parser = crate::cli::parse_name_addr)]
+    /// `NAME` → the address that doctor binds to, for some doctors.
     pub listen: Vec<(String, String)>,
-    /// Address doctors without --listen bind to.
-    #[arg(long, default_value = "127.0.0.1")]
+    /// The host doctors not in `listen` bind to, on their data's port.
     pub host: String,
-    /// Print no phase messages (each doctor's bound address is still
-    /// printed).
-    #[arg(long)]
+    /// No phase messages (each bound address is still printed).
     pub quiet: bool,
 }
 
-/// The `doctor` subcommand.
+/// The `doctor` subcommand: every doctor asked for, each on its own
+/// socket and thread, until a signal stops them.
 ///
 /// # Errors
 ///
 /// Bad data files, an unknown doctor in a flag, or an address that cannot
 /// be bound.
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    let fixtures = Fixtures::load(&args.fixtures.source())?;
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let fixtures = Fixtures::load(&options.source)?;
     let mut listen = std::collections::BTreeMap::new();
-    for (name, addr) in &args.listen {
+    for (name, addr) in &options.listen {
         anyhow::ensure!(
             fixtures.doctor(name).is_some(),
             "--listen names doctor '{name}', which the availabilities do not name"
         );
         listen.insert(name.to_owned(), addr.to_owned());
     }
-    for name in &args.only {
+    for name in &options.only {
         anyhow::ensure!(
             fixtures.doctor(name).is_some(),
             "--only names doctor '{name}', which the availabilities do not name"
         );
     }
-    let console = Console::standard(args.quiet);
+    let console = Console::standard(options.quiet);
     let mut bound = Vec::new();
     for doctor in &fixtures.doctors {
-        if !args.only.is_empty() && !args.only.contains(&doctor.name) {
+        if !options.only.is_empty() && !options.only.contains(&doctor.name) {
             continue;
         }
         let addr = listen
             .get(&doctor.name)
             .cloned()
-            .unwrap_or_else(|| net::host_port(&args.host, doctor.port));
+            .unwrap_or_else(|| net::host_port(&options.host, doctor.port));
         let socket = net::bind_udp(&format!("doctor {}", doctor.name), &addr)?;
         let local = socket.local_addr()?;
         Console::standard(false).phases(&format!(

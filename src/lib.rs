@@ -12,8 +12,10 @@
 //!   person-facing one), [`sim`], [`check`] and [`bench`];
 //! - the classroom: [`live`] (a live page of a running system, and the
 //!   same picture as an HTML report);
-//! - plumbing: [`cli`] (shared flag groups), [`console`], [`shutdown`],
-//!   [`stats`], [`table`], [`trace`], [`rng`].
+//! - the command line: [`cli`], every flag, read into the plain options
+//!   the modules above take;
+//! - plumbing: [`console`], [`duration`], [`shutdown`], [`stats`],
+//!   [`table`], [`trace`], [`rng`].
 //!
 //! `main.rs` holds only the command line's dispatch.
 
@@ -25,6 +27,7 @@ pub mod client;
 pub mod console;
 pub mod data;
 pub mod doctor;
+pub mod duration;
 pub mod live;
 pub mod net;
 pub mod patient;

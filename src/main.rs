@@ -1,11 +1,12 @@
 //! The `medsim` command line: clap types and dispatch only. Each
-//! subcommand's flags are in `cli/` (those not moved yet: in its module).
+//! subcommand's flags live in `cli/` (check and bench: in their modules
+//! until issue 18.1).
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use medsim::{bench, check, cli, doctor, patient, sim};
+use medsim::{bench, check, cli};
 
 /// The classic online medical appointment system: a health center over
 /// TCP, doctors over UDP, and patients that book a slot and get a quote.
@@ -19,9 +20,9 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Center(cli::center::Args),
-    Doctor(doctor::Args),
-    Patient(patient::Args),
-    Simulate(sim::Args),
+    Doctor(cli::doctor::Args),
+    Patient(cli::patient::Args),
+    Simulate(cli::simulate::Args),
     Check(check::Args),
     Bench(bench::Args),
     Completions(CompletionsArgs),
@@ -65,9 +66,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 fn run(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Command::Center(args) => cli::center::run(args).map(|()| 0),
-        Command::Doctor(args) => doctor::run(args).map(|()| 0),
-        Command::Patient(args) => patient::run(args),
-        Command::Simulate(args) => sim::run(args),
+        Command::Doctor(args) => cli::doctor::run(args).map(|()| 0),
+        Command::Patient(args) => cli::patient::run(args),
+        Command::Simulate(args) => cli::simulate::run(args),
         Command::Check(args) => check::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Completions(args) => {

@@ -4,24 +4,22 @@
 //! This module owns a visit's three phases and their phase messages, the
 //! choice of a slot (a person at a prompt, a scripted index, or a strategy
 //! for `simulate`), the outcome of a visit with its exit status, and the
-//! `patient` subcommand. The conversations themselves (framing, bounded
-//! waits and retries) are `client`'s, the reading of answers `protocol`'s.
+//! `patient` subcommand's visit (its flags are `cli::patient`'s). The
+//! conversations themselves (framing, bounded waits and retries) are
+//! `client`'s, the reading of answers `protocol`'s.
 
 use std::io::{self, BufRead, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-
-use crate::cli::{self, Framing};
 use crate::client::{
-    Conversation, DoctorLink, DoctorReply, Failed, Loss, NoAnswer, Retries, Watch,
+    Conversation, DoctorLink, DoctorOverrides, DoctorReply, Failed, Loss, NoAnswer, Retries, Watch,
 };
 use crate::console::Console;
-use crate::data::Patient;
+use crate::data::{Patient, Source};
 use crate::net;
 use crate::protocol::{
-    self, AuthAnswer, Listing, QuoteAnswer, Request, SelectionAnswer, SlotsAnswer,
+    self, AuthAnswer, Framing, Listing, QuoteAnswer, Request, SelectionAnswer, SlotsAnswer,
 };
 use crate::rng::SplitMix64;
 
@@ -206,7 +204,7 @@ pub struct Settings {
     pub center: String,
     /// Where the doctors are: the host the center's ports refer to and
     /// overrides by name.
-    pub doctors: cli::Doctors,
+    pub doctors: DoctorOverrides,
     pub framing: Framing,
     /// How long to wait for the center to connect and for each answer.
     pub answer_timeout: Duration,
@@ -226,7 +224,7 @@ impl Settings {
     pub fn new(center: impl Into<String>) -> Settings {
         Settings {
             center: center.into(),
-            doctors: cli::Doctors::default(),
+            doctors: DoctorOverrides::default(),
             framing: Framing::default(),
             answer_timeout: Duration::from_secs(10),
             quote: Retries {
@@ -613,97 +611,73 @@ fn quote(
     }
 }
 
-/// Run a patient: log in at the center, choose a slot (at a prompt, or
-/// with --select), then get the doctor's quote.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Take credentials and plan from NAME.txt and NAMEinsurance.txt of the
-    /// data (e.g. patient1) [default: patient1].
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["user", "password", "insurance"])]
-    pub name: Option<String>,
-    /// Username to log in with (with --password and --insurance).
-    #[arg(long, value_name = "U", requires_all = ["password", "insurance"])]
-    pub user: Option<String>,
-    /// Password for --user.
-    #[arg(long, value_name = "P", requires = "user")]
-    pub password: Option<String>,
-    /// Insurance plan to ask the doctor about.
-    #[arg(long, value_name = "PLAN", requires = "user")]
-    pub insurance: Option<String>,
-    /// The health center's address.
-    #[arg(long, default_value = "127.0.0.1:21720", value_name = "ADDR")]
+/// Who visits: a patient of the data, by name (`patient1` reads
+/// `patient1.txt` and `patient1insurance.txt`), or one given whole.
+#[derive(Debug, Clone)]
+pub enum Who {
+    Named(String),
+    Given(Patient),
+}
+
+/// What the `patient` subcommand does: who visits which center, how the
+/// slot is chosen, and how long each wait is.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where the data files are.
+    pub source: Source,
+    pub who: Who,
+    /// The center's address.
     pub center: String,
-    #[command(flatten)]
-    pub doctors: cli::Doctors,
-    /// Choose this slot index without prompting (sent as is: the center
-    /// decides). Without it, the list is shown and you are asked.
-    #[arg(long, value_name = "N")]
+    /// Where the doctors are, when not where the center says.
+    pub doctors: DoctorOverrides,
+    /// The slot to ask for without prompting; `None` asks the person.
     pub select: Option<u64>,
-    #[command(flatten)]
-    pub fixtures: cli::Fixtures,
-    #[command(flatten)]
     pub framing: Framing,
-    /// Time to wait for the center's connection and each answer (e.g. 10s).
-    #[arg(long, default_value = "10s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    /// How long to wait for the center to connect and for each answer.
     pub timeout: Duration,
-    /// Time to wait for the doctor before sending the plan again.
-    #[arg(long, default_value = "1s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    /// How long to wait for each quote before sending the plan again.
     pub quote_timeout: Duration,
-    /// Quote requests to send in all before giving up on the doctor.
-    #[arg(long, default_value_t = 4, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Quote requests to send in all.
     pub quote_attempts: u32,
-    /// Print no phase messages (the list and prompt still appear when
-    /// asking).
-    #[arg(long)]
+    /// No phase messages; the list and the prompt still show when asking,
+    /// and a quote is printed alone.
     pub quiet: bool,
-    /// Print the password in the phase messages, as the classic demo did.
-    #[arg(long)]
+    /// The password shown in the phase messages.
     pub show_passwords: bool,
 }
 
-/// The `patient` subcommand. Returns the exit status of the visit.
+/// The `patient` subcommand: one visit, prompting for the slot unless one
+/// is selected. Returns the exit status of the visit.
 ///
 /// # Errors
 ///
 /// Bad flags or data files; a visit's own failures are outcomes instead.
-pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let source = args.fixtures.source();
-    let (patient, label) = match (&args.name, &args.user) {
-        (Some(name), _) => (Patient::load(&source, name)?, patient_label(name)),
-        (None, Some(user)) => (
-            Patient {
-                username: user.clone(),
-                password: args.password.clone().context("--user needs --password")?,
-                plan: args.insurance.clone().context("--user needs --insurance")?,
-            },
-            patient_label(user),
-        ),
-        (None, None) => (
-            Patient::load(&source, "patient1")?,
-            patient_label("patient1"),
-        ),
+pub fn run(options: &Options) -> anyhow::Result<u8> {
+    let (patient, label) = match &options.who {
+        Who::Named(name) => (Patient::load(&options.source, name)?, patient_label(name)),
+        Who::Given(patient) => (patient.clone(), patient_label(&patient.username)),
     };
     let mut settings = Settings {
-        doctors: args.doctors.clone(),
-        framing: args.framing.checked()?,
-        answer_timeout: args.timeout,
+        doctors: options.doctors.clone(),
+        framing: options.framing.checked()?,
+        answer_timeout: options.timeout,
         quote: Retries {
-            wait: args.quote_timeout,
-            attempts: args.quote_attempts,
+            wait: options.quote_timeout,
+            attempts: options.quote_attempts,
         },
         label,
-        show_password: args.show_passwords,
-        ..Settings::new(&args.center)
+        show_password: options.show_passwords,
+        ..Settings::new(&options.center)
     };
-    let console = Console::standard(args.quiet);
-    let visit = match args.select {
+    let console = Console::standard(options.quiet);
+    let visit = match options.select {
         Some(index) => self::visit(&mut settings, &patient, &mut Fixed(index), &console),
         None => {
             let stdin = io::stdin();
             let mut prompt = Prompt {
                 input: stdin.lock(),
                 output: io::stdout(),
-                show_list: args.quiet,
+                show_list: options.quiet,
                 reminder: Some(Reminder {
                     after: REMIND_AFTER,
                     say: Box::new(|| {
@@ -717,7 +691,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         }
     };
     if visit.outcome == Outcome::Quoted {
-        if args.quiet {
+        if options.quiet {
             crate::console::out(&format!("{}\n", visit.cost.unwrap_or_default()))?;
         }
     } else {

@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use crate::support::System;
 use medsim::check::{self, Config, DoctorTarget, Findings, Settings, Verdict};
-use medsim::cli::Framing;
 use medsim::data::{Fixtures, Source};
 use medsim::protocol::Dialect;
+use medsim::protocol::Framing;
 
 fn config(system: &System, center: std::net::SocketAddr, race: usize) -> Config {
     Config {
@@ -336,7 +336,7 @@ fn simulate_choice_same_releases_its_patients_together_and_catches_a_racy_center
         ..fake(&system)
     }
     .serve();
-    let report = medsim::sim::simulate(&medsim::sim::Args {
+    let report = medsim::sim::simulate(&medsim::sim::Options {
         patients: 8,
         choice: medsim::sim::Choice::Same,
         concurrency: Some(8),
@@ -345,7 +345,7 @@ fn simulate_choice_same_releases_its_patients_together_and_catches_a_racy_center
             classic_buffer: None,
         },
         center: Some(racy.to_string()),
-        ..medsim::sim::Args::default()
+        ..medsim::sim::Options::default()
     })
     .unwrap();
     assert!(!report.ok(), "{}", medsim::sim::render(&report));
@@ -359,7 +359,7 @@ fn simulate_holds_every_grant_to_the_slots_doctor_and_port_in_the_data() {
     let mut center = fake(&system);
     // Slot 1 is doc1's in the data; this center grants it as doc2's.
     center.slots[0] = (1, "Tue", "01pm", "doc2", doc2);
-    let report = medsim::sim::simulate(&medsim::sim::Args {
+    let report = medsim::sim::simulate(&medsim::sim::Options {
         patients: 6,
         choice: medsim::sim::Choice::First,
         concurrency: Some(1),
@@ -368,14 +368,14 @@ fn simulate_holds_every_grant_to_the_slots_doctor_and_port_in_the_data() {
             classic_buffer: None,
         },
         center: Some(center.serve().to_string()),
-        doctors: medsim::cli::Doctors {
-            doctor_host: None,
-            doctors: vec![
+        doctors: medsim::client::DoctorOverrides {
+            host: None,
+            by_name: vec![
                 ("doc1".into(), system.doctor("doc1").to_string()),
                 ("doc2".into(), system.doctor("doc2").to_string()),
             ],
         },
-        ..medsim::sim::Args::default()
+        ..medsim::sim::Options::default()
     })
     .unwrap();
     let rendered = medsim::sim::render(&report);

@@ -476,7 +476,7 @@ fn the_patient_binary_reports_a_silent_doctor_with_its_status() {
 
 #[test]
 fn simulated_loss_is_overcome_by_retries() {
-    let args = medsim::sim::Args {
+    let args = medsim::sim::Options {
         patients: 40,
         slots: Some(40),
         choice: medsim::sim::Choice::Random,
@@ -484,7 +484,7 @@ fn simulated_loss_is_overcome_by_retries() {
         udp_loss: 0.3,
         seed: Some(11),
         quote_timeout: Duration::from_millis(50),
-        ..medsim::sim::Args::default()
+        ..medsim::sim::Options::default()
     };
     let report = medsim::sim::simulate(&args).unwrap();
     assert!(report.ok(), "{}", medsim::sim::render(&report));

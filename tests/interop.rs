@@ -16,11 +16,11 @@ use parking_lot::Mutex;
 
 use crate::support::{System, bin, output};
 use medsim::check::{self, Config, DoctorTarget, Verdict};
-use medsim::cli::Framing;
 use medsim::console::Console;
 use medsim::data::{Fixtures, Source};
 use medsim::patient::{self, Fixed, Outcome, Settings};
 use medsim::protocol::Dialect;
+use medsim::protocol::Framing;
 use medsim::sim::{self, Choice};
 
 fn check_config(system: &System, race: usize) -> Config {
@@ -411,7 +411,7 @@ fn check_names_each_departure_of_a_classic_style_center() {
 fn simulate_drives_a_classic_style_center_elsewhere() {
     let system = System::start();
     let classic = classic_style_center(classic_slots(&system));
-    let report = sim::simulate(&sim::Args {
+    let report = sim::simulate(&sim::Options {
         patients: 10,
         choice: Choice::Random,
         seed: Some(7),
@@ -421,7 +421,7 @@ fn simulate_drives_a_classic_style_center_elsewhere() {
             classic_buffer: None,
         },
         center: Some(classic.to_string()),
-        ..sim::Args::default()
+        ..sim::Options::default()
     })
     .unwrap();
     assert!(report.ok(), "{}", sim::render(&report));
@@ -451,12 +451,12 @@ fn simulate_against_a_center_elsewhere_races_for_one_slot() {
         support::book(system.center, "patient2", "password222", 1),
         format!("doc1 {}", system.doctor("doc1").port())
     );
-    let report = sim::simulate(&sim::Args {
+    let report = sim::simulate(&sim::Options {
         patients: 40,
         choice: Choice::Same,
         center: Some(system.center.to_string()),
         users: Some(users.path().to_owned()),
-        ..sim::Args::default()
+        ..sim::Options::default()
     })
     .unwrap();
     assert!(report.ok(), "{}", sim::render(&report));
@@ -476,13 +476,13 @@ fn simulate_against_a_center_elsewhere_races_for_one_slot() {
 fn the_diagram_shows_every_message_of_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("run.mmd");
-    let report = sim::simulate(&sim::Args {
+    let report = sim::simulate(&sim::Options {
         patients: 2,
         choice: Choice::First,
         seed: Some(1),
         concurrency: Some(1),
         diagram: Some(path.clone()),
-        ..sim::Args::default()
+        ..sim::Options::default()
     })
     .unwrap();
     assert!(report.ok());
@@ -543,13 +543,13 @@ fn the_diagram_shows_every_message_of_a_run() {
 fn lost_datagrams_are_drawn_and_big_runs_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("loss.mmd");
-    let report = sim::simulate(&sim::Args {
+    let report = sim::simulate(&sim::Options {
         patients: 4,
         udp_loss: 0.5,
         quote_timeout: Duration::from_millis(20),
         seed: Some(3),
         diagram: Some(path.clone()),
-        ..sim::Args::default()
+        ..sim::Options::default()
     })
     .unwrap();
     assert!(report.ok(), "{}", sim::render(&report));
@@ -557,10 +557,10 @@ fn lost_datagrams_are_drawn_and_big_runs_refused() {
     let lost = diagram.lines().filter(|l| l.contains("--x")).count() as u64;
     assert!(report.quote_retries > 0 && lost > 0, "{diagram}");
 
-    let too_many = sim::simulate(&sim::Args {
+    let too_many = sim::simulate(&sim::Options {
         patients: sim::DIAGRAM_LIMIT + 1,
         diagram: Some(path),
-        ..sim::Args::default()
+        ..sim::Options::default()
     });
     assert_eq!(
         too_many.unwrap_err().to_string(),

@@ -276,7 +276,7 @@ fn classic_slot_list_is_cut_to_fit_one_answer() {
 fn medsims_own_patient_speaks_classic_too() {
     let system = System::start();
     let mut s = Settings {
-        framing: medsim::cli::Framing {
+        framing: medsim::protocol::Framing {
             dialect: Dialect::Classic,
             classic_buffer: Some(100),
         },

@@ -7,11 +7,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Run;
-use crate::cli::Framing;
 use crate::client::{Closing, Conversation, DoctorLink, DoctorReply, Retries};
 use crate::console::Console;
 use crate::data::{Fixtures, Source, Users};
-use crate::protocol::{self, SelectionAnswer, SlotsAnswer};
+use crate::protocol::{self, Framing, SelectionAnswer, SlotsAnswer};
 use crate::rng::SplitMix64;
 use crate::stats::Latencies;
 use crate::store::StoreUrl;

@@ -92,12 +92,12 @@ fn slow_reader_io(addr: SocketAddr) -> anyhow::Result<(TcpStream, bool)> {
 /// One run of `variant`: its wall time, and how many slow readers got a
 /// stream.
 fn run(variant: Variant) -> anyhow::Result<(f64, usize)> {
-    let args = sim::Args {
+    let args = sim::Options {
         patients: PATIENTS,
         slots: Some(PATIENTS as u64),
         seed: Some(1),
         live: (variant != Variant::Unwatched).then(|| "127.0.0.1:0".to_owned()),
-        ..sim::Args::default()
+        ..sim::Options::default()
     };
     let readers = parking_lot::Mutex::new(Vec::new());
     let failed = parking_lot::Mutex::new(None);

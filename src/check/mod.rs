@@ -42,9 +42,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::cli::{self, Framing};
+use crate::cli::{self, FramingArgs};
 use crate::data::{Fixtures, Patient, Slot};
 use crate::net;
+use crate::protocol::Framing;
 use sockets::Transport;
 
 /// A plan no doctor should know.
@@ -299,7 +300,7 @@ pub struct Args {
     #[command(flatten)]
     pub doctors: cli::Doctors,
     #[command(flatten)]
-    pub framing: Framing,
+    pub framing: FramingArgs,
     /// User to log in as [default: patient1 of the data].
     #[arg(long, value_name = "U", requires = "password")]
     pub user: Option<String>,

@@ -75,7 +75,7 @@ impl<'a> Shared<'a> {
 
     /// The framing sessions send in: the configured one, or lines once the
     /// center was found to take a login only with its newline.
-    pub(super) fn framing(&self) -> crate::cli::Framing {
+    pub(super) fn framing(&self) -> crate::protocol::Framing {
         let mut framing = self.config.framing;
         if self.line_requests.load(Ordering::Relaxed) {
             framing.dialect = Dialect::Line;

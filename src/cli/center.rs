@@ -71,7 +71,7 @@ pub struct Args {
     /// `sqlite:FILE` (durable before each `DOCTOR PORT`; made and filled
     /// from the data files when missing), or `postgres://USER@HOST/DB`
     /// (shared by several centers; the schema is made when missing).
-    #[arg(long, default_value = "memory", value_name = "URL", value_parser = parse_store)]
+    #[arg(long, default_value = "memory", value_name = "URL", value_parser = super::parse_store)]
     pub store: StoreUrl,
     /// Serve a live view of this center in a browser at ADDR [default: a
     /// free loopback port]: its slot table filling, and the messages of the
@@ -169,7 +169,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             if open > 0 {
                 console.diagnostic(format_args!(
                     "center: stopping: waiting up to {} for {}; Ctrl-C again to stop now",
-                    super::show_duration(drain),
+                    crate::duration::show_duration(drain),
                     crate::stats::plural(open as u64, "session", "sessions")
                 ));
             }
@@ -197,8 +197,4 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     drop(live_view);
     Console::standard(false).phases(&format!("center stopped: {summary}\n"));
     Ok(())
-}
-
-fn parse_store(text: &str) -> Result<StoreUrl, String> {
-    StoreUrl::parse(text).map_err(|e| e.to_string())
 }

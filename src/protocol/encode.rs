@@ -1,7 +1,48 @@
 //! Framing outgoing messages for a dialect: answers (a line, or classic
-//! text cut to one answer with its NUL) and requests (padded on demand).
+//! text cut to one answer with its NUL) and requests (padded on demand),
+//! and a client's [`Framing`], the dialect with its padding.
 
 use super::{CLASSIC_ANSWER_MAX, Dialect};
+
+/// How a client frames its requests: the dialect, and in the classic one
+/// the size every message is padded to, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    pub dialect: Dialect,
+    pub classic_buffer: Option<usize>,
+}
+
+impl Default for Framing {
+    fn default() -> Framing {
+        Framing {
+            dialect: Dialect::Line,
+            classic_buffer: None,
+        }
+    }
+}
+
+impl Framing {
+    /// The framing, refused when its parts contradict each other.
+    ///
+    /// # Errors
+    ///
+    /// `--classic-buffer` without `--dialect classic`, or a buffer too
+    /// small to hold a NUL (named by their flags: that is where a person
+    /// sets them).
+    pub fn checked(self) -> anyhow::Result<Framing> {
+        if let Some(bytes) = self.classic_buffer {
+            anyhow::ensure!(
+                self.dialect == Dialect::Classic,
+                "--classic-buffer pads classic messages: add --dialect classic"
+            );
+            anyhow::ensure!(
+                bytes >= 1,
+                "--classic-buffer must be at least 1 byte, not {bytes}"
+            );
+        }
+        Ok(self)
+    }
+}
 
 /// Appends `text` framed for `dialect` to `out`: a line gets `\n`; a classic
 /// answer is cut to fit [`CLASSIC_ANSWER_MAX`] bytes and gets its NUL.
@@ -55,6 +96,25 @@ pub fn encode_request(dialect: Dialect, text: &str, classic_pad: Option<usize>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_classic_buffer_needs_the_classic_dialect() {
+        let line = Framing {
+            dialect: Dialect::Line,
+            classic_buffer: Some(100),
+        };
+        assert!(line.checked().is_err());
+        let classic = Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: Some(100),
+        };
+        assert_eq!(classic.checked().ok(), Some(classic));
+        let empty = Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: Some(0),
+        };
+        assert!(empty.checked().is_err());
+    }
 
     #[test]
     fn answers_are_framed_per_dialect() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{Args, PatientRow, Report};
+use super::{Options, PatientRow, Report};
 use crate::data::Fixtures;
 use crate::live::{
     self, Controls, Counters, Event, Hub, LiveServer, PhaseTable, RunSummary, SlotView,
@@ -71,19 +71,19 @@ pub(super) struct Classroom {
 }
 
 impl Classroom {
-    /// Sets up what `args` ask for; prints the page's address when there is
+    /// Sets up what `options` ask for; prints the page's address when there is
     /// one.
     ///
     /// # Errors
     ///
     /// The page's address cannot be bound.
-    pub(super) fn start(args: &Args) -> anyhow::Result<Classroom> {
+    pub(super) fn start(options: &Options) -> anyhow::Result<Classroom> {
         let stop = Shutdown::new();
         // A report draws the messages of small runs, as a diagram does.
-        let traced = args.diagram.is_some()
-            || (args.report.is_some() && args.patients <= super::DIAGRAM_LIMIT);
+        let traced = options.diagram.is_some()
+            || (options.report.is_some() && options.patients <= super::DIAGRAM_LIMIT);
         let trace = traced.then(Trace::new);
-        let watched = args.live.is_some() || args.step;
+        let watched = options.live.is_some() || options.step;
         let controls = watched.then(|| {
             let controls = Controls::new({
                 let stop = stop.clone();
@@ -93,13 +93,13 @@ impl Classroom {
                 let controls = controls.clone();
                 move || controls.wake()
             });
-            if let Some(pace) = args.pace {
+            if let Some(pace) = options.pace {
                 controls.set_pace(pace);
             }
             controls
         });
-        let hub = args.live.is_some().then(Hub::new);
-        let server = match (&args.live, &hub) {
+        let hub = options.live.is_some().then(Hub::new);
+        let server = match (&options.live, &hub) {
             (Some(addr), Some(hub)) => {
                 let listener = net::bind_tcp("the live view", addr)?;
                 let server = live::serve(listener, hub.clone(), controls.clone(), {
@@ -125,7 +125,7 @@ impl Classroom {
             }
             _ => None,
         };
-        if args.step
+        if options.step
             && let Some(controls) = &controls
         {
             controls.pause();
@@ -138,7 +138,7 @@ impl Classroom {
                 );
                 return Ok(Self::assemble(
                     trace,
-                    args,
+                    options,
                     Some(controls.clone()),
                     hub,
                     server,
@@ -158,23 +158,24 @@ impl Classroom {
                 controls.resume();
             });
         }
-        Ok(Self::assemble(trace, args, controls, hub, server, stop))
+        Ok(Self::assemble(trace, options, controls, hub, server, stop))
     }
 
     fn assemble(
         trace: Option<Trace>,
-        args: &Args,
+        options: &Options,
         controls: Option<Controls>,
         hub: Option<Hub>,
         server: Option<LiveServer>,
         stop: Shutdown,
     ) -> Classroom {
-        let wanted = trace.is_some() || args.pace.is_some() || controls.is_some() || hub.is_some();
+        let wanted =
+            trace.is_some() || options.pace.is_some() || controls.is_some() || hub.is_some();
         Classroom {
             watchers: wanted.then(|| {
                 Arc::new(Watchers {
                     trace,
-                    pace: args.pace,
+                    pace: options.pace,
                     controls,
                     hub,
                 })

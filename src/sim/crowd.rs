@@ -13,8 +13,8 @@ use anyhow::Context as _;
 use super::classroom::{self, Classroom};
 use super::roster::{Roster, Visitor};
 use super::tally::Tally;
-use super::{Args, Choice, Latency, PatientRow, Report};
-use crate::client::{Loss, Retries, Watch};
+use super::{Choice, Latency, Options, PatientRow, Report};
+use crate::client::{DoctorOverrides, Loss, Retries, Watch};
 use crate::console::Console;
 use crate::data::{Fixtures, Patient, Source, Users};
 use crate::patient::{self, Chooser, Settings};
@@ -43,7 +43,7 @@ enum Target {
 
 /// What every patient thread of a run shares.
 pub(super) struct Crowd<'a> {
-    args: &'a Args,
+    options: &'a Options,
     seed: u64,
     concurrency: usize,
     room: Classroom,
@@ -58,8 +58,8 @@ pub(super) struct Crowd<'a> {
 }
 
 impl<'a> Crowd<'a> {
-    pub(super) fn new(args: &'a Args) -> anyhow::Result<Crowd<'a>> {
-        let seed = args.seed.unwrap_or_else(|| {
+    pub(super) fn new(options: &'a Options) -> anyhow::Result<Crowd<'a>> {
+        let seed = options.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos() as u64)
@@ -69,24 +69,24 @@ impl<'a> Crowd<'a> {
         });
         // A paced run is a demo: one patient at a time, so a seed replays it
         // message for message (concurrent patients race differently each run).
-        let shown = args.pace.is_some() || args.step;
-        let default_concurrency = if shown { 1 } else { args.patients.min(64) };
+        let shown = options.pace.is_some() || options.step;
+        let default_concurrency = if shown { 1 } else { options.patients.min(64) };
         // Paced runs are for an audience: every party says what it does.
-        let console = match (shown, args.json) {
+        let console = match (shown, options.json) {
             (false, _) => Console::silent(),
             (true, false) => Console::standard(false),
             (true, true) => Console::phases_on_stderr(),
         };
-        let concurrency = args.concurrency.unwrap_or(default_concurrency).max(1);
+        let concurrency = options.concurrency.unwrap_or(default_concurrency).max(1);
         Ok(Crowd {
-            args,
+            options,
             seed,
             concurrency,
-            room: Classroom::start(args)?,
+            room: Classroom::start(options)?,
             console,
             final_slots: parking_lot::Mutex::new(Vec::new()),
             ends: parking_lot::Mutex::new((Vec::new(), 1)),
-            same_gate: Arc::new(SameGate::new(concurrency.min(args.patients))),
+            same_gate: Arc::new(SameGate::new(concurrency.min(options.patients))),
         })
     }
 
@@ -97,7 +97,7 @@ impl<'a> Crowd<'a> {
 
     /// The run's diagram, when one was asked for.
     pub(super) fn diagram(&self, report: &Report, fixtures: &Fixtures) -> Option<String> {
-        self.args.diagram.as_ref()?;
+        self.options.diagram.as_ref()?;
         let trace = self.room.trace()?;
         let labels: Vec<String> = report
             .rows
@@ -116,30 +116,30 @@ impl<'a> Crowd<'a> {
         fixtures: &Fixtures,
         source: &Source,
     ) -> anyhow::Result<Report> {
-        let args = self.args;
-        let roster = Roster::in_process(fixtures, source, args.patients);
-        let mut options = system::Options::from_fixtures(fixtures);
-        options.users = roster.users();
-        options.list_cap = args.list_cap;
-        options.console = self.console.clone();
-        options.limits.max_sessions = options.limits.max_sessions.max(self.concurrency * 2);
-        if let Some(count) = args.slots {
-            options.slots = system::Slots::Generated(count);
+        let options = self.options;
+        let roster = Roster::in_process(fixtures, source, options.patients);
+        let mut servers = system::Options::from_fixtures(fixtures);
+        servers.users = roster.users();
+        servers.list_cap = options.list_cap;
+        servers.console = self.console.clone();
+        servers.limits.max_sessions = servers.limits.max_sessions.max(self.concurrency * 2);
+        if let Some(count) = options.slots {
+            servers.slots = system::Slots::Generated(count);
         }
-        options.store = args.store.clone();
-        options.centers = args.centers;
-        options.watcher = self
+        servers.store = options.store.clone();
+        servers.centers = options.centers;
+        servers.watcher = self
             .room
             .hub()
             .map(|hub| std::sync::Arc::new(hub) as std::sync::Arc<dyn crate::center::Watcher>);
         self.room
-            .show_slots(classroom::slot_views(fixtures, args.slots, &[]).into_iter());
-        let system = System::start(options)?;
+            .show_slots(classroom::slot_views(fixtures, options.slots, &[]).into_iter());
+        let system = System::start(servers)?;
         // A store that outlives runs may hold earlier runs' bookings: they
         // are not this run's, and `--choice same` races for a slot still
         // free.
         let before = system.holders()?;
-        let same_target = match args.slots {
+        let same_target = match options.slots {
             Some(count) => (1..=count).find(|i| !before.iter().any(|(h, _)| h == i)),
             None => fixtures
                 .slots
@@ -150,9 +150,9 @@ impl<'a> Crowd<'a> {
         .unwrap_or(1);
         let centers: Vec<String> = system.centers().iter().map(|c| c.to_string()).collect();
         // The doctors by name: a durable store names the data's ports.
-        let doctors = crate::cli::Doctors {
-            doctor_host: None,
-            doctors: system
+        let doctors = DoctorOverrides {
+            host: None,
+            by_name: system
                 .doctors()
                 .iter()
                 .map(|(name, addr)| (name.clone(), addr.to_string()))
@@ -160,7 +160,7 @@ impl<'a> Crowd<'a> {
         };
         // Grants are held to the slots the center serves: generated ones
         // (`--slots N`), when asked for.
-        let served = args.slots.map(|count| {
+        let served = options.slots.map(|count| {
             let doctors: Vec<(String, u16)> = fixtures
                 .doctors
                 .iter()
@@ -182,7 +182,7 @@ impl<'a> Crowd<'a> {
         holders.retain(|held| !before.contains(held));
         let slots = system.slot_count();
         let summary = system.stop()?;
-        *self.final_slots.lock() = classroom::slot_views(fixtures, args.slots, &holders);
+        *self.final_slots.lock() = classroom::slot_views(fixtures, options.slots, &holders);
         Ok(self.report(
             &roster,
             tally,
@@ -204,18 +204,18 @@ impl<'a> Crowd<'a> {
         source: &Source,
         center: &str,
     ) -> anyhow::Result<Report> {
-        let args = self.args;
-        let users = match &args.users {
+        let options = self.options;
+        let users = match &options.users {
             Some(path) => Users::load(path)?,
             None => fixtures.users.clone(),
         };
-        let roster = Roster::cycling(&users, fixtures, source, args.patients)?;
-        let same_target = match args.choice {
+        let roster = Roster::cycling(&users, fixtures, source, options.patients)?;
+        let same_target = match options.choice {
             Choice::Same => self.lowest_listed(&roster.visitor(0).patient, center)?,
             Choice::First | Choice::Random => 0,
         };
         let centers = [center.to_owned()];
-        let (tally, wall) = self.visit(fixtures, &roster, &centers, &args.doctors, same_target);
+        let (tally, wall) = self.visit(fixtures, &roster, &centers, &options.doctors, same_target);
         Ok(self.report(&roster, tally, wall, Target::Elsewhere(center.to_owned())))
     }
 
@@ -229,8 +229,7 @@ impl<'a> Crowd<'a> {
                 Ok(None)
             }
         }
-        let mut settings =
-            self.settings(center, &crate::cli::Doctors::default(), String::new(), None);
+        let mut settings = self.settings(center, &DoctorOverrides::default(), String::new(), None);
         let mut lowest = Lowest(None);
         let visit = patient::visit(&mut settings, patient, &mut lowest, &Console::silent());
         lowest.0.with_context(|| {
@@ -246,17 +245,17 @@ impl<'a> Crowd<'a> {
     fn settings(
         &self,
         center: &str,
-        doctors: &crate::cli::Doctors,
+        doctors: &DoctorOverrides,
         me: String,
         session: Option<u64>,
     ) -> Settings {
-        let args = self.args;
+        let options = self.options;
         Settings {
             doctors: doctors.clone(),
-            framing: args.framing,
+            framing: options.framing,
             quote: Retries {
-                wait: args.quote_timeout,
-                attempts: args.quote_attempts,
+                wait: options.quote_timeout,
+                attempts: options.quote_attempts,
             },
             label: patient::patient_label(&me),
             watch: session
@@ -273,11 +272,11 @@ impl<'a> Crowd<'a> {
         fixtures: &'f Fixtures,
         roster: &Roster,
         centers: &[String],
-        doctors: &crate::cli::Doctors,
+        doctors: &DoctorOverrides,
         same_target: u64,
     ) -> (Tally<'f>, Duration) {
         // The bar would draw over a paced run's phase messages.
-        let progress = if !self.args.json
+        let progress = if !self.options.json
             && self.console.is_quiet()
             && std::io::stderr().is_terminal()
         {
@@ -326,12 +325,12 @@ impl<'a> Crowd<'a> {
         k: usize,
         visitor: &Visitor,
         center: &str,
-        doctors: &crate::cli::Doctors,
+        doctors: &DoctorOverrides,
         same_target: u64,
     ) -> PatientRow {
         let seed = self.seed;
         let passed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut chooser: Box<dyn Chooser> = match self.args.choice {
+        let mut chooser: Box<dyn Chooser> = match self.options.choice {
             Choice::First => Box::new(patient::First),
             Choice::Random => Box::new(patient::Random(SplitMix64::for_item(
                 seed,
@@ -345,14 +344,14 @@ impl<'a> Crowd<'a> {
             }),
         };
         let mut settings = self.settings(center, doctors, visitor.label.clone(), Some(k as u64));
-        settings.loss = (self.args.udp_loss > 0.0).then(|| Loss {
-            rate: self.args.udp_loss,
+        settings.loss = (self.options.udp_loss > 0.0).then(|| Loss {
+            rate: self.options.udp_loss,
             rng: SplitMix64::for_item(seed, LOSS_SALT, k as u64),
         });
         let started = Instant::now();
         let patient = &visitor.patient;
         let visit = patient::visit(&mut settings, patient, chooser.as_mut(), &self.console);
-        if self.args.choice == Choice::Same
+        if self.options.choice == Choice::Same
             && k < self.same_gate.size
             && !passed.load(Ordering::Relaxed)
         {
@@ -365,7 +364,7 @@ impl<'a> Crowd<'a> {
             visit,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
         };
-        self.room.visit_ended(&row, self.args.center.is_some());
+        self.room.visit_ended(&row, self.options.center.is_some());
         row
     }
 
@@ -418,10 +417,10 @@ impl<'a> Crowd<'a> {
         Report {
             patients: roster.count,
             slots,
-            choice: self.args.choice,
+            choice: self.options.choice,
             seed: self.seed,
             concurrency: self.concurrency,
-            udp_loss: self.args.udp_loss,
+            udp_loss: self.options.udp_loss,
             wall_seconds: wall.as_secs_f64(),
             patients_per_second: tally.reached as f64 / wall.as_secs_f64().max(1e-9),
             peak_rss_kib: stats::proc_status("self", "VmHWM:"),
@@ -431,9 +430,9 @@ impl<'a> Crowd<'a> {
             latency,
             phases,
             center,
-            centers: here.then_some(self.args.centers),
+            centers: here.then_some(self.options.centers),
             held_before,
-            store: here.then(|| self.args.store.masked()),
+            store: here.then(|| self.options.store.masked()),
             external_center,
             invariants,
             rows: tally

@@ -3,7 +3,8 @@
 //! `--center`, N patients against a system running elsewhere (any
 //! implementation of PROTOCOL.md).
 //!
-//! This module owns the flags and the report's shape; who visits is
+//! This module owns the run's plain [`Options`] and their checks, and the
+//! report's shape (the flags are `cli::simulate`'s); who visits is
 //! [`roster`]'s, running the patients [`crowd`]'s, what the report keeps of
 //! each visit and the invariants [`tally`]'s, and the text for people
 //! [`report`]'s. The servers come from `system`, the patients from
@@ -25,18 +26,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::cli::{self, Framing};
-use crate::data::Fixtures;
+use crate::client::DoctorOverrides;
+use crate::data::{Fixtures, Source};
 use crate::patient::Visit;
+use crate::protocol::Framing;
 use crate::store::StoreUrl;
 use crate::system::{CenterSummary, DEFAULT_LIST_CAP};
 
-fn parse_store(text: &str) -> Result<StoreUrl, String> {
-    StoreUrl::parse(text).map_err(|e| e.to_string())
-}
-
 /// How simulated patients pick a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Choice {
     /// The lowest listed index.
@@ -58,108 +56,67 @@ pub const DIAGRAM_LIMIT: usize = 20;
 /// The longest `--pace` taken: a longer one is surely a slip of the unit.
 const PACE_LIMIT: Duration = Duration::from_secs(60);
 
-/// Run the center, the doctors and N patients in one process over loopback
-/// sockets, and report what happened.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
+/// What a simulation runs and reports: how many patients, how they choose,
+/// against which servers, and what is written beside the report.
+#[derive(Debug, Clone)]
+pub struct Options {
     /// How many patients visit (at least 1).
-    #[arg(long, default_value_t = 2, value_name = "N")]
     pub patients: usize,
-    /// Generate M slots instead of the data's (doctors taken in turn; at
-    /// least 1).
-    #[arg(long, value_name = "M")]
+    /// Generated slots instead of the data's (doctors taken in turn).
     pub slots: Option<u64>,
     /// How patients choose a slot.
-    #[arg(long, value_enum, default_value_t = Choice::Random)]
     pub choice: Choice,
-    /// Seed for choices and datagram loss [default: from the clock, and
-    /// printed so the run can be repeated].
-    #[arg(long, value_name = "S")]
+    /// Seed for choices and datagram loss; `None` takes one from the clock.
     pub seed: Option<u64>,
-    /// Patients running at once [default: N, at most 64; 1 with --pace or
-    /// --step].
-    #[arg(long, value_name = "C")]
+    /// Patients running at once; `None` for all of them, at most 64 (1 in
+    /// a paced or stepped run).
     pub concurrency: Option<usize>,
-    /// Print the report as one JSON document on stdout.
-    #[arg(long)]
+    /// The report as one JSON document.
     pub json: bool,
-    #[command(flatten)]
-    pub fixtures: cli::Fixtures,
-    /// Fraction of doctor datagrams dropped, each way, to show the
-    /// patients' retries: from 0 up to, not including, 1.
-    #[arg(long, default_value_t = 0.0, value_name = "P")]
+    /// Where the data files are.
+    pub source: Source,
+    /// Fraction of doctor datagrams dropped each way, in `[0, 1)`.
     pub udp_loss: f64,
-    /// Time a patient waits for a quote before sending again.
-    #[arg(long, default_value = "100ms", value_parser = cli::parse_duration, value_name = "DURATION")]
+    /// How long a patient waits for a quote before sending again.
     pub quote_timeout: Duration,
-    /// Quote requests a patient sends in all before giving up.
-    #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    /// Quote requests a patient sends in all.
     pub quote_attempts: u32,
-    /// Most free slots the center lists in one answer.
-    #[arg(long, default_value_t = DEFAULT_LIST_CAP, value_name = "N")]
+    /// Most free slots a center lists in one answer.
     pub list_cap: usize,
-    /// Centers to start, all on one store, patients spread over them in
-    /// turn (at least 1).
-    #[arg(long, default_value_t = 1, value_name = "N")]
+    /// Centers started here, all on `store`.
     pub centers: usize,
-    /// Where the centers keep the slot table: `memory`, `sqlite:FILE` or
-    /// `postgres://USER@HOST/DB` (made and filled when missing; an existing
-    /// one must hold the run's slots).
-    #[arg(long, default_value = "memory", value_name = "URL", value_parser = parse_store)]
+    /// Where the centers started here keep the slot table.
     pub store: StoreUrl,
     /// How the patients frame their messages.
-    #[command(flatten)]
     pub framing: Framing,
-    /// Run the patients against the center at ADDR (any implementation of
-    /// the protocol) and start no servers. Credentials come from --users or
-    /// the data's users.txt, reused in turn when patients outnumber them.
-    #[arg(long, value_name = "ADDR")]
+    /// A center elsewhere to visit, instead of starting servers here.
     pub center: Option<String>,
-    /// With --center: where the doctors are.
-    #[command(flatten)]
-    pub doctors: cli::Doctors,
-    /// With --center: the users to log in as, one `USERNAME PASSWORD` a line
-    /// [default: the data's users.txt].
-    #[arg(long, value_name = "FILE", requires = "center")]
+    /// With `center`: where its doctors are.
+    pub doctors: DoctorOverrides,
+    /// With `center`: the users to log in as [default: the data's].
     pub users: Option<PathBuf>,
-    /// Write a Mermaid sequence diagram of every message exchanged (TCP and
-    /// UDP, passwords masked) to FILE, or to stdout for `-` (the report then
-    /// goes to stderr). For runs of at most 20 patients.
-    #[arg(long, value_name = "FILE")]
+    /// Where the sequence diagram goes (`-` for stdout), when one is drawn.
     pub diagram: Option<PathBuf>,
-    /// Wait this long before every message a patient sends (e.g. 700ms),
-    /// and print every party's phase messages, so a live audience can
-    /// follow.
-    #[arg(long, value_parser = cli::parse_duration, value_name = "DURATION")]
+    /// A wait before every message a patient sends, for an audience.
     pub pace: Option<Duration>,
-    /// Serve a live view of the run in a browser at ADDR [default: a free
-    /// loopback port]; the URL is printed. It stays up after the run until
-    /// Ctrl-C. Off loopback the plain URL is read only, and the controls
-    /// need the teacher's URL (with a token) printed in the terminal.
-    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    /// Where the live view serves, when it does.
     pub live: Option<String>,
-    /// Hold every message until Enter is pressed (one message per Enter)
-    /// or Step on the live page, and print every party's phase messages.
-    /// With stdin not a terminal, steps come from the page only (--live
-    /// needed).
-    #[arg(long)]
+    /// Every message held until a person steps it on.
     pub step: bool,
-    /// Write the run as one self-contained HTML file (slot table, sequence
-    /// diagram for up to 20 patients, latency chart, invariants).
-    #[arg(long, value_name = "FILE")]
+    /// Where the HTML report goes, when one is written.
     pub report: Option<PathBuf>,
 }
 
-impl Default for Args {
-    fn default() -> Args {
-        Args {
+impl Default for Options {
+    fn default() -> Options {
+        Options {
             patients: 2,
             slots: None,
             choice: Choice::Random,
             seed: Some(1),
             concurrency: None,
             json: false,
-            fixtures: cli::Fixtures::default(),
+            source: Source::built_in(),
             udp_loss: 0.0,
             quote_timeout: Duration::from_millis(100),
             quote_attempts: 20,
@@ -168,7 +125,7 @@ impl Default for Args {
             store: StoreUrl::Memory,
             framing: Framing::default(),
             center: None,
-            doctors: cli::Doctors::default(),
+            doctors: DoctorOverrides::default(),
             users: None,
             diagram: None,
             pace: None,
@@ -179,8 +136,9 @@ impl Default for Args {
     }
 }
 
-impl Args {
-    /// Refuses flags that make no run, or contradict each other.
+impl Options {
+    /// Refuses options that make no run, or contradict each other (named
+    /// by their flags: that is where a person sets them).
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.patients >= 1, "--patients must be at least 1");
         anyhow::ensure!(self.slots != Some(0), "--slots must be at least 1");
@@ -209,14 +167,14 @@ impl Args {
         );
         anyhow::ensure!(
             self.center.is_some()
-                || (self.doctors.doctor_host.is_none() && self.doctors.doctors.is_empty()),
+                || (self.doctors.host.is_none() && self.doctors.by_name.is_empty()),
             "--doctor-host and --doctor point at the doctors of a center elsewhere: add --center ADDR"
         );
         if let Some(pace) = self.pace {
             anyhow::ensure!(
                 pace <= PACE_LIMIT,
                 "--pace {} is more than a minute a message; did you mean {}ms?",
-                cli::show_duration(pace),
+                crate::duration::show_duration(pace),
                 pace.as_secs()
             );
         }
@@ -362,8 +320,8 @@ impl Report {
 ///
 /// Bad data files or flags, a socket that cannot be bound on loopback, or
 /// a diagram that cannot be written.
-pub fn simulate(args: &Args) -> anyhow::Result<Report> {
-    let (report, room) = simulate_watched(args, None)?;
+pub fn simulate(options: &Options) -> anyhow::Result<Report> {
+    let (report, room) = simulate_watched(options, None)?;
     room.stop();
     Ok(report)
 }
@@ -376,10 +334,10 @@ pub fn simulate(args: &Args) -> anyhow::Result<Report> {
 ///
 /// As [`simulate`].
 pub fn simulate_watched_by(
-    args: &Args,
+    options: &Options,
     audience: &dyn Fn(std::net::SocketAddr),
 ) -> anyhow::Result<Report> {
-    let (report, room) = simulate_watched(args, Some(audience))?;
+    let (report, room) = simulate_watched(options, Some(audience))?;
     room.stop();
     Ok(report)
 }
@@ -387,26 +345,26 @@ pub fn simulate_watched_by(
 /// As [`simulate`], handing back the classroom, so a live view can stay
 /// up after the report is out.
 fn simulate_watched(
-    args: &Args,
+    options: &Options,
     audience: Option<&dyn Fn(std::net::SocketAddr)>,
 ) -> anyhow::Result<(Report, classroom::Classroom)> {
-    args.check()?;
-    args.check_outputs()?;
-    let source = args.fixtures.source();
-    let fixtures = Fixtures::load(&source)?;
+    options.check()?;
+    options.check_outputs()?;
+    let source = &options.source;
+    let fixtures = Fixtures::load(source)?;
     anyhow::ensure!(
         !fixtures.doctors.is_empty(),
         "the availabilities name no doctor"
     );
-    let crowd = crowd::Crowd::new(args)?;
+    let crowd = crowd::Crowd::new(options)?;
     if let (Some(audience), Some(addr)) = (audience, crowd.live_addr()) {
         audience(addr);
     }
-    let mut report = match &args.center {
-        Some(center) => crowd.visit_elsewhere(&fixtures, &source, center)?,
-        None => crowd.visit_in_process(&fixtures, &source)?,
+    let mut report = match &options.center {
+        Some(center) => crowd.visit_elsewhere(&fixtures, source, center)?,
+        None => crowd.visit_in_process(&fixtures, source)?,
     };
-    if let (Some(path), Some(diagram)) = (&args.diagram, crowd.diagram(&report, &fixtures)) {
+    if let (Some(path), Some(diagram)) = (&options.diagram, crowd.diagram(&report, &fixtures)) {
         if path.as_os_str() == "-" {
             use std::io::Write as _;
             std::io::stdout()
@@ -423,7 +381,7 @@ fn simulate_watched(
     if room.hub().is_some() {
         room.show_finished(classroom::run_summary(&report, &ends));
     }
-    if let Some(path) = &args.report {
+    if let Some(path) = &options.report {
         classroom::write_report(path, &report, slots, room.trace(), &ends, &fixtures)?;
         report.html = Some(path.display().to_string());
     }
@@ -436,15 +394,15 @@ fn simulate_watched(
 /// # Errors
 ///
 /// As [`simulate`], or a report that cannot be written.
-pub fn run(args: &Args) -> anyhow::Result<u8> {
-    let (report, room) = simulate_watched(args, None)?;
-    let text = if args.json {
+pub fn run(options: &Options) -> anyhow::Result<u8> {
+    let (report, room) = simulate_watched(options, None)?;
+    let text = if options.json {
         format!("{}\n", serde_json::to_string_pretty(&report)?)
     } else {
         render(&report)
     };
     // With the diagram on stdout, the report steps aside to stderr.
-    if args
+    if options
         .diagram
         .as_deref()
         .is_some_and(|p| p.as_os_str() == "-")

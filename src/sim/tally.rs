@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::roster::Roster;
 use super::{Invariant, PatientRow, TABLE_LIMIT};
+use crate::client::DoctorOverrides;
 use crate::data::Fixtures;
 use crate::patient::{Outcome, Phase};
 use crate::stats::{Latencies, plural};
@@ -132,8 +133,8 @@ impl<'a> Tally<'a> {
 
     /// Where the doctors really are (`NAME` → `[HOST:]PORT`): their ports
     /// are grants' ports too.
-    pub(super) fn with_routes(mut self, doctors: &crate::cli::Doctors) -> Self {
-        for (name, addr) in &doctors.doctors {
+    pub(super) fn with_routes(mut self, doctors: &DoctorOverrides) -> Self {
+        for (name, addr) in &doctors.by_name {
             let port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
             if let Some(port) = port {
                 self.routed_ports.insert(name.clone(), port);

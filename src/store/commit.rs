@@ -188,7 +188,7 @@ impl Committer {
             Ok(outcome) => outcome,
             Err(RecvTimeoutError::Disconnected) => Err(self.stopped()),
             Err(RecvTimeoutError::Timeout) => {
-                let waited = crate::cli::show_duration(self.limit);
+                let waited = crate::duration::show_duration(self.limit);
                 match ticket.state.compare_exchange(
                     PENDING,
                     ABANDONED,
@@ -243,7 +243,7 @@ impl Committer {
                 ErrorKind::Query,
                 format!(
                     "cannot cancel slot {index}: no answer within {}",
-                    crate::cli::show_duration(self.limit)
+                    crate::duration::show_duration(self.limit)
                 ),
             )),
         }

@@ -502,9 +502,38 @@ fn drain(
     report(&mut streams);
 }
 
+/// Arguments as a shell would take them back, for the command a report
+/// names: an empty one as `''`, one with spaces or quotes in single
+/// quotes.
+pub fn shell_words(args: impl IntoIterator<Item = String>) -> String {
+    args.into_iter()
+        .map(|arg| {
+            let plain = !arg.is_empty()
+                && arg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
+            if plain {
+                arg
+            } else {
+                format!("'{}'", arg.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shell_words_quote_what_a_shell_would_split_or_drop() {
+        let words = ["bench", "--scale", "", "--out", "my dir/b.json", "it's"];
+        assert_eq!(
+            shell_words(words.map(String::from)),
+            r"bench --scale '' --out 'my dir/b.json' 'it'\''s'"
+        );
+    }
 
     /// A stream whose writes wait until the test lets them go; it says
     /// when the first write has begun.

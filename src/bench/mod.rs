@@ -504,7 +504,10 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         !args.cases.is_empty(),
         "--cases is empty: name at least one case to measure (see --help)"
     );
-    let command = format!("medsim {}", cli::shell_words(std::env::args().skip(1)));
+    let command = format!(
+        "medsim {}",
+        crate::console::shell_words(std::env::args().skip(1))
+    );
     let mut progress = |p: &Pair| {
         eprintln!(
             "{} at concurrency {}: ratio {:.2} (runs {})",

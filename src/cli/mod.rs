@@ -190,26 +190,6 @@ pub fn parse_counts(text: &str) -> Result<Vec<usize>, String> {
     })
 }
 
-/// Arguments as a shell would take them back, for the command a report
-/// names: an empty one as `''`, one with spaces or quotes in single
-/// quotes.
-pub fn shell_words(args: impl IntoIterator<Item = String>) -> String {
-    args.into_iter()
-        .map(|arg| {
-            let plain = !arg.is_empty()
-                && arg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+".contains(c));
-            if plain {
-                arg
-            } else {
-                format!("'{}'", arg.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,15 +204,6 @@ mod tests {
             Err("'1,,8' has an empty item: separate items by single commas".into())
         );
         assert_eq!(parse_counts("1,x"), Err("'x' is not a whole number".into()));
-    }
-
-    #[test]
-    fn shell_words_quote_what_a_shell_would_split_or_drop() {
-        let words = ["bench", "--scale", "", "--out", "my dir/b.json", "it's"];
-        assert_eq!(
-            shell_words(words.map(String::from)),
-            r"bench --scale '' --out 'my dir/b.json' 'it'\''s'"
-        );
     }
 
     #[test]

@@ -371,7 +371,7 @@ pub(super) fn write_report(
     ends: &Ends,
     fixtures: &Fixtures,
 ) -> anyhow::Result<()> {
-    let command = crate::cli::shell_words(std::env::args());
+    let command = crate::console::shell_words(std::env::args());
     let mut snapshot = Snapshot::new(
         format!(
             "medsim simulate: {}",

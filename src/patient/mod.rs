@@ -1,202 +1,33 @@
 //! The patient, the person-facing client: books a slot at the center over
 //! TCP, then asks the assigned doctor for a quote over UDP.
 //!
-//! This module owns a visit's three phases and their phase messages, the
+//! This module owns a visit's three phases and their phase messages, and
+//! the `patient` subcommand's visit (its flags are `cli::patient`'s); the
 //! choice of a slot (a person at a prompt, a scripted index, or a strategy
-//! for `simulate`), the outcome of a visit with its exit status, and the
-//! `patient` subcommand's visit (its flags are `cli::patient`'s). The
+//! for `simulate`) is [`choose`]'s, the outcome of a visit with its exit
+//! status [`outcome`]'s. The
 //! conversations themselves (framing, bounded waits and retries) are
 //! `client`'s, the reading of answers `protocol`'s.
 
-use std::io::{self, BufRead, Write};
+mod choose;
+mod outcome;
+
+pub use choose::*;
+pub use outcome::*;
+
+use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::client::{
-    Conversation, DoctorLink, DoctorOverrides, DoctorReply, Failed, Loss, NoAnswer, Retries, Watch,
+    Conversation, DoctorLink, DoctorOverrides, DoctorReply, Failed, Loss, Retries, Watch,
 };
 use crate::console::Console;
 use crate::data::{Patient, Source};
 use crate::net;
 use crate::protocol::{
-    self, AuthAnswer, Framing, Listing, QuoteAnswer, Request, SelectionAnswer, SlotsAnswer,
+    self, AuthAnswer, Framing, QuoteAnswer, Request, SelectionAnswer, SlotsAnswer,
 };
-use crate::rng::SplitMix64;
-
-/// How a visit ended. Each kind has its own exit status.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
-pub enum Outcome {
-    /// Booked and quoted.
-    Quoted,
-    /// The center answered `failure`.
-    AuthFailed,
-    /// The center had no free slot.
-    NoSlots,
-    /// Someone reserved the chosen slot first.
-    Taken,
-    /// The doctor did not answer within the retries.
-    DoctorSilent,
-    /// The doctor answered with an empty datagram.
-    DoctorEmpty,
-    /// The person closed the prompt (end of input) without choosing.
-    Cancelled,
-    /// The center or the doctor answered something the protocol does not
-    /// allow here, or `error ...`.
-    Protocol(String),
-    /// The connection could not be made or broke.
-    Connection(String),
-}
-
-impl Outcome {
-    /// The process exit status for this outcome (README, "Exit statuses").
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Outcome::Quoted => 0,
-            Outcome::AuthFailed => 3,
-            Outcome::NoSlots | Outcome::Taken => 4,
-            Outcome::DoctorSilent => 5,
-            Outcome::DoctorEmpty => 6,
-            Outcome::Protocol(_) | Outcome::Connection(_) => 6,
-            Outcome::Cancelled => 7,
-        }
-    }
-
-    /// A short name for reports read by programs (JSON).
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Quoted => "quoted",
-            Outcome::AuthFailed => "auth_failed",
-            Outcome::NoSlots => "no_slots",
-            Outcome::Taken => "taken",
-            Outcome::DoctorSilent => "doctor_silent",
-            Outcome::DoctorEmpty => "doctor_empty",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Protocol(_) => "protocol_error",
-            Outcome::Connection(_) => "connection_error",
-        }
-    }
-
-    /// A short name for reports read by people.
-    pub fn words(&self) -> &'static str {
-        match self {
-            Outcome::Quoted => "quoted",
-            Outcome::AuthFailed => "login failed",
-            Outcome::NoSlots => "no slots",
-            Outcome::Taken => "taken",
-            Outcome::DoctorSilent => "doctor silent",
-            Outcome::DoctorEmpty => "doctor empty",
-            Outcome::Cancelled => "cancelled",
-            Outcome::Protocol(_) => "protocol error",
-            Outcome::Connection(_) => "connection error",
-        }
-    }
-}
-
-impl std::fmt::Display for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Outcome::Quoted => f.write_str("booked and quoted"),
-            Outcome::AuthFailed => f.write_str("authentication failed"),
-            Outcome::NoSlots => f.write_str("no appointment is available"),
-            Outcome::Taken => f.write_str("the chosen appointment was taken"),
-            Outcome::DoctorSilent => f.write_str("the doctor did not answer"),
-            Outcome::DoctorEmpty => f.write_str("the doctor answered with an empty message"),
-            Outcome::Cancelled => f.write_str("no appointment was chosen"),
-            Outcome::Protocol(what) => write!(f, "protocol error: {what}"),
-            Outcome::Connection(what) => write!(f, "connection error: {what}"),
-        }
-    }
-}
-
-/// What a visit achieved, whatever its outcome.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Visit {
-    pub outcome: Outcome,
-    /// The slot the patient asked for.
-    #[serde(default)]
-    pub chosen: Option<u64>,
-    /// The slot the center reserved.
-    pub slot: Option<u64>,
-    pub doctor: Option<String>,
-    pub doctor_port: Option<u16>,
-    pub cost: Option<u64>,
-    /// Quote requests sent beyond the first.
-    pub retries: u32,
-    /// How long each exchange took, for the run's table per phase.
-    #[serde(skip)]
-    pub phases: PhaseTimes,
-}
-
-/// The exchanges of a visit, as load reports name them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    /// Connecting and `authenticate`, to its answer.
-    Login,
-    /// `available`, to the list.
-    List,
-    /// `selection N`, to the grant or refusal.
-    Selection,
-    /// The plan to the doctor, to its cost (retries included).
-    Quote,
-}
-
-impl Phase {
-    /// Every phase, in the order of a visit.
-    pub const ALL: [Phase; 4] = [Phase::Login, Phase::List, Phase::Selection, Phase::Quote];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Login => "login",
-            Phase::List => "list",
-            Phase::Selection => "selection",
-            Phase::Quote => "quote",
-        }
-    }
-}
-
-/// How long each phase of one visit took (from its request to its answer,
-/// whatever the answer said) and the last phase it began: a visit that did
-/// not end quoted failed in that one.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PhaseTimes {
-    /// Microseconds, by [`Phase`] in [`Phase::ALL`] order; `None` for a
-    /// phase not begun or never answered.
-    pub answered_us: [Option<u64>; 4],
-    pub last_begun: Option<Phase>,
-}
-
-impl PhaseTimes {
-    fn begin(&mut self, phase: Phase) -> (Phase, Instant) {
-        self.last_begun = Some(phase);
-        (phase, Instant::now())
-    }
-
-    fn answered(&mut self, (phase, since): (Phase, Instant)) {
-        self.answered_us[phase as usize] = Some(since.elapsed().as_micros() as u64);
-    }
-}
-
-impl Visit {
-    fn new() -> Visit {
-        Visit {
-            outcome: Outcome::Cancelled,
-            chosen: None,
-            slot: None,
-            doctor: None,
-            doctor_port: None,
-            cost: None,
-            retries: 0,
-            phases: PhaseTimes::default(),
-        }
-    }
-
-    fn ended(mut self, outcome: Outcome) -> Visit {
-        self.outcome = outcome;
-        self
-    }
-}
 
 /// How a patient reaches the servers and how long it waits.
 #[derive(Clone)]
@@ -235,134 +66,6 @@ impl Settings {
             show_password: false,
             loss: None,
             watch: None,
-        }
-    }
-}
-
-/// Picks one of the listed slots.
-pub trait Chooser {
-    /// The index to send, or `None` to give up.
-    ///
-    /// # Errors
-    ///
-    /// The chooser's own input failed.
-    fn choose(&mut self, listings: &[Listing]) -> io::Result<Option<u64>>;
-}
-
-/// Always this index, listed or not: the center has the last word (a
-/// scripted `--select`, or `simulate --choice same`).
-pub struct Fixed(pub u64);
-
-impl Chooser for Fixed {
-    fn choose(&mut self, _listings: &[Listing]) -> io::Result<Option<u64>> {
-        Ok(Some(self.0))
-    }
-}
-
-/// The lowest listed index.
-pub struct First;
-
-impl Chooser for First {
-    fn choose(&mut self, listings: &[Listing]) -> io::Result<Option<u64>> {
-        Ok(listings.iter().map(|l| l.index).min())
-    }
-}
-
-/// A listed index picked at random.
-pub struct Random(pub SplitMix64);
-
-impl Chooser for Random {
-    fn choose(&mut self, listings: &[Listing]) -> io::Result<Option<u64>> {
-        if listings.is_empty() {
-            return Ok(None);
-        }
-        let at = self.0.below(listings.len() as u64) as usize;
-        Ok(Some(listings[at].index))
-    }
-}
-
-/// The prompt PROTOCOL.md prints before reading a choice.
-pub const PROMPT: &str = "Please enter the preferred appointment index and press enter:";
-
-/// A person at a terminal: prompts, and asks again on a choice that is not
-/// a listed index. Nothing is sent for an invalid choice.
-pub struct Prompt<R, W> {
-    pub input: R,
-    pub output: W,
-    /// Print the list before the prompt (when phase messages are off).
-    pub show_list: bool,
-    /// Said once when the person has been at the prompt this long: the
-    /// center will not wait for ever.
-    pub reminder: Option<Reminder>,
-}
-
-/// A word to a person who has been at the prompt a while.
-pub struct Reminder {
-    pub after: Duration,
-    pub say: Box<dyn Fn() + Send>,
-}
-
-/// When to remind a person at the prompt that a medsim center waits 5
-/// minutes (its `--idle-timeout` default) for the next message.
-const REMIND_AFTER: Duration = Duration::from_secs(240);
-
-impl<R: BufRead, W: Write> Chooser for Prompt<R, W> {
-    fn choose(&mut self, listings: &[Listing]) -> io::Result<Option<u64>> {
-        if self.show_list {
-            for listing in listings {
-                writeln!(self.output, "{listing}")?;
-            }
-        }
-        // The reminder waits on its own thread; answering drops `_answered`
-        // and so cancels it.
-        let (_answered, cancelled) = crossbeam_channel::bounded::<()>(0);
-        if let Some(reminder) = self.reminder.take() {
-            std::thread::spawn(move || {
-                if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    cancelled.recv_timeout(reminder.after)
-                {
-                    (reminder.say)();
-                }
-            });
-        }
-        loop {
-            writeln!(self.output, "{PROMPT}")?;
-            self.output.flush()?;
-            let mut line = String::new();
-            if self.input.read_line(&mut line)? == 0 {
-                return Ok(None);
-            }
-            let answer = line.trim();
-            match protocol::parse_index(answer) {
-                Ok(index) if listings.iter().any(|l| l.index == index) => {
-                    return Ok(Some(index));
-                }
-                _ => writeln!(
-                    self.output,
-                    "'{}' is not one of the listed indexes; please choose again.",
-                    protocol::shorten(answer)
-                )?,
-            }
-        }
-    }
-}
-
-impl From<NoAnswer> for Outcome {
-    fn from(why: NoAnswer) -> Outcome {
-        match why {
-            NoAnswer::Ended => Outcome::Connection(why.to_string()),
-            NoAnswer::TimedOut => Outcome::Connection("the center did not answer in time".into()),
-            NoAnswer::TooLong => Outcome::Protocol("the center's answer is too long".into()),
-            NoAnswer::Failed(e) => Outcome::Connection(format!("reading from the center: {e}")),
-        }
-    }
-}
-
-impl From<Failed> for Outcome {
-    fn from(why: Failed) -> Outcome {
-        match why {
-            Failed::Send(e) => Outcome::Connection(format!("sending to the center: {e}")),
-            Failed::NoAnswer(why) => why.into(),
         }
     }
 }
@@ -712,6 +415,10 @@ pub fn patient_label(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
+
+    use crate::protocol::Listing;
+    use crate::rng::SplitMix64;
 
     fn listings(indexes: &[u64]) -> Vec<Listing> {
         indexes

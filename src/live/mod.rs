@@ -75,6 +75,7 @@
 //! ```
 
 mod controls;
+mod http;
 mod hub;
 pub mod report;
 mod server;

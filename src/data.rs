@@ -5,7 +5,7 @@
 //! inconsistent record is refused with its file and line. The files in
 //! `fixtures/` are compiled in as the default [`Source`], so every
 //! subcommand runs with no files around. Keeping state about slots is
-//! `slots.rs`'s job; this module only describes them.
+//! the store's job (`store/`); this module only describes them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

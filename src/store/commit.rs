@@ -7,7 +7,7 @@
 //! answer it), the committer loop, the time limit a session waits, and the
 //! settling of reservations whose session stopped waiting. What a commit is
 //! (SQL, connections, files) is the backend's ([`Backend`]): `sqlite.rs`
-//! and `postgres.rs`.
+//! and `postgres/`.
 //!
 //! A session's reservation is a [`Ticket`] sent to the queue; a committer
 //! takes every ticket waiting (up to [`MAX_BATCH`]), hands them to the
@@ -22,7 +22,7 @@
 //! - A commit whose outcome the backend cannot know (the connection died
 //!   mid-call) is asked again on a new connection until it is known: each
 //!   ticket carries an attempt token, and the database recognises a
-//!   reservation's own earlier write by it (`postgres.rs`).
+//!   reservation's own earlier write by it (`postgres/writer.rs`).
 
 use std::sync::Arc;
 use std::sync::Mutex;

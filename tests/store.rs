@@ -288,6 +288,56 @@ fn postgres_basics() {
     assert!(err.to_string().contains("slot 10 differs"), "{err}");
 }
 
+/// Issue 17.2 on PostgreSQL: a listing answers from memory while a commit
+/// waits (here on a row lock another session holds), without the slot
+/// that commit claims.
+#[test]
+fn postgres_lists_during_a_stuck_commit_without_the_claimed_slot() {
+    let Some(server) = postgres_support::server_url(
+        "postgres_lists_during_a_stuck_commit_without_the_claimed_slot",
+    ) else {
+        return;
+    };
+    let db = TestDb::create(&server, "stuck");
+    let store: Arc<dyn Store> =
+        Arc::new(PostgresStore::open(&db.url, &slots(), DEFAULT_LIST_CAP).unwrap());
+    assert_eq!(store.free_list().unwrap().listed, 6);
+    let mut other = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    let mut lock = other.transaction().unwrap();
+    lock.execute("SELECT 1 FROM slots WHERE idx = 2 FOR UPDATE", &[])
+        .unwrap();
+    let booking = std::thread::spawn({
+        let store = Arc::clone(&store);
+        move || store.reserve(2, "patient1")
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let listed = loop {
+        let started = Instant::now();
+        let list = store.free_list().unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a listing waited {:?} behind the stuck commit",
+            started.elapsed()
+        );
+        if list.listed == 5 || Instant::now() > deadline {
+            break list;
+        }
+        std::thread::yield_now();
+    };
+    assert_eq!(listed.listed, 5, "{}", listed.line);
+    assert!(!listed.line.contains("2 Mon"), "{}", listed.line);
+    assert!(
+        !booking.is_finished(),
+        "the commit went through the row lock"
+    );
+    lock.rollback().unwrap();
+    assert!(matches!(
+        booking.join().unwrap(),
+        Ok(Reservation::Booked { .. })
+    ));
+    assert!(!store.free_list().unwrap().line.contains("2 Mon"));
+}
+
 #[test]
 fn postgres_three_centers_race_and_one_wins() {
     let Some(server) = postgres_support::server_url("postgres_three_centers_race_and_one_wins")

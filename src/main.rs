@@ -1,12 +1,12 @@
 //! The `medsim` command line: clap types and dispatch only. Each
-//! subcommand's flags live in `cli/` (check and bench: in their modules
-//! until issue 18.1).
+//! subcommand's flags live in `cli/` (bench's: in its module until issue
+//! 18.1).
 
 use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use medsim::{bench, check, cli};
+use medsim::{bench, cli};
 
 /// The classic online medical appointment system: a health center over
 /// TCP, doctors over UDP, and patients that book a slot and get a quote.
@@ -23,7 +23,7 @@ enum Command {
     Doctor(cli::doctor::Args),
     Patient(cli::patient::Args),
     Simulate(cli::simulate::Args),
-    Check(check::Args),
+    Check(cli::check::Args),
     Bench(bench::Args),
     Completions(CompletionsArgs),
 }
@@ -69,7 +69,7 @@ fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::Doctor(args) => cli::doctor::run(args).map(|()| 0),
         Command::Patient(args) => cli::patient::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
-        Command::Check(args) => check::run(args),
+        Command::Check(args) => cli::check::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Completions(args) => {
             let mut script = Vec::new();

@@ -9,17 +9,18 @@
 //! once so a flag means the same thing everywhere (the data directory, the
 //! framing a client speaks, where the doctors are), and the parsers of
 //! flag values (durations, `NAME=ADDR` pairs, comma-separated lists).
-//! check and bench still declare their flags beside their runs (they move
-//! in issue 18.1).
+//! bench still declares its flags beside its run (it moves in issue
+//! 18.1).
 
 pub mod center;
+pub mod check;
 pub mod doctor;
 pub mod patient;
 pub mod simulate;
 
 use std::path::PathBuf;
 
-use crate::client::{DoctorOverrides, DoctorRoutes};
+use crate::client::DoctorOverrides;
 use crate::data::Source;
 use crate::protocol::{Dialect, Framing};
 use crate::store::StoreUrl;
@@ -66,18 +67,6 @@ impl From<FramingArgs> for Framing {
     }
 }
 
-impl FramingArgs {
-    /// The framing, refused when its flags contradict each other
-    /// ([`Framing::checked`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Framing::checked`].
-    pub fn checked(self) -> anyhow::Result<Framing> {
-        Framing::from(self).checked()
-    }
-}
-
 /// Parses `line` or `classic` for `--dialect`.
 ///
 /// # Errors
@@ -114,13 +103,6 @@ impl Doctors {
             host: self.doctor_host.clone(),
             by_name: self.doctors.clone(),
         }
-    }
-
-    /// The routes, with `center_host` as the host when `--doctor-host` is
-    /// not given: for `check`, whose run still reads its flags (until its
-    /// flags move here, issue 18.1).
-    pub fn routes(&self, center_host: &str) -> DoctorRoutes {
-        self.overrides().routes(center_host)
     }
 }
 

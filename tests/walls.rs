@@ -130,7 +130,7 @@ use crate::cli::Framing;
 use crate::{
     cli, data,
 };
-fn f() -> super::cli::Doctors {}
+fn f() -> super::cli::DoctorsArgs {}
 let clients = crate::client::Retries::default();
 // the doctor's flags are `cli::doctor`'s
 ";

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Doctors, Fixtures, FramingArgs, parse_duration};
+use super::{DoctorsArgs, Fixtures, FramingArgs, parse_duration};
 use crate::check;
 
 /// Check a running system against the protocol: authentication and its
@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:21720", value_name = "ADDR")]
     pub center: Vec<String>,
     #[command(flatten)]
-    pub doctors: Doctors,
+    pub doctors: DoctorsArgs,
     #[command(flatten)]
     pub framing: FramingArgs,
     /// User to log in as [default: patient1 of the data].

@@ -82,7 +82,7 @@ pub fn parse_dialect(text: &str) -> Result<Dialect, String> {
 /// Where the doctors are: `--doctor-host HOST` and `--doctor
 /// NAME=[HOST:]PORT`, for every client that asks them.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct Doctors {
+pub struct DoctorsArgs {
     /// Host the center's `DOCTOR PORT` answers refer to [default: the
     /// center's host].
     #[arg(long, value_name = "HOST")]
@@ -95,7 +95,7 @@ pub struct Doctors {
     pub doctors: Vec<(String, String)>,
 }
 
-impl Doctors {
+impl DoctorsArgs {
     /// The overrides these flags give.
     pub fn overrides(&self) -> DoctorOverrides {
         DoctorOverrides {

@@ -1,9 +1,9 @@
 //! The command line's flags, behind a wall (ripgrep's crates/core/flags/):
-//! clap is named only here and in `main.rs`. Each subcommand's file
-//! ([`center`], [`doctor`], [`patient`], [`simulate`]) holds its clap
-//! struct, turns the flags into the plain options of the library module,
-//! and calls its run; the library modules know no flags. `tests/walls.rs`
-//! holds the wall.
+//! clap is named only here and in `main.rs`. Every subcommand's file
+//! ([`center`], [`doctor`], [`patient`], [`simulate`], [`check`],
+//! [`bench`](mod@bench)) holds its clap struct, turns the flags into the
+//! plain options of the library module, and calls its run; the library
+//! modules know no flags. `tests/walls.rs` holds the wall.
 //!
 //! This file holds the flag groups several subcommands share, declared
 //! once so a flag means the same thing everywhere (the data directory, the

@@ -54,7 +54,7 @@ impl fmt::Display for DataError {
 impl std::error::Error for DataError {}
 
 /// Where the data files come from.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Source {
     dir: Option<PathBuf>,
 }

@@ -9,11 +9,12 @@
 //!   SQLite, PostgreSQL) under [`center`]; [`doctor`]; [`system`] runs
 //!   both in this process;
 //! - [`client`], the one client of the protocol, under [`patient`] (the
-//!   person-facing one), [`sim`], [`check`] and [`bench`];
+//!   person-facing one), [`sim`], [`check`] and [`bench`](mod@bench);
 //! - the classroom: [`live`] (a live page of a running system, and the
 //!   same picture as an HTML report);
-//! - the command line: [`cli`], every flag, read into the plain options
-//!   the modules above take;
+//! - the command line: [`cli`], every flag of every subcommand, read into
+//!   the plain options the modules above take (no other module reads a
+//!   flag: `tests/walls.rs` holds the wall);
 //! - plumbing: [`console`], [`duration`], [`shutdown`], [`stats`],
 //!   [`table`], [`trace`], [`rng`].
 //!

@@ -1,10 +1,10 @@
 //! The house's walls (issue 18), read from the sources: a module that
-//! crosses one fails here, naming the file and the line. Each allow-list
+//! crosses one fails here, naming the file and the line. An allow-list
 //! can only shrink: a file on it that no longer needs it fails too.
 //!
 //! - The command line (ripgrep's crates/core/flags/): clap and the `cli`
 //!   module are named only in `src/cli/` and `src/main.rs`; every other
-//!   module takes plain options.
+//!   module takes plain options, with no exception left.
 //! - The servers name no module of the classroom; the protocol does no
 //!   I/O; no source file is long but for its tests.
 
@@ -12,15 +12,6 @@ use std::path::{Path, PathBuf};
 
 /// Where clap may be named, and `crate::cli` used.
 const INSIDE_THE_WALL: [&str; 2] = ["src/cli/", "src/main.rs"];
-
-/// Files whose flags have not moved behind the wall yet. Each must still
-/// name clap or cli (or leave this list): the list can only shrink.
-const NOT_YET_MOVED: [&str; 2] = [
-    // moves in issue 18.1, not yet
-    "src/check/mod.rs",
-    // moves in issue 18.1, not yet
-    "src/bench/mod.rs",
-];
 
 /// One line that names clap or the cli module.
 #[derive(Debug)]
@@ -112,7 +103,6 @@ fn clap_and_cli_are_named_only_behind_the_wall() {
         root.display()
     );
     let mut outside = Vec::new();
-    let mut allowed = Vec::new();
     for (name, path) in &files {
         if INSIDE_THE_WALL
             .iter()
@@ -121,27 +111,13 @@ fn clap_and_cli_are_named_only_behind_the_wall() {
             continue;
         }
         let source = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let found = breaches(name, &source);
-        if NOT_YET_MOVED.contains(&name.as_str()) {
-            allowed.extend(found);
-        } else {
-            outside.extend(found);
-        }
+        outside.extend(breaches(name, &source));
     }
     let shown: Vec<String> = outside.iter().map(ToString::to_string).collect();
     assert!(
         shown.is_empty(),
         "clap or the cli module named outside src/cli/ and src/main.rs (give the module plain options, and read its flags in src/cli/):\n{}",
         shown.join("\n")
-    );
-    let moved: Vec<&str> = NOT_YET_MOVED
-        .iter()
-        .copied()
-        .filter(|file| !allowed.iter().any(|breach| breach.file == *file))
-        .collect();
-    assert!(
-        moved.is_empty(),
-        "these files name neither clap nor cli any more: take them off NOT_YET_MOVED in tests/walls.rs: {moved:?}"
     );
 }
 
@@ -154,7 +130,7 @@ use crate::cli::Framing;
 use crate::{
     cli, data,
 };
-fn f() -> super::cli::Doctors {}
+fn f() -> super::cli::DoctorsArgs {}
 let clients = crate::client::Retries::default();
 // the doctor's flags are `cli::doctor`'s
 ";

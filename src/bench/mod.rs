@@ -1,8 +1,9 @@
 //! `medsim bench`: how fast the center and the doctors are, measured against
 //! a floor in the same run, and how simulate's cost grows with N.
 //!
-//! This module owns the flags, the center and quote cases, their pairing
-//! and the report's shape (a table on stdout, the same as JSON in a file);
+//! This module owns the options (its flags are `cli/bench.rs`'s), the
+//! center and quote cases, their pairing and the report's shape (a table
+//! on stdout, the same as JSON in a file);
 //! each other case is a file of its own: [`stores`] (the stores and
 //! centers cases), [`scale`], [`sustained`], [`watched`]. The load
 //! generator is [`load`]'s, the floors [`floor`]'s (servers that answer the
@@ -34,67 +35,45 @@ use stores::{centers_cases, disk_fsyncs_per_second, postgres_server, store_cases
 use sustained::sustained_run;
 pub use watched::Watched;
 
-use crate::cli;
 use crate::console::Console;
 use crate::data;
 use crate::stats::{self, Spread};
 use crate::system::DEFAULT_LIST_CAP;
 
-/// Measure the center and the doctors against minimal servers in the same
-/// run, and simulate's cost per patient as N grows. Prints a table and
-/// writes it as JSON.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Args {
-    /// How long each measured run lasts, in seconds or with a unit (e.g.
-    /// 1, 500ms), as every duration flag of medsim takes.
-    #[arg(long, default_value_t = 1.0, value_name = "DURATION", value_parser = parse_seconds)]
+/// What a benchmark run measures, and where its report goes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long each measured run lasts, in seconds (positive).
     pub seconds: f64,
     /// Runs of each case (medsim and its floor in turn); medians are
     /// reported.
-    #[arg(long, default_value_t = 3, value_name = "N")]
     pub repeats: usize,
-    /// Client concurrencies for the center's paths (list, phases,
-    /// booking, stores), comma-separated; empty skips those rows.
-    #[arg(long, default_value = "1,8,64,256", value_parser = cli::parse_counts, value_name = "C,..")]
-    pub concurrency: ::std::vec::Vec<usize>,
-    /// Client concurrencies for the doctor's quotes, comma-separated; empty
-    /// skips them.
-    #[arg(long, default_value = "1,8", value_parser = cli::parse_counts, value_name = "C,..")]
-    pub quote_concurrency: ::std::vec::Vec<usize>,
-    /// Sessions of the sustained run (list path, concurrency 64, one center
-    /// process); 0 skips it.
-    #[arg(long, default_value_t = 1_000_000, value_name = "N")]
+    /// Client concurrencies for the center's paths (list, phases, booking,
+    /// stores); empty skips those rows.
+    pub concurrency: Vec<usize>,
+    /// Client concurrencies for the doctor's quotes; empty skips them.
+    pub quote_concurrency: Vec<usize>,
+    /// Sessions of the sustained run; 0 skips it.
     pub sustained: u64,
-    /// Patient counts for the scale runs of `simulate --patients N --slots
-    /// N --choice random`, comma-separated; empty skips them.
-    #[arg(long, default_value = "1000,10000,100000", value_parser = cli::parse_counts, value_name = "N,..")]
-    pub scale: ::std::vec::Vec<usize>,
-    /// The cases to run, comma-separated: list, phases, booking, stores,
-    /// centers, quote, scale, watched, sustained.
-    #[arg(long, default_value = "list,phases,booking,stores,centers,quote,scale,watched,sustained", value_parser = parse_cases, value_name = "CASE,..")]
-    pub cases: ::std::vec::Vec<Case>,
-    /// A PostgreSQL server for the postgres rows, as a URL whose user may
-    /// CREATE DATABASE (a fresh database is made for each run and dropped
-    /// after it). Default: $MEDSIM_TEST_POSTGRES; without either, the
-    /// postgres rows are skipped with the reason printed.
-    #[arg(long, value_name = "URL")]
+    /// Patient counts for the scale runs of simulate; empty skips them.
+    pub scale: Vec<usize>,
+    /// The cases to run (at least one).
+    pub cases: Vec<Case>,
+    /// A PostgreSQL server for the postgres rows, whose user may CREATE
+    /// DATABASE; `$MEDSIM_TEST_POSTGRES` when `None`, and without either
+    /// the postgres rows are skipped.
     pub postgres: Option<String>,
-    /// Centers on one PostgreSQL database for the `centers` case,
-    /// comma-separated; the first is the one the others are compared to;
-    /// empty skips the case.
-    #[arg(long, default_value = "1,2,4", value_parser = cli::parse_counts, value_name = "N,..")]
-    pub centers: ::std::vec::Vec<usize>,
-    /// Client concurrency of the `centers` case (clients take the centers
-    /// in turn).
-    #[arg(long, default_value_t = 64, value_name = "C")]
+    /// Centers on one PostgreSQL database for the `centers` case; the
+    /// first is the one the others are compared to; empty skips the case.
+    pub centers: Vec<usize>,
+    /// Client concurrency of the `centers` case.
     pub centers_concurrency: usize,
     /// Where to write the JSON report.
-    #[arg(long, default_value = "target/bench.json", value_name = "FILE")]
     pub out: PathBuf,
 }
 
 /// A part of the benchmark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Case {
     /// The center's list path, against its floor.
     List,
@@ -117,6 +96,36 @@ pub enum Case {
     Watched,
     /// The sustained run against one center process.
     Sustained,
+}
+
+impl Case {
+    /// Every case, in the order a run takes them.
+    pub const ALL: [Case; 9] = [
+        Case::List,
+        Case::Phases,
+        Case::Booking,
+        Case::Stores,
+        Case::Centers,
+        Case::Quote,
+        Case::Scale,
+        Case::Watched,
+        Case::Sustained,
+    ];
+
+    /// The case's name, as `--cases` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Case::List => "list",
+            Case::Phases => "phases",
+            Case::Booking => "booking",
+            Case::Stores => "stores",
+            Case::Centers => "centers",
+            Case::Quote => "quote",
+            Case::Scale => "scale",
+            Case::Watched => "watched",
+            Case::Sustained => "sustained",
+        }
+    }
 }
 
 /// Throughput and latency of one run.
@@ -302,34 +311,14 @@ fn pair(
     })
 }
 
-/// `--cases`: the names `--help` lists, comma-separated.
-fn parse_cases(text: &str) -> Result<Vec<Case>, String> {
-    use clap::ValueEnum as _;
-    cli::parse_list(text, |name| {
-        Case::from_str(name, false).map_err(|_| {
-            let names: Vec<String> = Case::value_variants()
-                .iter()
-                .filter_map(|case| case.to_possible_value())
-                .map(|value| value.get_name().to_owned())
-                .collect();
-            format!("'{name}' is not a case: use {}", names.join(", "))
-        })
-    })
-}
-
-/// `--seconds`, parsed as every duration flag is, kept as seconds.
-fn parse_seconds(text: &str) -> Result<f64, String> {
-    crate::cli::parse_duration(text).map(|d| d.as_secs_f64())
-}
-
 pub(super) fn for_duration(seconds: f64) -> impl Fn(u64) -> bool + Sync {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     move |_| Instant::now() >= deadline
 }
 
 /// The center's two paths at each concurrency, medsim and floor in turn.
-fn center_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<Pair>> {
-    let threads = args.concurrency.iter().copied().max().unwrap_or(1) + 4;
+fn center_cases(options: &Options, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<Pair>> {
+    let threads = options.concurrency.iter().copied().max().unwrap_or(1) + 4;
     let mut pairs = Vec::new();
     // (case, exchange, phase messages on, name in the report)
     let paths = [
@@ -339,20 +328,20 @@ fn center_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<P
     ];
     for (_, path, phases, case) in paths
         .into_iter()
-        .filter(|(case, ..)| args.cases.contains(case))
+        .filter(|(case, ..)| options.cases.contains(case))
     {
-        for &concurrency in &args.concurrency {
+        for &concurrency in &options.concurrency {
             let result = pair(
                 case,
                 concurrency,
-                args.repeats,
-                || floor_run(path, concurrency, threads, args.seconds),
+                options.repeats,
+                || floor_run(path, concurrency, threads, options.seconds),
                 || {
                     // Enough free slots that a booking run never runs out:
                     // several times the most sessions a second seen here.
                     let slots = match path {
                         Exchange::List => 6,
-                        Exchange::Booking => (args.seconds * 60_000.0).max(10_000.0) as u64,
+                        Exchange::Booking => (options.seconds * 60_000.0).max(10_000.0) as u64,
                     };
                     // Phase messages formatted and written, to nowhere: their
                     // cost without a terminal's.
@@ -363,7 +352,7 @@ fn center_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<P
                     };
                     let medsim = load::medsim(slots, path == Exchange::List, console)?;
                     let center = medsim.center();
-                    let stop = for_duration(args.seconds);
+                    let stop = for_duration(options.seconds);
                     Ok(drive(concurrency, &stop, &|rng, client| {
                         client.session(path, center, rng)
                     }))
@@ -404,31 +393,29 @@ fn floor_run(
 
 /// The cases asked for whose list was given empty (`--scale ''`): each
 /// skipped, saying which flag emptied it.
-fn emptied_lists(args: &Args) -> Vec<String> {
-    use clap::ValueEnum as _;
+fn emptied_lists(options: &Options) -> Vec<String> {
     let lists: [(&[Case], &[usize], &str); 4] = [
         (
             &[Case::List, Case::Phases, Case::Booking, Case::Stores],
-            &args.concurrency,
+            &options.concurrency,
             "--concurrency",
         ),
         (
             &[Case::Quote],
-            &args.quote_concurrency,
+            &options.quote_concurrency,
             "--quote-concurrency",
         ),
-        (&[Case::Scale], &args.scale, "--scale"),
-        (&[Case::Centers], &args.centers, "--centers"),
+        (&[Case::Scale], &options.scale, "--scale"),
+        (&[Case::Centers], &options.centers, "--centers"),
     ];
     lists
         .into_iter()
         .filter(|(_, values, _)| values.is_empty())
         .filter_map(|(cases, _, flag)| {
-            let asked: Vec<String> = cases
+            let asked: Vec<&str> = cases
                 .iter()
-                .filter(|case| args.cases.contains(case))
-                .filter_map(|case| case.to_possible_value())
-                .map(|value| value.get_name().to_owned())
+                .filter(|case| options.cases.contains(case))
+                .map(|case| case.name())
                 .collect();
             (!asked.is_empty()).then(|| format!("{}: {flag} is empty", asked.join(", ")))
         })
@@ -436,16 +423,16 @@ fn emptied_lists(args: &Args) -> Vec<String> {
 }
 
 /// Quotes per second from one medsim doctor and from the UDP floor.
-fn quote_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<Pair>> {
+fn quote_cases(options: &Options, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<Pair>> {
     let mut pairs = Vec::new();
-    for &concurrency in &args.quote_concurrency {
+    for &concurrency in &options.quote_concurrency {
         let result = pair(
             "quote",
             concurrency,
-            args.repeats,
+            options.repeats,
             || {
                 let udp = UdpFloor::start(b"30\n")?;
-                let stop = for_duration(args.seconds);
+                let stop = for_duration(options.seconds);
                 Ok(drive(concurrency, &stop, &|_, client| {
                     client.quote(udp.addr).unwrap_or(false)
                 }))
@@ -455,7 +442,7 @@ fn quote_cases(args: &Args, log: &mut dyn FnMut(&Pair)) -> anyhow::Result<Vec<Pa
                 let doctor = medsim
                     .doctor("doc1")
                     .context("the bench system runs doc1")?;
-                let stop = for_duration(args.seconds);
+                let stop = for_duration(options.seconds);
                 Ok(drive(concurrency, &stop, &|_, client| {
                     client.quote(doctor).unwrap_or(false)
                 }))
@@ -495,13 +482,13 @@ fn machine() -> String {
 /// # Errors
 ///
 /// A server that cannot be started, or a report that cannot be written.
-pub fn run(args: &Args) -> anyhow::Result<u8> {
+pub fn run(options: &Options) -> anyhow::Result<u8> {
     anyhow::ensure!(
-        args.seconds > 0.0 && args.seconds.is_finite(),
+        options.seconds > 0.0 && options.seconds.is_finite(),
         "--seconds must be positive"
     );
     anyhow::ensure!(
-        !args.cases.is_empty(),
+        !options.cases.is_empty(),
         "--cases is empty: name at least one case to measure (see --help)"
     );
     let command = format!(
@@ -517,47 +504,52 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             p.ratio_spread.show()
         )
     };
-    let center = center_cases(args, &mut progress)?;
-    let mut skipped = emptied_lists(args);
+    let center = center_cases(options, &mut progress)?;
+    let mut skipped = emptied_lists(options);
     for why in &skipped {
         eprintln!("skipped: {why}");
     }
-    let postgres = postgres_server(args);
-    let wants_postgres = args.cases.contains(&Case::Stores) || args.cases.contains(&Case::Centers);
+    let postgres = postgres_server(options);
+    let wants_postgres =
+        options.cases.contains(&Case::Stores) || options.cases.contains(&Case::Centers);
     if let (Err(why), true) = (&postgres, wants_postgres) {
         eprintln!("postgres rows skipped: {why}");
         skipped.push(format!("postgres: {why}"));
     }
     let postgres = postgres.ok();
     let dir = tempfile_dir()?;
-    let stores = if args.cases.contains(&Case::Stores) {
-        store_cases(args, postgres.as_deref(), &dir, &mut progress)?
+    let stores = if options.cases.contains(&Case::Stores) {
+        store_cases(options, postgres.as_deref(), &dir, &mut progress)?
     } else {
         Vec::new()
     };
-    let wants_disk = args.cases.contains(&Case::Stores) || args.cases.contains(&Case::Centers);
+    let wants_disk =
+        options.cases.contains(&Case::Stores) || options.cases.contains(&Case::Centers);
     let disk_fsyncs_per_second = if wants_disk {
-        let rate = disk_fsyncs_per_second(&dir, args.seconds.min(1.0))?;
+        let rate = disk_fsyncs_per_second(&dir, options.seconds.min(1.0))?;
         eprintln!("the disk: {rate:.0} fsyncs a second (4 KiB write + fdatasync)");
         Some(rate)
     } else {
         None
     };
-    let centers = match (&postgres, args.cases.contains(&Case::Centers)) {
-        (Some(url), true) => centers_cases(args, url, &dir, &mut |line| eprintln!("{line}"))?,
+    let centers = match (&postgres, options.cases.contains(&Case::Centers)) {
+        (Some(url), true) => centers_cases(options, url, &dir, &mut |line| eprintln!("{line}"))?,
         _ => Vec::new(),
     };
     let _ = std::fs::remove_dir_all(&dir);
-    let quotes = if args.cases.contains(&Case::Quote) {
-        quote_cases(args, &mut progress)?
+    let quotes = if options.cases.contains(&Case::Quote) {
+        quote_cases(options, &mut progress)?
     } else {
         Vec::new()
     };
     let mut scale = Vec::new();
-    if args.cases.contains(&Case::Scale) {
-        for &n in &args.scale {
-            eprintln!("simulate --patients {n}, {} times...", args.repeats.max(1));
-            let runs = (0..args.repeats.max(1))
+    if options.cases.contains(&Case::Scale) {
+        for &n in &options.scale {
+            eprintln!(
+                "simulate --patients {n}, {} times...",
+                options.repeats.max(1)
+            );
+            let runs = (0..options.repeats.max(1))
                 .map(|_| scale_run(n))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             scale.push(median_scale(runs));
@@ -570,13 +562,13 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             s.vs_smallest = s.us_per_patient / smallest.unwrap_or(1.0).max(1e-9);
         }
     }
-    let watched = if args.cases.contains(&Case::Watched) {
-        watched::watched_cases(args.repeats, &mut |line| eprintln!("{line}"))?
+    let watched = if options.cases.contains(&Case::Watched) {
+        watched::watched_cases(options.repeats, &mut |line| eprintln!("{line}"))?
     } else {
         Vec::new()
     };
-    let sustained = if args.sustained > 0 && args.cases.contains(&Case::Sustained) {
-        Some(sustained_run(args.sustained, &mut |line| {
+    let sustained = if options.sustained > 0 && options.cases.contains(&Case::Sustained) {
+        Some(sustained_run(options.sustained, &mut |line| {
             eprintln!("{line}")
         })?)
     } else {
@@ -588,8 +580,8 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         machine: machine(),
-        seconds_per_run: args.seconds,
-        repeats: args.repeats,
+        seconds_per_run: options.seconds,
+        repeats: options.repeats,
         center,
         stores,
         centers,
@@ -601,8 +593,8 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         sustained,
     };
     crate::console::out(&render(&report))?;
-    write_json(&args.out, &report)?;
-    crate::console::out(&format!("\nwritten to {}\n", args.out.display()))?;
+    write_json(&options.out, &report)?;
+    crate::console::out(&format!("\nwritten to {}\n", options.out.display()))?;
     Ok(0)
 }
 

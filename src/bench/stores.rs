@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use super::load::{self, Exchange, drive};
-use super::{Args, Centers, Pair, Run, for_duration};
+use super::{Centers, Options, Pair, Run, for_duration};
 use crate::console::Console;
 use crate::stats::{self, Spread};
 use crate::store::StoreUrl;
@@ -200,8 +200,8 @@ pub(super) fn disk_fsyncs_per_second(dir: &Path, seconds: f64) -> anyhow::Result
 }
 
 /// The PostgreSQL server of the postgres rows, or why there is none.
-pub(super) fn postgres_server(args: &Args) -> Result<String, String> {
-    if let Some(url) = &args.postgres {
+pub(super) fn postgres_server(options: &Options) -> Result<String, String> {
+    if let Some(url) = &options.postgres {
         return Ok(url.clone());
     }
     match std::env::var(POSTGRES_VAR) {
@@ -219,7 +219,7 @@ pub(super) fn postgres_server(args: &Args) -> Result<String, String> {
 /// and p99), as issue 17 sets it. Which store goes first rotates, so what
 /// one run leaves behind falls on each in turn.
 pub(super) fn store_cases(
-    args: &Args,
+    options: &Options,
     postgres: Option<&str>,
     dir: &Path,
     log: &mut dyn FnMut(&Pair),
@@ -229,9 +229,9 @@ pub(super) fn store_cases(
         .filter(|&kind| kind != Kind::Postgres || postgres.is_some())
         .collect();
     let mut pairs = Vec::new();
-    for &concurrency in &args.concurrency {
+    for &concurrency in &options.concurrency {
         let mut runs: Vec<Vec<Run>> = vec![Vec::new(); kinds.len()];
-        for repeat in 0..args.repeats.max(1) {
+        for repeat in 0..options.repeats.max(1) {
             for k in 0..kinds.len() {
                 let at = (k + repeat) % kinds.len();
                 runs[at].push(store_run(
@@ -240,7 +240,7 @@ pub(super) fn store_cases(
                     dir,
                     1,
                     concurrency,
-                    args.seconds,
+                    options.seconds,
                 )?);
             }
         }
@@ -282,15 +282,15 @@ pub(super) fn store_cases(
 /// database; each repeat runs every count in turn, and each count's
 /// bookings per second is divided by the first count's of that repeat.
 pub(super) fn centers_cases(
-    args: &Args,
+    options: &Options,
     postgres: &str,
     dir: &Path,
     log: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Vec<Centers>> {
-    let counts: Vec<usize> = args.centers.iter().map(|&n| n.max(1)).collect();
-    let concurrency = args.centers_concurrency.max(1);
+    let counts: Vec<usize> = options.centers.iter().map(|&n| n.max(1)).collect();
+    let concurrency = options.centers_concurrency.max(1);
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); counts.len()];
-    for _ in 0..args.repeats.max(1) {
+    for _ in 0..options.repeats.max(1) {
         for (k, &centers) in counts.iter().enumerate() {
             runs[k].push(store_run(
                 Kind::Postgres,
@@ -298,7 +298,7 @@ pub(super) fn centers_cases(
                 dir,
                 centers,
                 concurrency,
-                args.seconds,
+                options.seconds,
             )?);
         }
     }

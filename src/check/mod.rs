@@ -19,9 +19,9 @@
 //! names how it died, restarts it and goes on. `--patient-cmd` judges a
 //! patient program instead ([`patient`]).
 //!
-//! This module owns the configuration, flags and findings; the cases are
-//! [`cases`]'s, the reports [`report`]'s. Every conversation with a server
-//! goes through `client`.
+//! This module owns the options, the configuration and the findings (its
+//! flags are `cli/check.rs`'s); the cases are [`cases`]'s, the reports
+//! [`report`]'s. Every conversation with a server goes through `client`.
 
 mod cases;
 mod harness;
@@ -42,8 +42,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use crate::cli::{self, FramingArgs};
-use crate::data::{Fixtures, Patient, Slot};
+use crate::client::DoctorOverrides;
+use crate::data::{Fixtures, Patient, Slot, Source};
 use crate::net;
 use crate::protocol::Framing;
 use sockets::Transport;
@@ -284,135 +284,89 @@ pub struct Summary {
     pub exit_code: u8,
 }
 
-/// Check a running system against the protocol: authentication and its
-/// bypasses, the list, booking, a taken slot, a synchronised race for one
-/// slot, malformed input, the wording, and each doctor's quotes; or, with
-/// --patient-cmd, a patient program against medsim's own servers. Exits 1
-/// if any case fails (or warns, with --strict), 2 when nothing accepts
-/// connections at the center.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The center's address; give it more than once for several centers
-    /// sharing one store (the race spreads over all of them). With
-    /// --patient-cmd: where medsim's center listens for the program.
-    #[arg(long, default_value = "127.0.0.1:21720", value_name = "ADDR")]
-    pub center: Vec<String>,
-    #[command(flatten)]
-    pub doctors: cli::Doctors,
-    #[command(flatten)]
-    pub framing: FramingArgs,
-    /// User to log in as [default: patient1 of the data].
-    #[arg(long, value_name = "U", requires = "password")]
-    pub user: Option<String>,
-    /// Password for --user.
-    #[arg(long, value_name = "P", requires = "user")]
-    pub password: Option<String>,
-    /// Plan to ask the doctors about [default: the user's plan in the data,
-    /// or insurance1].
-    #[arg(long, value_name = "PLAN")]
+/// What a check is asked: what to reach and log in as, which cases, how
+/// strict, the programs check starts itself, and where the findings go.
+/// [`Options::config`] and [`Options::settings`] resolve it (data files
+/// read, addresses looked up) into what the cases run with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The center's address, and more for several centers sharing one
+    /// store (the race spreads over all of them). With `patient_cmds`:
+    /// where medsim's center listens for the program.
+    pub centers: Vec<String>,
+    /// Where the doctors are, when not where the center says.
+    pub doctors: DoctorOverrides,
+    pub framing: Framing,
+    /// Username and password to log in with; patient1 of the data when
+    /// `None`.
+    pub login: Option<(String, String)>,
+    /// Plan to ask the doctors about; the user's plan in the data, or
+    /// insurance1, when `None`.
     pub plan: Option<String>,
-    /// Clients racing for one slot.
-    #[arg(long, default_value_t = 50, value_name = "K")]
+    /// Clients racing for one slot (at least 2).
     pub race: usize,
-    #[command(flatten)]
-    pub fixtures: cli::Fixtures,
-    /// Time to wait for each answer (e.g. 5s, 500ms).
-    #[arg(long, default_value = "5s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    /// Where the data files are.
+    pub source: Source,
+    /// How long to wait for each answer.
     pub timeout: Duration,
-    /// Make every WARN (wording, form) a failure.
-    #[arg(long)]
+    /// Every WARN fails the run.
     pub strict: bool,
-    /// Run only these cases: ids or beginnings of ids, comma-separated or
-    /// repeated (e.g. `auth,race/one`). A beginning names the ids it
-    /// begins at a `/` (`auth`: every auth/ case; `doctor/doc1`: doc1's,
-    /// not doc10's) or within their last part (`race/one`:
-    /// race/one-slot). A name that is no case's is refused.
-    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    /// Run only the cases these name (all when empty), as [`names`] reads
+    /// them.
     pub cases: Vec<String>,
-    /// Leave out these cases: ids or beginnings of ids, as --cases.
-    #[arg(long, value_name = "IDS", value_delimiter = ',')]
+    /// Leave out the cases these name.
     pub skip: Vec<String>,
-    /// Start the center under test with `sh -c CMD` (in --dir); check
-    /// waits for it to accept at --center, names how it dies, shows the
-    /// tail of its output, and restarts it with fresh state.
-    #[arg(long, value_name = "CMD")]
+    /// The center under test, started with `sh -c`, watched and
+    /// restarted.
     pub center_cmd: Option<String>,
-    /// Start the doctors under test with `sh -c CMD` (in --dir), watched
-    /// and restarted as --center-cmd.
-    #[arg(long, value_name = "CMD")]
+    /// The doctors under test, started as `center_cmd`.
     pub doctor_cmd: Option<String>,
-    /// Check a patient program, started with `sh -c CMD` (in --dir), against
-    /// medsim's own center (at --center) and doctors. Give it once per
-    /// program (e.g. patient1 and patient2): each is judged in turn, and
-    /// the reports hold them all, their case ids prefixed `patient1/`,
-    /// `patient2/` in the order given.
-    #[arg(long, value_name = "CMD")]
-    pub patient_cmd: Vec<String>,
-    /// With --patient-cmd: the port the center names is the doctor's port
-    /// minus this (the seed patient adds 720 to what it is given).
-    #[arg(long, default_value_t = 0, value_name = "N")]
+    /// Patient programs to judge (each with `sh -c`) against medsim's own
+    /// servers, in turn; when any is given, no center or doctor is
+    /// checked.
+    pub patient_cmds: Vec<String>,
+    /// The center names each doctor's port minus this to a patient
+    /// program.
     pub patient_port_offset: u16,
-    /// With --patient-cmd: how long the program may take, each run.
-    #[arg(long, default_value = "10s", value_parser = cli::parse_duration, value_name = "DURATION")]
+    /// How long a patient program may take, each run.
     pub patient_timeout: Duration,
-    /// Directory the programs run in [default: the current one].
-    #[arg(long, value_name = "DIR")]
+    /// Where the programs run; the current directory when `None`.
     pub dir: Option<PathBuf>,
-    /// Run the whole check (check and the programs it starts) in a private
-    /// network namespace with only loopback, so programs that hard-code
-    /// 127.0.0.1:21720 work and several checks run at once. Needs root and
-    /// `unshare`.
-    #[arg(long)]
+    /// Run the whole check in a private network namespace with only
+    /// loopback.
     pub netns: bool,
-    /// Write the findings as JUnit XML to FILE.
-    #[arg(long, value_name = "FILE")]
+    /// Where to write the findings as JUnit XML.
     pub junit: Option<PathBuf>,
-    /// Write the findings as a Gradescope autograder results.json to FILE.
-    #[arg(long, value_name = "FILE")]
+    /// Where to write the findings as a Gradescope results.json.
     pub gradescope: Option<PathBuf>,
-    /// Points per case for --gradescope (needs it): IDS=POINTS, the ids
-    /// named as --cases names them, comma-separated or repeated; the last
-    /// that names a case gives its points [default: 1 a case].
-    #[arg(long, value_name = "ID=POINTS", value_delimiter = ',', value_parser = parse_weight, requires = "gradescope")]
+    /// Points by case pattern for the Gradescope results: the last that
+    /// names a case gives its points (1 a case when none does).
     pub weights: Vec<(String, f64)>,
     /// Print the findings as one JSON document.
-    #[arg(long)]
     pub json: bool,
 }
 
-fn parse_weight(text: &str) -> Result<(String, f64), String> {
-    let (id, points) = text
-        .split_once('=')
-        .ok_or_else(|| format!("'{text}' is not ID=POINTS (e.g. race=5)"))?;
-    let points: f64 = points
-        .parse()
-        .ok()
-        .filter(|p: &f64| p.is_finite() && *p >= 0.0)
-        .ok_or_else(|| format!("'{points}' is not a number of points"))?;
-    Ok((id.to_owned(), points))
-}
-
-impl Args {
-    /// The configuration these flags describe.
+impl Options {
+    /// The configuration these options describe.
     ///
     /// # Errors
     ///
     /// Bad data files, an address that does not resolve, a malformed
     /// `--doctor`.
     pub fn config(&self) -> anyhow::Result<Config> {
-        let source = self.fixtures.source();
-        let fixtures = Fixtures::load(&source)?;
-        let first = self.center.first().context("--center is needed")?;
+        let source = &self.source;
+        let fixtures = Fixtures::load(source)?;
+        let first = self.centers.first().context("--center is needed")?;
         let center = net::resolve(first)?;
         let routes = self.doctors.routes(&center.ip().to_string());
-        let (username, password, data_plan) = match (&self.user, &self.password) {
-            (Some(user), Some(password)) => (
+        let (username, password, data_plan) = match &self.login {
+            Some((user, password)) => (
                 user.clone(),
                 password.clone(),
-                Patient::load(&source, user).ok().map(|p| p.plan),
+                Patient::load(source, user).ok().map(|p| p.plan),
             ),
-            _ => {
-                let p = Patient::load(&source, "patient1")?;
+            None => {
+                let p = Patient::load(source, "patient1")?;
                 (p.username, p.password, Some(p.plan))
             }
         };
@@ -455,14 +409,14 @@ impl Args {
         })
     }
 
-    /// The run's settings these flags describe.
+    /// The run's settings these options describe.
     ///
     /// # Errors
     ///
     /// A --center that does not resolve.
     pub fn settings(&self, config: &Config) -> anyhow::Result<Settings> {
         let mut more_centers = Vec::new();
-        for addr in self.center.iter().skip(1) {
+        for addr in self.centers.iter().skip(1) {
             more_centers.push(net::resolve(addr)?);
         }
         let program = |cmd: &Option<String>, what: &str, ready: launch::Ready| {
@@ -504,12 +458,12 @@ pub(crate) fn accepts(addr: SocketAddr, timeout: Duration) -> bool {
 ///
 /// # Errors
 ///
-/// Bad flags or data files, a report that cannot be written.
-pub fn run(args: &Args) -> anyhow::Result<u8> {
-    if args.netns && !launch::in_private_netns() {
+/// Bad options or data files, a report that cannot be written.
+pub fn run(options: &Options) -> anyhow::Result<u8> {
+    if options.netns && !launch::in_private_netns() {
         return launch::rerun_in_private_netns();
     }
-    let config = args.config()?;
+    let config = options.config()?;
     // Ctrl-C or SIGTERM: the programs check started go with it.
     let stop = crate::shutdown::Shutdown::new();
     stop.stop_on_signals()?;
@@ -517,12 +471,12 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         launch::stop_all();
         std::process::exit(130);
     });
-    let catalog = if args.patient_cmd.is_empty() {
+    let catalog = if options.patient_cmds.is_empty() {
         harness::case_ids(&config)
     } else {
-        patient::case_ids(args.patient_cmd.len())
+        patient::case_ids(options.patient_cmds.len())
     };
-    if let Err(refusals) = check_selection(args, &catalog) {
+    if let Err(refusals) = check_selection(options, &catalog) {
         for refusal in refusals {
             eprintln!("{refusal}");
         }
@@ -532,10 +486,10 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
     let findings;
     let target;
     let mut more_centers = Vec::new();
-    if !args.patient_cmd.is_empty() {
+    if !options.patient_cmds.is_empty() {
         let selection = Settings {
-            cases: args.cases.clone(),
-            skip: args.skip.clone(),
+            cases: options.cases.clone(),
+            skip: options.skip.clone(),
             ..Settings::default()
         };
         let mut all = Findings {
@@ -543,11 +497,11 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
             cases: Vec::new(),
         };
         let mut doctors = Vec::new();
-        for (k, cmd) in args.patient_cmd.iter().enumerate() {
-            let plan = patient::Plan::from_args(args, cmd)?;
+        for (k, cmd) in options.patient_cmds.iter().enumerate() {
+            let plan = patient::Plan::from_options(options, cmd)?;
             doctors.clone_from(&plan.doctors);
             let mut findings = patient::check_patient(&plan)?;
-            if args.patient_cmd.len() > 1 {
+            if options.patient_cmds.len() > 1 {
                 for case in &mut findings.cases {
                     case.id = format!("patient{}/{}", k + 1, case.id);
                     case.name = format!("{}: {}", cmd, case.name);
@@ -558,7 +512,7 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
         all.cases.retain(|case| selection.selects(&case.id));
         findings = all;
         target = report::Target {
-            centers: args.center.clone(),
+            centers: options.centers.clone(),
             dialect: None,
             user: None,
             doctor_host: None,
@@ -568,10 +522,10 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
                 .collect(),
             center_cmd: None,
             doctor_cmd: None,
-            patient_cmds: args.patient_cmd.clone(),
+            patient_cmds: options.patient_cmds.clone(),
         };
     } else {
-        let settings = args.settings(&config)?;
+        let settings = options.settings(&config)?;
         let centers: Vec<SocketAddr> = std::iter::once(config.center)
             .chain(settings.more_centers.iter().copied())
             .collect();
@@ -598,26 +552,29 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
                     addr: d.addr.to_string(),
                 })
                 .collect(),
-            center_cmd: args.center_cmd.clone(),
-            doctor_cmd: args.doctor_cmd.clone(),
+            center_cmd: options.center_cmd.clone(),
+            doctor_cmd: options.doctor_cmd.clone(),
             patient_cmds: Vec::new(),
         };
     }
-    let summary = findings.summary(args.strict);
-    if args.json {
+    let summary = findings.summary(options.strict);
+    if options.json {
         crate::console::out(&report::json(&target, &findings, &summary))?;
-    } else if !args.patient_cmd.is_empty() {
-        crate::console::out(&report::render_patient(args, &findings))?;
+    } else if !options.patient_cmds.is_empty() {
+        crate::console::out(&report::render_patient(options, &findings))?;
     } else {
-        crate::console::out(&render(&config, &more_centers, &findings, args.strict))?;
+        crate::console::out(&render(&config, &more_centers, &findings, options.strict))?;
     }
-    if let Some(path) = &args.junit {
-        std::fs::write(path, junit(&findings, args.strict, started.elapsed()))
+    if let Some(path) = &options.junit {
+        std::fs::write(path, junit(&findings, options.strict, started.elapsed()))
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    if let Some(path) = &args.gradescope {
-        std::fs::write(path, gradescope(&findings, args.strict, &args.weights))
-            .with_context(|| format!("writing {}", path.display()))?;
+    if let Some(path) = &options.gradescope {
+        std::fs::write(
+            path,
+            gradescope(&findings, options.strict, &options.weights),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(summary.exit_code)
 }
@@ -625,28 +582,29 @@ pub fn run(args: &Args) -> anyhow::Result<u8> {
 /// Refuses, before anything runs, a `--cases`, `--skip` or `--weights`
 /// name that is no case's, and a selection that leaves no case: each
 /// refusal as a line.
-fn check_selection(args: &Args, catalog: &[String]) -> Result<(), Vec<String>> {
-    let mut refusals = unknown_patterns("--cases", args.cases.iter().map(String::as_str), catalog);
+fn check_selection(options: &Options, catalog: &[String]) -> Result<(), Vec<String>> {
+    let mut refusals =
+        unknown_patterns("--cases", options.cases.iter().map(String::as_str), catalog);
     refusals.extend(unknown_patterns(
         "--skip",
-        args.skip.iter().map(String::as_str),
+        options.skip.iter().map(String::as_str),
         catalog,
     ));
     refusals.extend(unknown_patterns(
         "--weights",
-        args.weights.iter().map(|(id, _)| id.as_str()),
+        options.weights.iter().map(|(id, _)| id.as_str()),
         catalog,
     ));
     let selection = Settings {
-        cases: args.cases.clone(),
-        skip: args.skip.clone(),
+        cases: options.cases.clone(),
+        skip: options.skip.clone(),
         ..Settings::default()
     };
     if refusals.is_empty() && !catalog.iter().any(|id| selection.selects(id)) {
         refusals.push(format!(
             "no case is selected by --cases {} --skip {}: {}",
-            args.cases.join(","),
-            args.skip.join(","),
+            options.cases.join(","),
+            options.skip.join(","),
             ids_hint(catalog)
         ));
     }

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 
 use super::launch::{Program, Ready};
 use super::proxy::{Link, Passed, Proxies};
-use super::{Args, CaseResult, Findings, Verdict};
+use super::{CaseResult, Findings, Options, Verdict};
 use crate::console::Console;
 use crate::data::{Fixtures, Slot, Users};
 use crate::system::{self, System};
@@ -44,19 +44,23 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan the flags describe.
+    /// The plan the options describe for the program `command`.
     ///
     /// # Errors
     ///
     /// Bad data files.
-    pub fn from_args(args: &Args, command: &str) -> anyhow::Result<Plan> {
-        let fixtures = Fixtures::load(&args.fixtures.source())?;
-        let center = args.center.first().cloned().context("--center is needed")?;
+    pub fn from_options(options: &Options, command: &str) -> anyhow::Result<Plan> {
+        let fixtures = Fixtures::load(&options.source)?;
+        let center = options
+            .centers
+            .first()
+            .cloned()
+            .context("--center is needed")?;
         let host = center
             .rsplit_once(':')
             .map_or("127.0.0.1", |(host, _)| host)
             .to_owned();
-        let routes = args.doctors.routes(&host);
+        let routes = options.doctors.routes(&host);
         let doctors = fixtures
             .doctors
             .iter()
@@ -66,14 +70,14 @@ impl Plan {
             program: Program {
                 what: "the patient".into(),
                 command: command.to_owned(),
-                dir: args.dir.clone(),
+                dir: options.dir.clone(),
                 ready: Ready::Started,
             },
             fixtures,
             center,
             doctors,
-            offset: args.patient_port_offset,
-            timeout: args.patient_timeout,
+            offset: options.patient_port_offset,
+            timeout: options.patient_timeout,
         })
     }
 }

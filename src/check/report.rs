@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{Args, CaseResult, Config, Findings, RESERVES, Summary, Verdict};
+use super::{CaseResult, Config, Findings, Options, RESERVES, Summary, Verdict};
 use crate::table::{self, Align};
 
 /// What a check was run against, for the JSON report.
@@ -109,19 +109,19 @@ pub fn render(
 }
 
 /// The findings of a patient check, for people.
-pub fn render_patient(args: &Args, findings: &Findings) -> String {
+pub fn render_patient(options: &Options, findings: &Findings) -> String {
     let mut out = format!(
         "medsim check: patient {} `{}`, medsim's center at {}\n",
-        if args.patient_cmd.len() == 1 {
+        if options.patient_cmds.len() == 1 {
             "program"
         } else {
             "programs"
         },
-        args.patient_cmd.join("`, `"),
-        args.center.first().map_or("", String::as_str)
+        options.patient_cmds.join("`, `"),
+        options.centers.first().map_or("", String::as_str)
     );
     out.push_str(&cases_table(&findings.cases));
-    out.push_str(&summary(findings, args.strict));
+    out.push_str(&summary(findings, options.strict));
     out
 }
 

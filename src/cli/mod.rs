@@ -1,25 +1,25 @@
 //! The command line's flags, behind a wall (ripgrep's crates/core/flags/):
-//! clap is named only here and in `main.rs`. Each subcommand's file
-//! ([`center`], [`doctor`], [`patient`], [`simulate`]) holds its clap
-//! struct, turns the flags into the plain options of the library module,
-//! and calls its run; the library modules know no flags. `tests/walls.rs`
-//! holds the wall.
+//! clap is named only here and in `main.rs`. Every subcommand's file
+//! ([`center`], [`doctor`], [`patient`], [`simulate`], [`check`],
+//! [`bench`](mod@bench)) holds its clap struct, turns the flags into the
+//! plain options of the library module, and calls its run; the library
+//! modules know no flags. `tests/walls.rs` holds the wall.
 //!
 //! This file holds the flag groups several subcommands share, declared
 //! once so a flag means the same thing everywhere (the data directory, the
 //! framing a client speaks, where the doctors are), and the parsers of
 //! flag values (durations, `NAME=ADDR` pairs, comma-separated lists).
-//! check and bench still declare their flags beside their runs (they move
-//! in issue 18.1).
 
+pub mod bench;
 pub mod center;
+pub mod check;
 pub mod doctor;
 pub mod patient;
 pub mod simulate;
 
 use std::path::PathBuf;
 
-use crate::client::{DoctorOverrides, DoctorRoutes};
+use crate::client::DoctorOverrides;
 use crate::data::Source;
 use crate::protocol::{Dialect, Framing};
 use crate::store::StoreUrl;
@@ -66,18 +66,6 @@ impl From<FramingArgs> for Framing {
     }
 }
 
-impl FramingArgs {
-    /// The framing, refused when its flags contradict each other
-    /// ([`Framing::checked`]).
-    ///
-    /// # Errors
-    ///
-    /// As [`Framing::checked`].
-    pub fn checked(self) -> anyhow::Result<Framing> {
-        Framing::from(self).checked()
-    }
-}
-
 /// Parses `line` or `classic` for `--dialect`.
 ///
 /// # Errors
@@ -94,7 +82,7 @@ pub fn parse_dialect(text: &str) -> Result<Dialect, String> {
 /// Where the doctors are: `--doctor-host HOST` and `--doctor
 /// NAME=[HOST:]PORT`, for every client that asks them.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct Doctors {
+pub struct DoctorsArgs {
     /// Host the center's `DOCTOR PORT` answers refer to [default: the
     /// center's host].
     #[arg(long, value_name = "HOST")]
@@ -107,20 +95,13 @@ pub struct Doctors {
     pub doctors: Vec<(String, String)>,
 }
 
-impl Doctors {
+impl DoctorsArgs {
     /// The overrides these flags give.
     pub fn overrides(&self) -> DoctorOverrides {
         DoctorOverrides {
             host: self.doctor_host.clone(),
             by_name: self.doctors.clone(),
         }
-    }
-
-    /// The routes, with `center_host` as the host when `--doctor-host` is
-    /// not given: for `check`, whose run still reads its flags (until its
-    /// flags move here, issue 18.1).
-    pub fn routes(&self, center_host: &str) -> DoctorRoutes {
-        self.overrides().routes(center_host)
     }
 }
 

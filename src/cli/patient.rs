@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{Doctors, Fixtures, FramingArgs, parse_duration};
+use super::{DoctorsArgs, Fixtures, FramingArgs, parse_duration};
 use crate::data::Patient;
 use crate::patient::{self, Who};
 
@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:21720", value_name = "ADDR")]
     pub center: String,
     #[command(flatten)]
-    pub doctors: Doctors,
+    pub doctors: DoctorsArgs,
     /// Choose this slot index without prompting (sent as is: the center
     /// decides). Without it, the list is shown and you are asked.
     #[arg(long, value_name = "N")]

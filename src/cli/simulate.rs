@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::builder::PossibleValue;
 
-use super::{Doctors, Fixtures, FramingArgs, parse_duration, parse_store};
+use super::{DoctorsArgs, Fixtures, FramingArgs, parse_duration, parse_store};
 use crate::sim::{self, Choice};
 use crate::store::StoreUrl;
 use crate::system::DEFAULT_LIST_CAP;
@@ -69,7 +69,7 @@ pub struct Args {
     pub center: Option<String>,
     /// With --center: where the doctors are.
     #[command(flatten)]
-    pub doctors: Doctors,
+    pub doctors: DoctorsArgs,
     /// With --center: the users to log in as, one `USERNAME PASSWORD` a line
     /// [default: the data's users.txt].
     #[arg(long, value_name = "FILE", requires = "center")]

@@ -261,3 +261,34 @@ fn no_source_file_is_long_but_for_its_tests() {
         );
     }
 }
+
+/// 18.3: a free list is rendered in one place, `protocol::FreeList`'s
+/// `from_rows`; every other module only holds or sends one.
+#[test]
+fn the_free_list_has_one_renderer() {
+    let mut crossings = Vec::new();
+    for file in files_under(&src()) {
+        if shown(&file) == "protocol/listing.rs" {
+            continue;
+        }
+        // A literal `FreeList { .. }` builds one; `-> FreeList {` returns one.
+        for (line, text) in lines_naming(&file, &["FreeList {"]) {
+            if !text.contains("-> FreeList {") {
+                crossings.push(format!("{}:{line}: {text}", shown(&file)));
+            }
+        }
+    }
+    assert!(crossings.is_empty(), "{crossings:#?}");
+}
+
+/// 18.5: the slot table in memory lives under the store it implements.
+#[test]
+fn the_memory_store_lives_under_the_store() {
+    let mut defined = Vec::new();
+    for file in files_under(&src()) {
+        if !lines_naming(&file, &["pub struct SlotBook"]).is_empty() {
+            defined.push(shown(&file));
+        }
+    }
+    assert_eq!(defined, ["store/memory.rs"]);
+}

@@ -8,7 +8,7 @@
 //! costs a clone of an `Arc`, not a walk over the table. Nothing is added
 //! on the hot path: every [`MemoryStore`] method is the book's own and
 //! never fails. Reservations live as long as the process; a store on disk
-//! (`sqlite.rs`, `postgres.rs`) is what keeps them, and answers listings
+//! (`sqlite.rs`, `postgres/`) is what keeps them, and answers listings
 //! from a [`SlotBook`] of its own (`mirror.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1614,10 +1614,14 @@ fn issue_16_a_200_patient_run_reads_at_1024x768_and_a_late_page_gets_its_end() {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .expect("a throughput line");
-    assert_eq!(
-        rate.as_f64().map(f64::round),
-        Some(terminal_rate.round()),
-        "{report}"
+    // The same rate, shown to 0.1 on the page and to 1 in the terminal:
+    // rounding the page's figure again may land on the other side of a
+    // half (396.47 shows as 396.5 and 396), so they agree within both
+    // roundings, not after a second one.
+    let page_rate = rate.as_f64().expect("a number");
+    assert!(
+        (page_rate - terminal_rate).abs() <= 0.55,
+        "page {page_rate}, terminal {terminal_rate}: {report}"
     );
     let p50 = browser.eval("document.querySelector('#c-p50').textContent");
     assert_ne!(p50, json!("–"), "a late page has the latency");

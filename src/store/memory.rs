@@ -250,34 +250,29 @@ impl SlotBook {
     /// Makes the slots up to `upto` (all when `None`) free exactly when
     /// they are in `free` (sorted), except those `keep` says to leave as
     /// they are; a slot found held gets an empty holder (who holds it is
-    /// the copy's source's to say).
+    /// the copy's source's to say). A claimed slot is left to its claim's
+    /// outcome, and to the next sync if that outcome is a failure.
     pub fn sync_free(&self, free: &[u64], upto: Option<u64>, keep: impl Fn(u64) -> bool) {
         let mut state = self.shared.lock();
         let state = &mut *state;
-        let mut changed = false;
-        let range = match upto {
-            Some(last) => state.slots.range_mut(..=last),
-            None => state.slots.range_mut(..),
+        // Only two kinds of slot can differ, so only they are visited (under
+        // the lock every listing takes): those the source lists as free,
+        // and those this table lists up to `upto`. The slots held below
+        // them, which grow with every booking, are not walked.
+        let listed_here: Vec<u64> = match upto {
+            Some(last) => state.free.range(..=last).copied().collect(),
+            None => state.free.iter().copied().collect(),
         };
-        for (&index, entry) in range {
-            let should_be_free = free.binary_search(&index).is_ok();
-            if should_be_free == entry.holder.is_none() || keep(index) {
-                continue;
+        for index in listed_here {
+            if free.binary_search(&index).is_err() && !keep(index) {
+                state.change(index, |entry| entry.holder = Some("".into()));
             }
-            entry.holder = if should_be_free {
-                None
-            } else {
-                Some("".into())
-            };
-            if entry.listed() {
-                state.free.insert(index);
-            } else {
-                state.free.remove(&index);
-            }
-            changed = true;
         }
-        if changed {
-            state.rendered = None;
+        for &index in free {
+            let held = state.slots.get(&index).is_some_and(|e| e.holder.is_some());
+            if held && !keep(index) {
+                state.change(index, |entry| entry.holder = None);
+            }
         }
     }
 

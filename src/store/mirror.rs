@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
+use super::commit::Ticket;
 use super::{Reservation, StoreError};
 use crate::data::Slot;
 use crate::store::memory::SlotBook;
@@ -88,6 +89,18 @@ impl Mirror {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         self.touched.lock().insert(index, generation);
         self.book.set_holder(index, holder);
+    }
+
+    /// What a commit's `outcomes` tell of its `tickets`' slots: a grant,
+    /// or a slot someone holds (who is the database's to say).
+    pub fn learn_outcomes(&self, tickets: &[&Ticket], outcomes: &[Reservation]) {
+        for (ticket, outcome) in tickets.iter().zip(outcomes) {
+            match outcome {
+                Reservation::Booked { .. } => self.learn(ticket.index, Some(&ticket.holder)),
+                Reservation::Taken => self.learn(ticket.index, Some("")),
+                Reservation::NoSuchSlot => {}
+            }
+        }
     }
 
     /// The generation to pass to [`Mirror::sync`] for a read of the

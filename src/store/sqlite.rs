@@ -455,14 +455,7 @@ impl Backend for Writer {
     }
 
     fn committed(&mut self, tickets: &[&Ticket], outcomes: &[Reservation]) {
-        for (ticket, outcome) in tickets.iter().zip(outcomes) {
-            match outcome {
-                Reservation::Booked { .. } => self.mirror.learn(ticket.index, Some(&ticket.holder)),
-                // Someone holds it: who is the file's to say.
-                Reservation::Taken => self.mirror.learn(ticket.index, Some("")),
-                Reservation::NoSuchSlot => {}
-            }
-        }
+        self.mirror.learn_outcomes(tickets, outcomes);
     }
 
     fn cancel(&mut self, index: u64, holder: &str) -> Result<bool, StoreError> {

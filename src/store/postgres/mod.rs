@@ -237,12 +237,7 @@ impl Refresher {
                 "SELECT idx FROM slots WHERE holder IS NULL ORDER BY idx LIMIT $1",
                 &[&limit],
             )?;
-            rows.iter()
-                .map(|row| {
-                    row.try_get::<_, i64>(0)
-                        .map(|i| u64::try_from(i).unwrap_or(u64::MAX))
-                })
-                .collect()
+            schema::indexes(&rows)
         })?;
         self.mirror.sync(&free, limit, since);
         Ok(())

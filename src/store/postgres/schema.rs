@@ -151,3 +151,13 @@ pub(super) fn read_held(client: &mut Client) -> Result<Vec<(u64, String)>, postg
     }
     Ok(held)
 }
+
+/// The first column of `rows`, slot indexes.
+pub(super) fn indexes(rows: &[postgres::Row]) -> Result<Vec<u64>, postgres::Error> {
+    rows.iter()
+        .map(|row| {
+            row.try_get::<_, i64>(0)
+                .map(|i| u64::try_from(i).unwrap_or(u64::MAX))
+        })
+        .collect()
+}

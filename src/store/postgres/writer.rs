@@ -7,6 +7,7 @@ use std::sync::Arc;
 use postgres::Statement;
 
 use super::link::Link;
+use super::schema;
 use crate::store::commit::{Backend, Failure, Settle, Ticket};
 use crate::store::mirror::Mirror;
 use crate::store::{ErrorKind, Reservation, StoreError, db_index};
@@ -138,14 +139,7 @@ impl Backend for Writer {
     }
 
     fn committed(&mut self, tickets: &[&Ticket], outcomes: &[Reservation]) {
-        for (ticket, outcome) in tickets.iter().zip(outcomes) {
-            match outcome {
-                Reservation::Booked { .. } => self.mirror.learn(ticket.index, Some(&ticket.holder)),
-                // Someone holds it: who is the database's to say.
-                Reservation::Taken => self.mirror.learn(ticket.index, Some("")),
-                Reservation::NoSuchSlot => {}
-            }
-        }
+        self.mirror.learn_outcomes(tickets, outcomes);
     }
 
     fn cancel(&mut self, index: u64, holder: &str) -> Result<bool, StoreError> {
@@ -177,12 +171,7 @@ impl Backend for Writer {
                  WHERE attempt = ANY($1) RETURNING idx",
                     &[&attempts],
                 )?;
-                rows.iter()
-                    .map(|row| {
-                        row.try_get::<_, i64>(0)
-                            .map(|i| u64::try_from(i).unwrap_or(u64::MAX))
-                    })
-                    .collect()
+                schema::indexes(&rows)
             })?;
         for &index in &freed {
             self.mirror.learn(index, None);

@@ -329,46 +329,6 @@ fn postgres_lists_during_a_stuck_commit_without_the_claimed_slot() {
     assert!(!store.free_list().unwrap().line.contains("2 Mon"));
 }
 
-/// Issue 17.1: a slot one center is committing is not offered by another
-/// center on the same database either (its claim is told through the
-/// database), so several centers do not send their patients into races
-/// already lost. The commit is held up by a row lock.
-#[test]
-fn postgres_a_slot_claimed_at_one_center_is_not_listed_at_another() {
-    let Some(server) = postgres_support::server_url(
-        "postgres_a_slot_claimed_at_one_center_is_not_listed_at_another",
-    ) else {
-        return;
-    };
-    let db = TestDb::create(&server, "claims");
-    let booking_center: Arc<dyn Store> =
-        Arc::new(PostgresStore::open(&db.url, &slots(), DEFAULT_LIST_CAP).unwrap());
-    let other_center = PostgresStore::open(&db.url, &slots(), DEFAULT_LIST_CAP).unwrap();
-    assert_eq!(other_center.free_list().unwrap().listed, 6);
-    let mut other = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
-    let mut lock = other.transaction().unwrap();
-    lock.execute("SELECT 1 FROM slots WHERE idx = 2 FOR UPDATE", &[])
-        .unwrap();
-    let booking = std::thread::spawn({
-        let store = Arc::clone(&booking_center);
-        move || store.reserve(2, "patient1")
-    });
-    listed_while_slot_2_is_claimed(&other_center);
-    assert!(
-        !booking.is_finished(),
-        "the commit went through the row lock"
-    );
-    lock.rollback().unwrap();
-    assert!(matches!(
-        booking.join().unwrap(),
-        Ok(Reservation::Booked { .. })
-    ));
-    assert_eq!(
-        other_center.reserve(2, "patient2").unwrap(),
-        Reservation::Taken
-    );
-}
-
 #[test]
 fn postgres_three_centers_race_and_one_wins() {
     let Some(server) = postgres_support::server_url("postgres_three_centers_race_and_one_wins")

@@ -54,12 +54,10 @@
 //!   hand-shake, so a server that accepts and never answers cannot hang a
 //!   start; the error names the URL with its password masked.
 
-mod claims;
 mod link;
 mod schema;
 mod writer;
 
-use claims::Claims;
 use link::Link;
 use schema::{read_held, set_up};
 use writer::Writer;
@@ -90,21 +88,17 @@ pub struct PostgresStore {
     mirror: Arc<Mirror>,
     reader: Mutex<Link>,
     label: String,
-    /// Dropped first with the store: its publisher stops.
-    claims: Option<Claims>,
-    /// Dropped with the store: the refresher and the claims' listener stop...
+    /// Dropped with the store: the refresher stops...
     stop_refresh: Option<crossbeam_channel::Sender<()>>,
-    /// ...and this is disconnected once they all have.
+    /// ...and this is disconnected once it has.
     refresher_ended: crossbeam_channel::Receiver<()>,
 }
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        // The refresher and the claims' threads let go of their connections
-        // before the store is gone (and its database, perhaps, dropped);
-        // one stuck on a stalled server is left behind rather than waited
-        // for.
-        self.claims = None;
+        // The refresher lets go of its connection before the store is gone
+        // (and its database, perhaps, dropped); one stuck on a stalled
+        // server is left behind rather than waited for.
         self.stop_refresh = None;
         let _ = self.refresher_ended.recv_timeout(Duration::from_secs(2));
     }
@@ -152,17 +146,6 @@ impl PostgresStore {
         let mut link = Link::new(&config, &label);
         let client = link.client()?;
         set_up(client, slots, &label)?;
-        let schema: String = client
-            .query_one("SELECT current_schema()::text", &[])
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| {
-                StoreError::caused(
-                    label.clone(),
-                    ErrorKind::Query,
-                    "cannot name the schema",
-                    &e,
-                )
-            })?;
         let mirror = Arc::new(Mirror::new(slots, list_cap));
         let held = read_held(client).map_err(|e| {
             StoreError::caused(
@@ -186,14 +169,6 @@ impl PostgresStore {
         let committer = Committer::start(writers, timeout, label.clone())?;
         let (stop_refresh, stopped) = crossbeam_channel::bounded(0);
         let (refresher_ending, refresher_ended) = crossbeam_channel::bounded::<()>(0);
-        let claims = Claims::start(
-            &config,
-            &label,
-            &schema,
-            Arc::clone(&mirror),
-            stopped.clone(),
-            refresher_ending.clone(),
-        )?;
         let refresher = Refresher {
             link: Link::new(&config, &label),
             mirror: Arc::clone(&mirror),
@@ -218,7 +193,6 @@ impl PostgresStore {
             mirror,
             reader: Mutex::new(link),
             label,
-            claims: Some(claims),
             stop_refresh: Some(stop_refresh),
             refresher_ended,
         })
@@ -272,9 +246,6 @@ impl Refresher {
 
 impl Store for PostgresStore {
     fn reserve(&self, index: u64, holder: &str) -> Result<Reservation, StoreError> {
-        if let Some(claims) = &self.claims {
-            claims.tell(index);
-        }
         self.mirror
             .reserve(index, || self.committer.reserve(index, holder))
     }

@@ -227,7 +227,7 @@ fn a_doctor_that_dies_on_an_unknown_plan_is_named_and_not_passed() {
     assert!(
         evidence(&findings, "doctor/doc1/unknown-plan").starts_with(&format!(
             "doctor doc1 is gone (nothing holds {dying} any more) on the datagram \
-             'medsim-check-no-such-plan'; check did not start it, so the cases after this one \
+             'medsim-check-no-such-plan' to doc1; check did not start it, so the cases after this one \
              cannot run; the case: sent 'medsim-check-no-such-plan', no answer (dropped)"
         )),
         "{findings:#?}"
@@ -485,8 +485,9 @@ fn credentials_kept_from_the_last_login_are_a_login_bypass_right_after_a_good_lo
     );
     assert!(
         evidence(&findings, "auth/after-login/empty").starts_with(
-            "LOGIN BYPASS right after another session's good login (the last credentials kept \
-             for everyone?): sent '', got 'success', let in without valid credentials"
+            "LOGIN BYPASS right after another session's good login (on fresh state it did not, \
+             malformed/empty: the last credentials kept for everyone?): sent '', got 'success', \
+             let in without valid credentials"
         ),
         "{findings:#?}"
     );
@@ -617,5 +618,47 @@ fn doctors_comparing_the_plan_exactly_are_asked_in_the_chosen_dialect() {
             ("doctor/doc1/empty-datagram", Verdict::Blocked),
             ("doctor/doc1/plan-prefix", Verdict::Blocked)
         ]
+    );
+}
+
+/// Issue 15 (a real center): the login needs its newline, so check's
+/// sessions go in lines; without a login, lines get silence but C strings
+/// are served. The no-login cases walk both framings and find the list
+/// and the booking.
+#[test]
+fn a_center_serving_c_strings_without_a_login_is_caught_though_its_login_needs_lines() {
+    let system = System::start();
+    let center = fakes::Center {
+        login_needs_newline: true,
+        serves_c_strings_without_login: true,
+        closes_after_failure: false,
+        ..fake(&system)
+    }
+    .serve();
+    let mut config = config(&system, center, 4);
+    config.timeout = Duration::from_millis(500);
+    let findings = run(&config);
+    let verdict = |id: &str| {
+        findings
+            .cases
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.verdict)
+    };
+    assert_eq!(verdict("auth/success"), Some(Verdict::Warn));
+    assert_eq!(verdict("login/available"), Some(Verdict::Fail));
+    assert_eq!(verdict("login/selection"), Some(Verdict::Fail));
+    let booked = evidence(&findings, "login/selection");
+    assert!(
+        booked.starts_with(
+            "sessions go in lines here (the login needs its newline), but without a login the \
+             center also serves the configured framing (classic); in lines: "
+        ) && booked.contains("BOOKED WITHOUT LOGIN: slot "),
+        "{booked}"
+    );
+    assert!(
+        evidence(&findings, "login/available")
+            .contains("slots listed on a connection that never logged in"),
+        "{findings:#?}"
     );
 }

@@ -188,6 +188,14 @@ impl Server {
         }
     }
 
+    /// Whether check started it and its process ends within `grace`.
+    fn died_within(&mut self, grace: Duration) -> bool {
+        match &mut self.watch {
+            Watch::Started(_, Some(running)) => running.wait_for_exit(grace).is_some(),
+            _ => false,
+        }
+    }
+
     /// Whether it went away, waiting up to `grace` for a death already on
     /// its way (a crash on the close of a case's connection comes a moment
     /// after it); restarts a server check started.
@@ -261,9 +269,16 @@ impl Server {
     fn blame(&mut self, outcome: Outcome, gone: Gone, input: String) -> Outcome {
         let note = format!("{} {} on {input}{}", self.what, gone.how, gone.after);
         if self.blamed.contains(&input) {
+            let then = format!("; then {note} (blamed before)");
+            // Twice in one case (its list, then its booking) is said once.
+            let evidence = if outcome.evidence.ends_with(&then) {
+                outcome.evidence
+            } else {
+                outcome.evidence + &then
+            };
             return Outcome {
                 verdict: outcome.verdict,
-                evidence: format!("{}; then {note} (blamed before)", outcome.evidence),
+                evidence,
             };
         }
         self.blamed.push(input);
@@ -291,8 +306,11 @@ pub(super) struct Run<'a> {
     /// unknown plan means a drop.
     pub(super) quoted: Vec<String>,
     /// The center died during the running case and was restarted for it
-    /// to go on: how, and what the case had sent unanswered by then.
-    died_during_case: Option<(Gone, Vec<String>)>,
+    /// to go on: how, how many of the case's messages had gone unanswered
+    /// by then, and the input blamed.
+    died_during_case: Option<(Gone, usize, String)>,
+    /// Sessions closed when the center was last seen alive after a close.
+    settled_closes: u64,
     pub(super) results: Vec<CaseResult>,
 }
 
@@ -306,17 +324,48 @@ impl<'a> Run<'a> {
     /// is blamed when the case ends), so a case can go on past the input
     /// that killed it.
     pub(super) fn open(&mut self) -> Result<Session<'a>, String> {
-        match Session::open(self.shared, self.centers[0]) {
+        self.open_in(self.shared.framing())
+    }
+
+    /// As [`Run::open`], the session sending in `framing`.
+    pub(super) fn open_in(
+        &mut self,
+        framing: crate::protocol::Framing,
+    ) -> Result<Session<'a>, String> {
+        self.settle();
+        match Session::open_in(self.shared, self.centers[0], framing) {
             Err(why) if self.center.started_and_dead() => {
-                let gone = self.center.gone(Duration::ZERO, || true);
-                if let Some(gone) = gone {
-                    self.died_during_case
-                        .get_or_insert((gone, self.shared.unanswered()));
-                }
-                Session::open(self.shared, self.centers[0])
+                self.restart_mid_case(None);
+                Session::open_in(self.shared, self.centers[0], framing)
                     .map_err(|again| format!("{why}; after a restart: {again}"))
             }
             opened => opened,
+        }
+    }
+
+    /// After a session closed, gives the center check started the moment
+    /// a crash on that close takes, before anything else is sent: what
+    /// comes next must not be blamed for it (nor meet a dying center).
+    pub(super) fn settle(&mut self) {
+        let closes = self.shared.closes();
+        if closes == self.settled_closes || !matches!(self.center.watch, Watch::Started(..)) {
+            return;
+        }
+        self.settled_closes = closes;
+        if self.center.died_within(DEATH_GRACE) {
+            self.restart_mid_case(Some(self.shared.last_close()));
+        }
+    }
+
+    /// Restarts the center check started, which died during this case, so
+    /// the case can go on; the death is blamed on `input` (or on what the
+    /// case sent unanswered) when the case ends.
+    fn restart_mid_case(&mut self, input: Option<String>) {
+        let unanswered = self.shared.unanswered();
+        if let Some(gone) = self.center.gone(Duration::ZERO, || true) {
+            let input = input.unwrap_or_else(|| blamed_input(self.shared, &unanswered));
+            self.died_during_case
+                .get_or_insert((gone, unanswered.len(), input));
         }
     }
 
@@ -324,6 +373,13 @@ impl<'a> Run<'a> {
     /// restarted): what a case saw last may be its death, not its answer.
     pub(super) fn center_dead(&mut self) -> bool {
         self.center.started_and_dead()
+    }
+
+    /// Whether the center check started died a moment ago (of what the
+    /// case just did), without restarting it: waits as long as a crash on
+    /// a close takes.
+    pub(super) fn center_died_just_now(&mut self) -> bool {
+        self.center.died_within(DEATH_GRACE)
     }
 
     /// The server of doctor `name`.
@@ -392,6 +448,7 @@ pub fn check_with(config: &Config, settings: &Settings) -> Findings {
         doctors,
         quoted: Vec::new(),
         died_during_case: None,
+        settled_closes: 0,
         results: Vec::new(),
     };
     let cases = center_cases(config);
@@ -448,6 +505,17 @@ fn capitalised_form(run: &mut Run) -> Option<String> {
     }
 }
 
+/// The input a center's death during a case is blamed on: the first
+/// message whose connection it ended instead of answering, else the last
+/// close of a session (or a connection closed without a word).
+fn blamed_input(shared: &Shared, unanswered: &[String]) -> String {
+    match unanswered.first() {
+        Some(sent) => format!("'{}'", quote(sent)),
+        None if !shared.sent_any() => super::session::NO_WORD_CLOSE.into(),
+        None => shared.last_close(),
+    }
+}
+
 /// How long a server may take to die of a case's last input.
 const DEATH_GRACE: Duration = Duration::from_millis(60);
 
@@ -493,6 +561,16 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                     && run.center.down.is_none();
                 if silent && let Some(form) = capitalised_form(run) {
                     outcome = warn(format!("{form}; the case: {}", outcome.evidence));
+                } else if silent
+                    && run
+                        .shared
+                        .answered
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                {
+                    // The look for capitalised commands got an answer: the
+                    // center is silent to what the case sent (a wrong
+                    // password), not to everything, and the case's verdict
+                    // stands.
                 } else if silent {
                     // Nothing has ever come back: every later case would
                     // only wait out its timeout.
@@ -511,23 +589,17 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                 let later = run.center.gone(DEATH_GRACE, still_answers);
                 let mut deaths = Vec::new();
                 match earlier {
-                    Some((gone, unanswered_then)) => {
-                        let after: Vec<String> =
-                            unanswered[unanswered_then.len().min(unanswered.len())..].to_vec();
-                        deaths.push((gone, unanswered_then));
-                        deaths.extend(later.map(|g| (g, after)));
+                    Some((gone, unanswered_then, input)) => {
+                        let after = &unanswered[unanswered_then.min(unanswered.len())..];
+                        deaths.push((gone, input));
+                        deaths.extend(later.map(|g| (g, blamed_input(run.shared, after))));
                     }
-                    None => deaths.extend(later.map(|g| (g, unanswered.clone()))),
+                    None => {
+                        deaths.extend(later.map(|g| (g, blamed_input(run.shared, &unanswered))));
+                    }
                 }
-                for (gone, unanswered) in deaths {
+                for (gone, input) in deaths {
                     run.restarted = true;
-                    let input = match unanswered.first() {
-                        Some(sent) => format!("'{}'", quote(sent)),
-                        None if !run.shared.sent_any() => {
-                            "a connection closed without a word".into()
-                        }
-                        None => "the close of a connection after its answers".into(),
-                    };
                     outcome = run.center.blame(outcome, gone, input);
                 }
                 outcome
@@ -543,9 +615,11 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                 let doctor = run.doctor(name);
                 match doctor.and_then(|d| d.gone(DEATH_GRACE, still_answers).map(|g| (d, g))) {
                     Some((doctor, gone)) => {
+                        // One doctor's death is not another's: the input
+                        // names whom it went to.
                         let input = match unanswered.last() {
-                            Some(sent) => format!("the datagram '{}'", quote(sent)),
-                            None => "this case".into(),
+                            Some(sent) => format!("the datagram '{}' to {name}", quote(sent)),
+                            None => format!("this case ({name})"),
                         };
                         doctor.blame(outcome, gone, input)
                     }

@@ -40,6 +40,10 @@ pub(super) struct Shared<'a> {
     unanswered: Mutex<Vec<String>>,
     /// The running case sent the center something.
     sent_any: AtomicBool,
+    /// Sessions closed so far, and how the last one ended: a death that
+    /// follows a close is blamed on it.
+    closes: std::sync::atomic::AtomicU64,
+    last_close: Mutex<&'static str>,
     /// The center grants only a bare index (`1`), not `selection 1`.
     pub(super) bare_selection: AtomicBool,
     /// The center serves one session at a time: a second client waits
@@ -65,6 +69,8 @@ impl<'a> Shared<'a> {
             case: Mutex::new(String::new()),
             unanswered: Mutex::new(Vec::new()),
             sent_any: AtomicBool::new(false),
+            closes: std::sync::atomic::AtomicU64::new(0),
+            last_close: Mutex::new(CLOSE_AFTER_MESSAGES),
             bare_selection: AtomicBool::new(false),
             one_at_a_time: AtomicBool::new(false),
             answers_classic: AtomicBool::new(false),
@@ -98,6 +104,16 @@ impl<'a> Shared<'a> {
     /// What the running case sent without getting an answer, in order.
     pub(super) fn unanswered(&self) -> Vec<String> {
         self.unanswered.lock().clone()
+    }
+
+    /// How many sessions have been closed in the run.
+    pub(super) fn closes(&self) -> u64 {
+        self.closes.load(Ordering::Acquire)
+    }
+
+    /// The last close of a session, as an input a death is blamed on.
+    pub(super) fn last_close(&self) -> String {
+        (*self.last_close.lock()).to_owned()
     }
 
     /// Notes an input the server got and did not answer (a datagram, a
@@ -182,12 +198,43 @@ pub(super) struct Session<'s> {
     pub(super) last_answer: String,
     /// The last wait for an answer ended in silence, the connection open.
     pub(super) silent: bool,
+    /// Sessions closed in the run when the last message was sent.
+    closes_at_send: u64,
+}
+
+/// A session's close as the input a death is blamed on.
+pub(super) const CLOSE_AFTER_MESSAGES: &str = "the close of a connection after its messages";
+/// A close with nothing sent (a connect-and-close).
+pub(super) const NO_WORD_CLOSE: &str = "a connection closed without a word";
+
+impl Drop for Session<'_> {
+    /// The close is an input too: some centers die of it.
+    fn drop(&mut self) {
+        // One input whatever came before it (answers, or silence): a center
+        // that dies of every close is blamed once.
+        let how = if self.last_sent.is_none() {
+            NO_WORD_CLOSE
+        } else {
+            CLOSE_AFTER_MESSAGES
+        };
+        *self.shared.last_close.lock() = how;
+        self.shared.closes.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 impl<'s> Session<'s> {
     pub(super) fn open(shared: &'s Shared<'s>, center: SocketAddr) -> Result<Session<'s>, String> {
+        Session::open_in(shared, center, shared.framing())
+    }
+
+    /// As [`Session::open`], sending in `framing`.
+    pub(super) fn open_in(
+        shared: &'s Shared<'s>,
+        center: SocketAddr,
+        framing: crate::protocol::Framing,
+    ) -> Result<Session<'s>, String> {
         let config = shared.config;
-        let link = client::Conversation::connect(center, shared.framing(), config.timeout)
+        let link = client::Conversation::connect(center, framing, config.timeout)
             .map_err(|e| format!("cannot connect to {center}: {e}"))?;
         let mut session = Session {
             shared,
@@ -196,6 +243,7 @@ impl<'s> Session<'s> {
             last_sent: None,
             last_answer: String::new(),
             silent: false,
+            closes_at_send: 0,
         };
         if !shared.greeting_checked.swap(true, Ordering::Relaxed) {
             // The run's first session: does the center speak first?
@@ -262,6 +310,7 @@ impl<'s> Session<'s> {
         let text = &self.shared.in_form(text);
         self.log.push(format!("sent '{}'", shown(text)));
         self.last_sent = Some(shown(text));
+        self.closes_at_send = self.shared.closes();
         self.shared.sent_any.store(true, Ordering::Relaxed);
         if let Err(e) = self.link.send(text) {
             self.log.push(format!("send failed: {e}"));
@@ -274,6 +323,7 @@ impl<'s> Session<'s> {
         self.note_stale();
         self.log.push(format!("sent {what}"));
         self.last_sent = Some(what.trim_matches('\'').to_owned());
+        self.closes_at_send = self.shared.closes();
         self.shared.sent_any.store(true, Ordering::Relaxed);
         if let Err(e) = self.link.send_raw(bytes) {
             self.log.push(format!("send failed: {e}"));
@@ -302,8 +352,12 @@ impl<'s> Session<'s> {
             }
             Err(why) => {
                 self.silent = matches!(why, NoAnswer::TimedOut);
+                // Ended after another session closed: the message may
+                // never have been read (a center serving one session at a
+                // time dies of that close), so the close is blamed.
                 if matches!(why, NoAnswer::Ended | NoAnswer::Failed(_))
                     && let Some(sent) = &self.last_sent
+                    && self.shared.closes() == self.closes_at_send
                 {
                     self.shared.sent_unanswered(sent);
                 }

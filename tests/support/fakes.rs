@@ -67,6 +67,13 @@ pub struct Center {
     pub iterative: bool,
     /// Text after a newline inside the grant's C string.
     pub grant_tail: Option<&'static str>,
+    /// A login is good only with a newline after the password (it is
+    /// compared with it); the refusal is `failure`.
+    pub login_needs_newline: bool,
+    /// Before a login, `available` and `selection` as C strings are
+    /// served, and anything ended by a newline gets silence (one real
+    /// center reads them so).
+    pub serves_c_strings_without_login: bool,
     /// Slots: index, day, time, doctor, port.
     pub slots: Vec<FakeSlot>,
 }
@@ -90,6 +97,8 @@ impl Center {
             bare_index: false,
             iterative: false,
             grant_tail: None,
+            login_needs_newline: false,
+            serves_c_strings_without_login: false,
             slots: vec![
                 (1, "Tue", "01pm", "doc1", doc1),
                 (2, "Mon", "03pm", "doc2", doc2),
@@ -165,17 +174,27 @@ fn session(mut stream: TcpStream, state: &State) {
     }
     let mut authed = false;
     let mut buf = [0u8; 4096];
+    // `serves_c_strings_without_login`: this request passes without one.
+    let mut authed_for_one;
     loop {
         let n = match stream.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
         let end = buf[..n].iter().position(|&b| b == 0).unwrap_or(n);
+        authed_for_one = false;
         let Ok(text) = std::str::from_utf8(&buf[..end]) else {
             answer(&mut stream, "error message is not valid UTF-8");
             return;
         };
         let mut words: Vec<&str> = text.split_whitespace().collect();
+        let newline_ended = text.ends_with('\n');
+        if c.serves_c_strings_without_login && !authed && words.first() != Some(&"authenticate") {
+            if newline_ended {
+                continue;
+            }
+            authed_for_one = true;
+        }
         let last = state.last.lock().clone();
         if c.last_credentials
             && !authed
@@ -203,7 +222,7 @@ fn session(mut stream: TcpStream, state: &State) {
         }
         let reply = match words[..] {
             ["authenticate", user, password] if !authed => {
-                let good = good_login(user, password);
+                let good = good_login(user, password) && (!c.login_needs_newline || newline_ended);
                 if good || c.shared_flag && state.flag.load(Ordering::SeqCst) {
                     authed = true;
                     state.flag.store(true, Ordering::SeqCst);
@@ -216,7 +235,7 @@ fn session(mut stream: TcpStream, state: &State) {
                     continue;
                 }
             }
-            ["available"] if authed => {
+            ["available"] if authed || authed_for_one => {
                 let taken = state.taken.lock();
                 let free: Vec<String> = c
                     .slots
@@ -235,7 +254,7 @@ fn session(mut stream: TcpStream, state: &State) {
                     ListForm::SpaceDot => free.iter().map(|s| format!("{s}  .")).collect(),
                 }
             }
-            ["selection", index] if authed || c.books_without_login => {
+            ["selection", index] if authed || authed_for_one || c.books_without_login => {
                 let Some(slot) = index
                     .parse::<u64>()
                     .ok()
@@ -669,4 +688,64 @@ print("listening on", port, flush=True)
 while True:
     c, _ = s.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+/// A classic center program (`python3 - PORT`) as two of the real ones
+/// are: it serves one session at a time, never closes a connection
+/// itself, answers a wrong password with silence, and dies with SIGSEGV
+/// whenever a client closes its connection, said or not.
+pub const CLOSE_DYING_CENTER_PY: &str = r#"
+import os, signal, socket, sys
+port = int(sys.argv[1])
+slots = {1: "1 Tue 01pm", 2: "2 Mon 03pm", 3: "3 Thu 02pm", 4: "4 Wed 10am", 5: "5 Sat 12pm", 6: "6 Fri 04pm"}
+ports = {1: "doc1 41720", 2: "doc2 42720", 3: "doc1 41720", 4: "doc1 41720", 5: "doc2 42720", 6: "doc2 42720"}
+taken = set()
+def send(c, text):
+    c.sendall(text.encode() + b"\0")
+def serve(c):
+    authed = False
+    while True:
+        try:
+            data = c.recv(100)
+        except OSError:
+            data = b""
+        if not data:
+            print("a client closed: crashing", flush=True)
+            os.kill(os.getpid(), signal.SIGSEGV)
+        w = data.split(b"\0")[0].decode("latin-1").split()
+        if w and w[0] == "authenticate" and len(w) == 3:
+            if (w[1], w[2]) in (("patient1", "password111"), ("patient2", "password222")):
+                authed = True; send(c, "success")
+        elif w == ["available"] and authed:
+            free = [slots[i] for i in sorted(slots) if i not in taken]
+            send(c, " ".join(free) if free else "notavailable")
+        elif len(w) == 2 and w[0] == "selection" and authed and w[1].isdigit() and int(w[1]) in slots:
+            i = int(w[1])
+            send(c, "notavailable" if i in taken else ports[i])
+            taken.add(i)
+        else:
+            send(c, "error unexpected")
+s = socket.socket()
+s.bind(("127.0.0.1", port))
+s.listen(64)
+print("listening on", port, flush=True)
+while True:
+    c, _ = s.accept()
+    serve(c)
+"#;
+
+/// A doctor program (`python3 - PORT COST`) that quotes every known plan
+/// COST and dies with SIGSEGV on a plan it does not know, as a real one
+/// does.
+pub const DYING_DOCTOR_PY: &str = r#"
+import os, signal, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+print("doctor on", sys.argv[1], flush=True)
+while True:
+    data, peer = s.recvfrom(100)
+    if data.strip(b"\0\n") not in (b"insurance1", b"insurance2", b"insurance3"):
+        print("unknown plan: crashing", flush=True)
+        os.kill(os.getpid(), signal.SIGSEGV)
+    s.sendto(sys.argv[2].encode(), peer)
 "#;

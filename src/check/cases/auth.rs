@@ -224,9 +224,20 @@ pub(in crate::check) fn bypass_after_login(run: &mut Run, m: &Malformed) -> Outc
     let outcome = malformed(run, m);
     drop(good);
     let evidence = if outcome.verdict == Verdict::Fail {
+        // Whether the same message got in on fresh state tells a kept
+        // login from no login check at all.
+        let fresh = format!("malformed/{}", m.id);
+        let why = match run.results.iter().find(|r| r.id == fresh) {
+            Some(r) if r.evidence.contains("LOGIN BYPASS") => {
+                format!(" (it gets in on fresh state too: {fresh})")
+            }
+            Some(_) => format!(
+                " (on fresh state it did not, {fresh}: the last credentials kept for everyone?)"
+            ),
+            _ => String::new(),
+        };
         format!(
-            "LOGIN BYPASS right after another session's good login (the last credentials \
-             kept for everyone?): {}",
+            "LOGIN BYPASS right after another session's good login{why}: {}",
             outcome.evidence
         )
     } else {

@@ -4,9 +4,10 @@
 use std::sync::Barrier;
 use std::sync::atomic::Ordering;
 
+use crate::check::Verdict;
 use crate::check::harness::{Booked, Outcome, Run, fail, not_run, pass, skip, warn};
 use crate::check::session::{Reading, Session, grant_fits, quote, read, shown};
-use crate::protocol::{self, SelectionAnswer, SlotsAnswer, strict_assignment};
+use crate::protocol::{self, Framing, SelectionAnswer, SlotsAnswer, strict_assignment};
 
 /// The list reads as slots; when its slots are not the data's (another
 /// `availabilities.txt`), grants are not held to the data.
@@ -183,7 +184,9 @@ pub(in crate::check) fn race(run: &mut Run) -> Outcome {
         }
         Err(e) => return fail(e),
     };
-    let (shared, centers) = (run.shared, &run.centers);
+    // The list's close may have killed the center: it races fresh.
+    run.settle();
+    let (shared, centers) = (run.shared, run.centers.clone());
     let select = |ready: Result<Session, String>| {
         let mut c = match ready {
             Ok(c) => c,
@@ -206,10 +209,20 @@ pub(in crate::check) fn race(run: &mut Run) -> Outcome {
     let results: Vec<RaceResult> = if in_turn {
         // A second session waits for the first to close: racing them at
         // once would only time out. They take turns, and still only one
-        // may be granted the slot.
-        (0..config.race)
-            .map(|k| select(listed(centers[k % centers.len()])))
-            .collect()
+        // may be granted the slot. A center that dies as a turn ends
+        // cannot be raced: restarted, it would have forgotten the grant.
+        let mut results = Vec::new();
+        for k in 0..config.race {
+            results.push(select(listed(centers[k % centers.len()])));
+            if run.center_died_just_now() {
+                return not_run(format!(
+                    "the race could not run: the center serves one session at a time and died \
+                     as client {}'s session ended (blamed on that close)",
+                    k + 1
+                ));
+            }
+        }
+        results
     } else {
         let barrier = Barrier::new(config.race);
         std::thread::scope(|scope| {
@@ -282,6 +295,12 @@ pub(in crate::check) fn race(run: &mut Run) -> Outcome {
     });
     if let Some(wrong) = wrong {
         fail(format!("{evidence}; {wrong}"))
+    } else if winners.is_empty() && run.center_dead() {
+        // Nobody can win a race the center does not live through: that is
+        // its death's to answer for (blamed on its input), not the race's.
+        not_run(format!(
+            "the race could not run: the center died during it; {evidence}"
+        ))
     } else if winners.len() == 1 && others.is_empty() {
         pass(evidence)
     } else if winners.len() == 1 {
@@ -292,21 +311,48 @@ pub(in crate::check) fn race(run: &mut Run) -> Outcome {
 }
 
 pub(in crate::check) fn before_login_available(run: &mut Run) -> Outcome {
-    let mut c = match run.open() {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    match c.ask("available") {
-        Ok(answer) => match read(&answer) {
-            Reading::Error => pass(c.last_exchange()),
-            Reading::List(_) => {
-                c.log
-                    .push("slots listed on a connection that never logged in".into());
-                fail(c.evidence())
-            }
-            _ => warn(format!("{}, expected 'error ...'", c.evidence())),
-        },
-        Err(e) => warn(format!("{e}, expected 'error ...'")),
+    in_every_framing(run, |run, framing| {
+        let mut c = match run.open_in(framing) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        match c.ask("available") {
+            Ok(answer) => match read(&answer) {
+                Reading::Error => pass(c.last_exchange()),
+                Reading::List(_) => {
+                    c.log
+                        .push("slots listed on a connection that never logged in".into());
+                    fail(c.evidence())
+                }
+                _ => warn(format!("{}, expected 'error ...'", c.evidence())),
+            },
+            Err(e) => warn(format!("{e}, expected 'error ...'")),
+        }
+    })
+}
+
+/// Runs a case whose sessions never log in, sent in the framing sessions
+/// use, and again in the configured one when they differ (a center that
+/// needs a newline after the password may still take other requests as C
+/// strings, and serve them without a login): the first failure, or the
+/// first run's outcome.
+fn in_every_framing(run: &mut Run, case: impl Fn(&mut Run, Framing) -> Outcome) -> Outcome {
+    let used = run.shared.framing();
+    let outcome = case(run, used);
+    let configured = run.config().framing;
+    if outcome.verdict == Verdict::Fail || configured.dialect == used.dialect {
+        return outcome;
+    }
+    let other = case(run, configured);
+    if other.verdict == Verdict::Fail {
+        let dialect = configured.dialect;
+        fail(format!(
+            "sessions go in lines here (the login needs its newline), but without a login \
+             the center also serves the configured framing ({dialect}); in lines: {}; in {dialect}: {}",
+            outcome.evidence, other.evidence
+        ))
+    } else {
+        outcome
     }
 }
 
@@ -315,14 +361,18 @@ pub(in crate::check) fn before_login_available(run: &mut Run) -> Outcome {
 /// connection, when the center closed after `available`). Nothing may be
 /// booked.
 pub(in crate::check) fn before_login_selection(run: &mut Run) -> Outcome {
+    in_every_framing(run, walk_without_login)
+}
+
+fn walk_without_login(run: &mut Run, framing: Framing) -> Outcome {
     let free = run.free_now().ok().flatten().unwrap_or_default();
     let target = free.last().copied().unwrap_or(1);
-    let mut c = match run.open() {
+    let mut c = match run.open_in(framing) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
     if c.ask("available").is_err() {
-        c = match run.open() {
+        c = match run.open_in(framing) {
             Ok(mut alone) => {
                 alone
                     .log

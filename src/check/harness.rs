@@ -353,7 +353,10 @@ impl<'a> Run<'a> {
         }
         self.settled_closes = closes;
         if self.center.died_within(DEATH_GRACE) {
-            self.restart_mid_case(Some(self.shared.last_close()));
+            // A message whose connection the center ended unanswered came
+            // first: the close after it only found the center dying.
+            let blame_close = self.shared.unanswered().is_empty();
+            self.restart_mid_case(blame_close.then(|| self.shared.last_close()));
         }
     }
 
@@ -553,12 +556,16 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                         .iter()
                         .all(|&c| super::accepts(c, shared.config.timeout))
                 };
+                // Silence, not a death: a center that died of the case's
+                // first message answered nothing either.
                 let silent = !run
                     .shared
                     .answered
                     .load(std::sync::atomic::Ordering::Relaxed)
                     && run.shared.sent_any()
-                    && run.center.down.is_none();
+                    && run.center.down.is_none()
+                    && run.died_during_case.is_none()
+                    && !run.center_died_just_now();
                 if silent && let Some(form) = capitalised_form(run) {
                     outcome = warn(format!("{form}; the case: {}", outcome.evidence));
                 } else if silent

@@ -556,16 +556,17 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                         .iter()
                         .all(|&c| super::accepts(c, shared.config.timeout))
                 };
-                // Silence, not a death: a center that died of the case's
-                // first message answered nothing either.
+                // Silence, not a death: a center that ended the connection
+                // of the case's first message (dying of it) answered
+                // nothing either. (One silent to a message may still die of
+                // the close after it.)
                 let silent = !run
                     .shared
                     .answered
                     .load(std::sync::atomic::Ordering::Relaxed)
                     && run.shared.sent_any()
                     && run.center.down.is_none()
-                    && run.died_during_case.is_none()
-                    && !run.center_died_just_now();
+                    && unanswered.is_empty();
                 if silent && let Some(form) = capitalised_form(run) {
                     outcome = warn(format!("{form}; the case: {}", outcome.evidence));
                 } else if silent

@@ -10,7 +10,8 @@
 //! and `postgres/`.
 //!
 //! A session's reservation is a [`Ticket`] sent to the queue; a committer
-//! takes every ticket waiting (up to [`MAX_BATCH`]), hands them to the
+//! takes every ticket waiting (up to [`MAX_BATCH`], waiting up to
+//! [`GATHER`] for more when the last commit was shared), hands them to the
 //! backend as one commit, and answers each. Never a lie to the patient:
 //!
 //! - A session that waits past the time limit before a committer took its
@@ -35,6 +36,14 @@ use super::{ErrorKind, Reservation, StoreError};
 
 /// The most reservations one commit carries.
 pub const MAX_BATCH: usize = 512;
+
+/// How long a committer whose last commit carried more than one
+/// reservation waits, once, for another before it commits: under load a
+/// commit then carries tens of reservations instead of three, and the CPU
+/// each commit costs (on this project's 2-core machine, mostly the disk
+/// flush's) goes to sessions instead; measured with `medsim bench --cases
+/// stores` (docs/PERFORMANCE.md). A lone reservation never waits.
+pub const GATHER: Duration = Duration::from_micros(500);
 
 /// Commits made by every store of this process, and the reservations they
 /// carried: the bench reports reservations per commit from them.
@@ -302,6 +311,7 @@ const SETTLE_EVERY: Duration = Duration::from_secs(1);
 
 fn run<B: Backend>(mut backend: B, taken: &Receiver<Op>, unsettled: &Mutex<Vec<Settle>>) {
     let mut batch: Vec<Arc<Ticket>> = Vec::with_capacity(MAX_BATCH);
+    let mut last_batch = 0;
     loop {
         let first = match taken.recv_timeout(SETTLE_EVERY) {
             Ok(first) => first,
@@ -313,6 +323,7 @@ fn run<B: Backend>(mut backend: B, taken: &Receiver<Op>, unsettled: &Mutex<Vec<S
             Err(RecvTimeoutError::Disconnected) => return,
         };
         batch.clear();
+        let mut gathered = false;
         let mut next = Some(first);
         while let Some(op) = next.take() {
             match op {
@@ -337,9 +348,16 @@ fn run<B: Backend>(mut backend: B, taken: &Receiver<Op>, unsettled: &Mutex<Vec<S
             }
             if batch.len() < MAX_BATCH {
                 next = taken.try_recv().ok();
+                // Under load (the last commit carried more than one), wait
+                // once for the next reservation; alone, never.
+                if next.is_none() && !gathered && last_batch > 1 {
+                    gathered = true;
+                    next = taken.recv_timeout(GATHER).ok();
+                }
             }
         }
         settle_earlier(&mut backend, unsettled);
+        last_batch = batch.len();
         if !batch.is_empty() {
             commit_batch(&mut backend, &mut batch, taken, unsettled);
         }

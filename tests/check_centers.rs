@@ -662,3 +662,74 @@ fn a_center_serving_c_strings_without_a_login_is_caught_though_its_login_needs_l
         "{findings:#?}"
     );
 }
+
+/// Issue 15.14: a classic center checked without `--dialect classic`
+/// refuses the login sent as a line (it compares the newline with the
+/// password) and answers C strings: check finds that the login goes as a
+/// C string, says so once, and every other case runs in that form instead
+/// of failing for want of a login.
+#[test]
+fn a_classic_center_checked_in_lines_is_checked_in_c_strings_after_one_warn() {
+    let system = System::start();
+    let center = fakes::Center {
+        login_refuses_newline: true,
+        ..fake(&system)
+    }
+    .serve();
+    let mut config = config(&system, center, 4);
+    config.framing.dialect = Dialect::Line;
+    let findings = run(&config);
+    assert_eq!(
+        not_passed(&findings),
+        vec![
+            ("auth/success", Verdict::Warn),
+            ("wording/framing", Verdict::Warn)
+        ]
+    );
+    assert!(
+        evidence(&findings, "auth/success").ends_with(
+            "got 'success': the center speaks the classic dialect, so check goes on sending C \
+             strings (give --dialect classic)"
+        ),
+        "{findings:#?}"
+    );
+}
+
+/// Issue 15.14: a doctor that compares the plan as a C string, checked in
+/// lines (the center speaking lines), is silent to `insurance1\n`: check
+/// asks it again as a C string, says so, and judges it in that form.
+#[test]
+fn a_classic_doctor_checked_in_lines_is_asked_in_c_strings_after_one_warn() {
+    let system = System::start();
+    // Silent to anything but the plan as a C string (no newline).
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let doc1 = socket.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let plan = buf[..n].split(|&b| b == 0).next().unwrap_or_default();
+            if plan == b"insurance1" {
+                let _ = socket.send_to(b"30\0", from);
+            }
+        }
+    });
+    let center = fakes::Center::good(doc1.port(), system.doctor("doc2").port()).serve();
+    let mut config = config(&system, center, 4);
+    config.framing.dialect = Dialect::Line;
+    config.doctors[0].addr = doc1;
+    let settings = Settings {
+        cases: vec!["doctor/doc1/quote".into()],
+        ..Settings::default()
+    };
+    let findings = check::check_with(&config, &settings);
+    eprintln!("{findings:#?}");
+    assert_eq!(
+        not_passed(&findings),
+        vec![("doctor/doc1/quote", Verdict::Warn)]
+    );
+    assert_eq!(
+        evidence(&findings, "doctor/doc1/quote"),
+        "sent 'insurance1' as a line, no answer; as a C string: '30': the doctor speaks the \
+         classic dialect, so check goes on sending C strings (give --dialect classic)"
+    );
+}

@@ -614,12 +614,15 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
             }
             Need::Doctor(name) => {
                 let config = run.config();
-                let still_answers =
-                    || {
-                        config.doctors.iter().filter(|d| &d.name == name).all(|d| {
-                            matches!(ask_doctor(config, d.addr, &config.plan), Ok(Some(_)))
-                        })
-                    };
+                let framing = run.shared.framing();
+                let still_answers = || {
+                    config.doctors.iter().filter(|d| &d.name == name).all(|d| {
+                        matches!(
+                            ask_doctor(config, framing, d.addr, &config.plan),
+                            Ok(Some(_))
+                        )
+                    })
+                };
                 let doctor = run.doctor(name);
                 match doctor.and_then(|d| d.gone(DEATH_GRACE, still_answers).map(|g| (d, g))) {
                     Some((doctor, gone)) => {

@@ -56,6 +56,9 @@ pub(super) struct Shared<'a> {
     pub(super) line_requests: AtomicBool,
     /// The center answers only capitalised commands (`Authenticate`).
     pub(super) capitalised: AtomicBool,
+    /// Asked in lines, the center answers C strings and takes a login only
+    /// as one: requests go as C strings.
+    pub(super) c_string_requests: AtomicBool,
 }
 
 impl<'a> Shared<'a> {
@@ -76,17 +79,27 @@ impl<'a> Shared<'a> {
             answers_classic: AtomicBool::new(false),
             capitalised: AtomicBool::new(false),
             line_requests: AtomicBool::new(false),
+            c_string_requests: AtomicBool::new(false),
         }
     }
 
     /// The framing sessions send in: the configured one, or lines once the
-    /// center was found to take a login only with its newline.
+    /// center was found to take a login only with its newline, or C strings
+    /// once a center asked in lines was found to take a login only so.
     pub(super) fn framing(&self) -> crate::protocol::Framing {
         let mut framing = self.config.framing;
         if self.line_requests.load(Ordering::Relaxed) {
             framing.dialect = Dialect::Line;
         }
+        if self.c_string_requests.load(Ordering::Relaxed) {
+            framing.dialect = Dialect::Classic;
+        }
         framing
+    }
+
+    /// Asked in lines, the center answered with C strings.
+    pub(super) fn answers_classic(&self) -> bool {
+        self.answers_classic.load(Ordering::Relaxed)
     }
 
     /// Marks the start of a case.

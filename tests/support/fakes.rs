@@ -70,6 +70,9 @@ pub struct Center {
     /// A login is good only with a newline after the password (it is
     /// compared with it); the refusal is `failure`.
     pub login_needs_newline: bool,
+    /// A login ended by a newline is refused (the newline is compared with
+    /// the password, as the seed does): only a C string logs in.
+    pub login_refuses_newline: bool,
     /// Before a login, `available` and `selection` as C strings are
     /// served, and anything ended by a newline gets silence (one real
     /// center reads them so).
@@ -98,6 +101,7 @@ impl Center {
             iterative: false,
             grant_tail: None,
             login_needs_newline: false,
+            login_refuses_newline: false,
             serves_c_strings_without_login: false,
             slots: vec![
                 (1, "Tue", "01pm", "doc1", doc1),
@@ -222,7 +226,9 @@ fn session(mut stream: TcpStream, state: &State) {
         }
         let reply = match words[..] {
             ["authenticate", user, password] if !authed => {
-                let good = good_login(user, password) && (!c.login_needs_newline || newline_ended);
+                let good = good_login(user, password)
+                    && (!c.login_needs_newline || newline_ended)
+                    && !(c.login_refuses_newline && newline_ended);
                 if good || c.shared_flag && state.flag.load(Ordering::SeqCst) {
                     authed = true;
                     state.flag.store(true, Ordering::SeqCst);

@@ -249,6 +249,31 @@ pub(in crate::check) fn bypass_after_login(run: &mut Run, m: &Malformed) -> Outc
     }
 }
 
+/// Asked in lines, a center that answers C strings (a classic program,
+/// checked without `--dialect classic`) may refuse the login only because
+/// its newline is compared with the password: sent as a C string, it is
+/// let in, and the other cases go on so (WARN), instead of failing every
+/// case that needs a login.
+fn as_c_strings(run: &mut Run, refused: String) -> Outcome {
+    if !run.shared.answers_classic() {
+        return fail(refused);
+    }
+    run.shared.c_string_requests.store(true, Ordering::Relaxed);
+    match run
+        .open()
+        .and_then(|mut c| c.log_in().map(|()| c.last_exchange()))
+    {
+        Ok(exchange) => warn(format!(
+            "{refused}; sent as a C string instead: {exchange}: the center speaks the classic \
+             dialect, so check goes on sending C strings (give --dialect classic)"
+        )),
+        Err(_) => {
+            run.shared.c_string_requests.store(false, Ordering::Relaxed);
+            fail(refused)
+        }
+    }
+}
+
 /// The user's good login gets `success`. A classic center that refuses it
 /// as a C string but takes it ended by a newline (it compares the password
 /// with its newline) is a departure (WARN), and the other cases go on in
@@ -263,8 +288,11 @@ pub(in crate::check) fn success(run: &mut Run) -> Outcome {
         Err(e) => e,
     };
     let classic = run.shared.framing().dialect == crate::protocol::Dialect::Classic;
-    if !classic || c.last_answer.is_empty() {
+    if c.last_answer.is_empty() {
         return fail(refused);
+    }
+    if !classic {
+        return as_c_strings(run, refused);
     }
     run.shared.line_requests.store(true, Ordering::Relaxed);
     match run

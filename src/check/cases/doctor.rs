@@ -8,7 +8,9 @@ use crate::check::harness::{Booked, Case, Need, Outcome, Run, case, fail, pass, 
 use crate::check::session::quote;
 use crate::check::{Config, DoctorTarget, UNKNOWN_PLAN};
 use crate::client::{DoctorLink, DoctorReply, Retries};
+use crate::protocol::{Dialect, Framing};
 use crate::{net, protocol};
+use std::sync::atomic::Ordering;
 
 /// Each doctor quotes the plan (its table's cost, when known) and does not
 /// answer an unknown plan with a cost.
@@ -90,7 +92,27 @@ pub(in crate::check) fn quote_case(run: &mut Run, target: &DoctorTarget) -> Outc
     let config = run.config();
     let plan = &config.plan;
     run.shared.sent_unanswered(plan);
-    let answer = ask_doctor(config, target.addr, plan);
+    let mut answer = ask_doctor(config, run.shared.framing(), target.addr, plan);
+    let mut in_c_strings = None;
+    if let Ok(None) = answer
+        && run.shared.framing().dialect == Dialect::Line
+    {
+        // A classic doctor checked in lines compares `insurance1\n` with
+        // its plans and stays silent: asked as a C string, it answers.
+        let classic = Framing {
+            dialect: Dialect::Classic,
+            classic_buffer: None,
+        };
+        if let Ok(Some(text)) = ask_doctor(config, classic, target.addr, plan) {
+            run.shared.c_string_requests.store(true, Ordering::Relaxed);
+            in_c_strings = Some(format!(
+                "sent '{plan}' as a line, no answer; as a C string: '{}': the doctor speaks the \
+                 classic dialect, so check goes on sending C strings (give --dialect classic)",
+                quote(&text)
+            ));
+            answer = Ok(Some(text));
+        }
+    }
     if let Ok(Some(_)) = answer {
         run.quoted.push(target.name.clone());
     }
@@ -102,7 +124,10 @@ pub(in crate::check) fn quote_case(run: &mut Run, target: &DoctorTarget) -> Outc
             (Ok(protocol::QuoteAnswer::Cost(_)), _)
                 if answer.bytes().all(|b| b.is_ascii_digit()) =>
             {
-                pass(format!("sent '{plan}', got '{answer}'"))
+                match in_c_strings {
+                    Some(departure) => warn(departure),
+                    None => pass(format!("sent '{plan}', got '{answer}'")),
+                }
             }
             (Ok(protocol::QuoteAnswer::Cost(_)), _) => warn(format!(
                 "sent '{plan}', got '{}': a cost, but PROTOCOL.md's is a whole number alone",
@@ -130,7 +155,7 @@ pub(in crate::check) fn unknown_plan_case(run: &Run, target: &DoctorTarget) -> O
         ));
     }
     run.shared.sent_unanswered(UNKNOWN_PLAN);
-    match ask_doctor(config, target.addr, UNKNOWN_PLAN) {
+    match ask_doctor(config, run.shared.framing(), target.addr, UNKNOWN_PLAN) {
         Ok(Some(answer)) => match protocol::parse_quote_answer(&answer) {
             Ok(protocol::QuoteAnswer::Cost(_)) => fail(format!(
                 "sent '{UNKNOWN_PLAN}', got a cost: '{}'",
@@ -154,6 +179,7 @@ pub(in crate::check) fn unknown_plan_case(run: &Run, target: &DoctorTarget) -> O
 /// final newline, or `None` after silence.
 pub(in crate::check) fn ask_doctor(
     config: &Config,
+    framing: Framing,
     doctor: SocketAddr,
     plan: &str,
 ) -> std::io::Result<Option<String>> {
@@ -161,8 +187,7 @@ pub(in crate::check) fn ask_doctor(
         wait: (config.timeout / 3).max(Duration::from_millis(100)),
         attempts: 3,
     };
-    let quoted =
-        DoctorLink::open(doctor)?.quote(plan, config.framing, retries, None, &mut || {})?;
+    let quoted = DoctorLink::open(doctor)?.quote(plan, framing, retries, None, &mut || {})?;
     Ok(match quoted.reply {
         DoctorReply::Text(text) => Some(text),
         DoctorReply::Empty => Some(String::new()),
@@ -178,7 +203,7 @@ pub(in crate::check) fn ask_doctor(
 fn no_cost_for(run: &Run, target: &DoctorTarget, text: &str, what: &str, why: &str) -> Outcome {
     let config = run.config();
     run.shared.sent_unanswered(text);
-    match ask_doctor(config, target.addr, text) {
+    match ask_doctor(config, run.shared.framing(), target.addr, text) {
         Ok(Some(answer)) => match protocol::parse_quote_answer(&answer) {
             Ok(protocol::QuoteAnswer::Cost(_)) => fail(format!(
                 "sent {what}, got a cost: '{}' ({why})",

@@ -614,7 +614,7 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
             }
             Need::Doctor(name) => {
                 let config = run.config();
-                let framing = run.shared.framing();
+                let framing = run.shared.doctor_framing();
                 let still_answers = || {
                     config.doctors.iter().filter(|d| &d.name == name).all(|d| {
                         matches!(

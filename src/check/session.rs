@@ -97,6 +97,17 @@ impl<'a> Shared<'a> {
         framing
     }
 
+    /// The framing the doctors are asked in: the configured one, or C
+    /// strings once the center or a doctor was found to take only them
+    /// (a center's login needing its newline says nothing of the doctors).
+    pub(super) fn doctor_framing(&self) -> crate::protocol::Framing {
+        let mut framing = self.config.framing;
+        if self.c_string_requests.load(Ordering::Relaxed) {
+            framing.dialect = Dialect::Classic;
+        }
+        framing
+    }
+
     /// Asked in lines, the center answered with C strings.
     pub(super) fn answers_classic(&self) -> bool {
         self.answers_classic.load(Ordering::Relaxed)

@@ -92,10 +92,10 @@ pub(in crate::check) fn quote_case(run: &mut Run, target: &DoctorTarget) -> Outc
     let config = run.config();
     let plan = &config.plan;
     run.shared.sent_unanswered(plan);
-    let mut answer = ask_doctor(config, run.shared.framing(), target.addr, plan);
+    let mut answer = ask_doctor(config, run.shared.doctor_framing(), target.addr, plan);
     let mut in_c_strings = None;
     if let Ok(None) = answer
-        && run.shared.framing().dialect == Dialect::Line
+        && run.shared.doctor_framing().dialect == Dialect::Line
     {
         // A classic doctor checked in lines compares `insurance1\n` with
         // its plans and stays silent: asked as a C string, it answers.
@@ -155,7 +155,12 @@ pub(in crate::check) fn unknown_plan_case(run: &Run, target: &DoctorTarget) -> O
         ));
     }
     run.shared.sent_unanswered(UNKNOWN_PLAN);
-    match ask_doctor(config, run.shared.framing(), target.addr, UNKNOWN_PLAN) {
+    match ask_doctor(
+        config,
+        run.shared.doctor_framing(),
+        target.addr,
+        UNKNOWN_PLAN,
+    ) {
         Ok(Some(answer)) => match protocol::parse_quote_answer(&answer) {
             Ok(protocol::QuoteAnswer::Cost(_)) => fail(format!(
                 "sent '{UNKNOWN_PLAN}', got a cost: '{}'",
@@ -203,7 +208,7 @@ pub(in crate::check) fn ask_doctor(
 fn no_cost_for(run: &Run, target: &DoctorTarget, text: &str, what: &str, why: &str) -> Outcome {
     let config = run.config();
     run.shared.sent_unanswered(text);
-    match ask_doctor(config, run.shared.framing(), target.addr, text) {
+    match ask_doctor(config, run.shared.doctor_framing(), target.addr, text) {
         Ok(Some(answer)) => match protocol::parse_quote_answer(&answer) {
             Ok(protocol::QuoteAnswer::Cost(_)) => fail(format!(
                 "sent {what}, got a cost: '{}' ({why})",

@@ -305,10 +305,10 @@ pub(super) struct Run<'a> {
     /// Doctors that answered their quote case, so that silence to an
     /// unknown plan means a drop.
     pub(super) quoted: Vec<String>,
-    /// The center died during the running case and was restarted for it
-    /// to go on: how, how many of the case's messages had gone unanswered
-    /// by then, and the input blamed.
-    died_during_case: Option<(Gone, usize, String)>,
+    /// Each time the center died during the running case and was
+    /// restarted for it to go on: how, how many of the case's messages had
+    /// gone unanswered by then, and the input blamed.
+    died_during_case: Vec<(Gone, usize, String)>,
     /// Sessions closed when the center was last seen alive after a close.
     settled_closes: u64,
     pub(super) results: Vec<CaseResult>,
@@ -365,10 +365,12 @@ impl<'a> Run<'a> {
     /// case sent unanswered) when the case ends.
     fn restart_mid_case(&mut self, input: Option<String>) {
         let unanswered = self.shared.unanswered();
+        // Only what went unanswered since the last death can be this one's.
+        let since = self.died_during_case.last().map_or(0, |death| death.1);
+        let fresh = &unanswered[since.min(unanswered.len())..];
         if let Some(gone) = self.center.gone(Duration::ZERO, || true) {
-            let input = input.unwrap_or_else(|| blamed_input(self.shared, &unanswered));
-            self.died_during_case
-                .get_or_insert((gone, unanswered.len(), input));
+            let input = input.unwrap_or_else(|| blamed_input(self.shared, fresh));
+            self.died_during_case.push((gone, unanswered.len(), input));
         }
     }
 
@@ -450,7 +452,7 @@ pub fn check_with(config: &Config, settings: &Settings) -> Findings {
         center,
         doctors,
         quoted: Vec::new(),
-        died_during_case: None,
+        died_during_case: Vec::new(),
         settled_closes: 0,
         results: Vec::new(),
     };
@@ -566,7 +568,8 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                     .load(std::sync::atomic::Ordering::Relaxed)
                     && run.shared.sent_any()
                     && run.center.down.is_none()
-                    && unanswered.is_empty();
+                    && !(!unanswered.is_empty()
+                        && (!run.died_during_case.is_empty() || run.center_died_just_now()));
                 if silent && let Some(form) = capitalised_form(run) {
                     outcome = warn(format!("{form}; the case: {}", outcome.evidence));
                 } else if silent
@@ -593,19 +596,15 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                 }
                 // Died mid-case (and restarted for the case to go on),
                 // then perhaps again after the restart, of a later input.
-                let earlier = run.died_during_case.take();
+                let earlier = std::mem::take(&mut run.died_during_case);
                 let later = run.center.gone(DEATH_GRACE, still_answers);
-                let mut deaths = Vec::new();
-                match earlier {
-                    Some((gone, unanswered_then, input)) => {
-                        let after = &unanswered[unanswered_then.min(unanswered.len())..];
-                        deaths.push((gone, input));
-                        deaths.extend(later.map(|g| (g, blamed_input(run.shared, after))));
-                    }
-                    None => {
-                        deaths.extend(later.map(|g| (g, blamed_input(run.shared, &unanswered))));
-                    }
-                }
+                let since = earlier.last().map_or(0, |death| death.1);
+                let after = &unanswered[since.min(unanswered.len())..];
+                let mut deaths: Vec<(Gone, String)> = earlier
+                    .into_iter()
+                    .map(|(gone, _, input)| (gone, input))
+                    .collect();
+                deaths.extend(later.map(|g| (g, blamed_input(run.shared, after))));
                 for (gone, input) in deaths {
                     run.restarted = true;
                     outcome = run.center.blame(outcome, gone, input);

@@ -222,8 +222,19 @@ pub(super) struct Session<'s> {
     pub(super) last_answer: String,
     /// The last wait for an answer ended in silence, the connection open.
     pub(super) silent: bool,
-    /// Sessions closed in the run when the last message was sent.
+    /// Sessions this thread had closed when the last message was sent.
     closes_at_send: u64,
+}
+
+thread_local! {
+    /// Sessions closed by this thread: a case's own earlier session, closed
+    /// while this one waited, may be what ended it; a racer's close on
+    /// another thread says nothing of this one's message.
+    static CLOSED_HERE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn closed_here() -> u64 {
+    CLOSED_HERE.with(std::cell::Cell::get)
 }
 
 /// A session's close as the input a death is blamed on.
@@ -243,6 +254,7 @@ impl Drop for Session<'_> {
         };
         *self.shared.last_close.lock() = how;
         self.shared.closes.fetch_add(1, Ordering::AcqRel);
+        CLOSED_HERE.with(|closed| closed.set(closed.get() + 1));
     }
 }
 
@@ -334,7 +346,7 @@ impl<'s> Session<'s> {
         let text = &self.shared.in_form(text);
         self.log.push(format!("sent '{}'", shown(text)));
         self.last_sent = Some(shown(text));
-        self.closes_at_send = self.shared.closes();
+        self.closes_at_send = closed_here();
         self.shared.sent_any.store(true, Ordering::Relaxed);
         if let Err(e) = self.link.send(text) {
             self.log.push(format!("send failed: {e}"));
@@ -347,7 +359,7 @@ impl<'s> Session<'s> {
         self.note_stale();
         self.log.push(format!("sent {what}"));
         self.last_sent = Some(what.trim_matches('\'').to_owned());
-        self.closes_at_send = self.shared.closes();
+        self.closes_at_send = closed_here();
         self.shared.sent_any.store(true, Ordering::Relaxed);
         if let Err(e) = self.link.send_raw(bytes) {
             self.log.push(format!("send failed: {e}"));
@@ -381,7 +393,7 @@ impl<'s> Session<'s> {
                 // time dies of that close), so the close is blamed.
                 if matches!(why, NoAnswer::Ended | NoAnswer::Failed(_))
                     && let Some(sent) = &self.last_sent
-                    && self.shared.closes() == self.closes_at_send
+                    && closed_here() == self.closes_at_send
                 {
                     self.shared.sent_unanswered(sent);
                 }

@@ -228,10 +228,14 @@ pub(in crate::check) fn bypass_after_login(run: &mut Run, m: &Malformed) -> Outc
         // login from no login check at all.
         let fresh = format!("malformed/{}", m.id);
         let why = match run.results.iter().find(|r| r.id == fresh) {
-            Some(r) if r.evidence.contains("LOGIN BYPASS") => {
+            Some(r)
+                if r.verdict == Verdict::Fail
+                    && (r.evidence.contains("LOGIN BYPASS")
+                        || r.evidence.contains("let in without valid credentials")) =>
+            {
                 format!(" (it gets in on fresh state too: {fresh})")
             }
-            Some(_) => format!(
+            Some(r) if matches!(r.verdict, Verdict::Pass | Verdict::Warn) => format!(
                 " (on fresh state it did not, {fresh}: the last credentials kept for everyone?)"
             ),
             _ => String::new(),

@@ -562,37 +562,34 @@ pub(super) fn run_cases(run: &mut Run, cases: &[Case]) {
                 // of the case's first message (dying of it) answered
                 // nothing either. (One silent to a message may still die of
                 // the close after it.)
-                let silent = !run
-                    .shared
-                    .answered
-                    .load(std::sync::atomic::Ordering::Relaxed)
+                let answered = |run: &Run| {
+                    run.shared
+                        .answered
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                };
+                let silent = !answered(run)
                     && run.shared.sent_any()
                     && run.center.down.is_none()
                     && !(!unanswered.is_empty()
                         && (!run.died_during_case.is_empty() || run.center_died_just_now()));
-                if silent && let Some(form) = capitalised_form(run) {
-                    outcome = warn(format!("{form}; the case: {}", outcome.evidence));
-                } else if silent
-                    && run
-                        .shared
-                        .answered
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                {
-                    // The look for capitalised commands got an answer: the
-                    // center is silent to what the case sent (a wrong
-                    // password), not to everything, and the case's verdict
-                    // stands.
-                } else if silent {
-                    // Nothing has ever come back: every later case would
-                    // only wait out its timeout.
-                    run.center.down = Some(format!(
-                        "the center accepts connections but answered nothing (case '{}')",
-                        case.name
-                    ));
-                    outcome = fail(format!(
-                        "the center accepts connections but answered nothing: {}",
-                        outcome.evidence
-                    ));
+                if silent {
+                    if let Some(form) = capitalised_form(run) {
+                        outcome = warn(format!("{form}; the case: {}", outcome.evidence));
+                    } else if !answered(run) {
+                        // Nothing has ever come back (not even to the look
+                        // for capitalised commands): every later case would
+                        // only wait out its timeout. Otherwise the center is
+                        // silent to what the case sent (a wrong password),
+                        // and the case's verdict stands.
+                        run.center.down = Some(format!(
+                            "the center accepts connections but answered nothing (case '{}')",
+                            case.name
+                        ));
+                        outcome = fail(format!(
+                            "the center accepts connections but answered nothing: {}",
+                            outcome.evidence
+                        ));
+                    }
                 }
                 // Died mid-case (and restarted for the case to go on),
                 // then perhaps again after the restart, of a later input.

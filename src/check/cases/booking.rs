@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use crate::check::Verdict;
 use crate::check::harness::{Booked, Outcome, Run, fail, not_run, pass, skip, warn};
 use crate::check::session::{Reading, Session, grant_fits, quote, read, shown};
-use crate::protocol::{self, Framing, SelectionAnswer, SlotsAnswer, strict_assignment};
+use crate::protocol::{self, Dialect, Framing, SelectionAnswer, SlotsAnswer, strict_assignment};
 
 /// The list reads as slots; when its slots are not the data's (another
 /// `availabilities.txt`), grants are not held to the data.
@@ -353,10 +353,14 @@ fn in_every_framing(run: &mut Run, case: impl Fn(&mut Run, Framing) -> Outcome) 
     }
     let other = case(run, configured);
     if other.verdict == Verdict::Fail {
+        let (form, why) = match used.dialect {
+            Dialect::Line => ("lines", "the login needs its newline"),
+            Dialect::Classic => ("C strings", "the login is taken only as one"),
+        };
         let dialect = configured.dialect;
         fail(format!(
-            "sessions go in lines here (the login needs its newline), but without a login \
-             the center also serves the configured framing ({dialect}); in lines: {}; in {dialect}: {}",
+            "sessions go in {form} here ({why}), but without a login the center also serves \
+             the configured framing ({dialect}); in {form}: {}; in {dialect}: {}",
             outcome.evidence, other.evidence
         ))
     } else {

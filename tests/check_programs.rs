@@ -26,6 +26,34 @@ fn python_script(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
+/// `check` of the python center program `text`, which check starts itself
+/// on a free port: classic dialect, a race of 4, `system`'s doctors, and
+/// `extra` flags.
+fn check_python_center(system: &System, text: &str, extra: &[&str]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let script = python_script(&dir, "center.py", text);
+    let port = free_port();
+    output(
+        bin()
+            .args([
+                "check",
+                "--center",
+                &format!("127.0.0.1:{port}"),
+                "--center-cmd",
+                &format!("exec python3 {script} {port}"),
+                "--dialect",
+                "classic",
+                "--race",
+                "4",
+                "--doctor",
+                &format!("doc1={}", system.doctor("doc1")),
+                "--doctor",
+                &format!("doc2={}", system.doctor("doc2")),
+            ])
+            .args(extra),
+    )
+}
+
 #[test]
 fn nothing_listening_is_one_line_and_exit_2() {
     let port = free_port();
@@ -93,29 +121,18 @@ fn a_silent_center_is_bounded_and_blocks_the_rest() {
 fn a_center_launched_by_check_crashes_is_named_restarted_and_a_later_defect_found() {
     let system = System::start();
     let dir = tempfile::tempdir().unwrap();
-    let script = python_script(&dir, "center.py", fakes::CRASHING_CENTER_PY);
-    let port = free_port();
     let junit = dir.path().join("junit.xml");
     let gradescope = dir.path().join("results.json");
-    let (code, stdout, stderr) = output(bin().args([
-        "check",
-        "--center",
-        &format!("127.0.0.1:{port}"),
-        "--center-cmd",
-        &format!("exec python3 {script} {port}"),
-        "--dialect",
-        "classic",
-        "--race",
-        "4",
-        "--doctor",
-        &format!("doc1={}", system.doctor("doc1")),
-        "--doctor",
-        &format!("doc2={}", system.doctor("doc2")),
-        "--junit",
-        &junit.display().to_string(),
-        "--gradescope",
-        &gradescope.display().to_string(),
-    ]));
+    let (code, stdout, stderr) = check_python_center(
+        &system,
+        fakes::CRASHING_CENTER_PY,
+        &[
+            "--junit",
+            &junit.display().to_string(),
+            "--gradescope",
+            &gradescope.display().to_string(),
+        ],
+    );
     assert_eq!(code, 1, "{stdout}{stderr}");
     let line = |verdict: &str, name: &str| {
         support::check_line(&stdout, verdict, name)
@@ -435,24 +452,7 @@ fn a_program_that_cannot_start_is_reported_never_replaced_by_what_answers_on_its
 #[test]
 fn a_center_that_dies_of_a_silent_close_is_blamed_once_and_rebinds_without_reuseaddr() {
     let system = System::start();
-    let dir = tempfile::tempdir().unwrap();
-    let script = python_script(&dir, "seed.py", fakes::SEED_LIKE_CENTER_PY);
-    let port = free_port();
-    let (code, stdout, stderr) = output(bin().args([
-        "check",
-        "--center",
-        &format!("127.0.0.1:{port}"),
-        "--center-cmd",
-        &format!("exec python3 {script} {port}"),
-        "--dialect",
-        "classic",
-        "--race",
-        "4",
-        "--doctor",
-        &format!("doc1={}", system.doctor("doc1")),
-        "--doctor",
-        &format!("doc2={}", system.doctor("doc2")),
-    ]));
+    let (code, stdout, stderr) = check_python_center(&system, fakes::SEED_LIKE_CENTER_PY, &[]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     let line = support::check_line(&stdout, "FAIL", "connect and close without a word")
         .unwrap_or_else(|| panic!("{stdout}"));
@@ -487,26 +487,8 @@ fn a_center_that_dies_of_a_silent_close_is_blamed_once_and_rebinds_without_reuse
 #[test]
 fn a_center_that_dies_of_every_close_is_blamed_on_the_close_once() {
     let system = System::start();
-    let dir = tempfile::tempdir().unwrap();
-    let script = python_script(&dir, "closing.py", fakes::CLOSE_DYING_CENTER_PY);
-    let port = free_port();
-    let (code, stdout, stderr) = output(bin().args([
-        "check",
-        "--center",
-        &format!("127.0.0.1:{port}"),
-        "--center-cmd",
-        &format!("exec python3 {script} {port}"),
-        "--dialect",
-        "classic",
-        "--race",
-        "4",
-        "--timeout",
-        "1s",
-        "--doctor",
-        &format!("doc1={}", system.doctor("doc1")),
-        "--doctor",
-        &format!("doc2={}", system.doctor("doc2")),
-    ]));
+    let (code, stdout, stderr) =
+        check_python_center(&system, fakes::CLOSE_DYING_CENTER_PY, &["--timeout", "1s"]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     let line = |verdict: &str, name: &str| {
         support::check_line(&stdout, verdict, name)

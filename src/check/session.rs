@@ -43,7 +43,7 @@ pub(super) struct Shared<'a> {
     /// Sessions closed so far, and how the last one ended: a death that
     /// follows a close is blamed on it.
     closes: std::sync::atomic::AtomicU64,
-    last_close: Mutex<&'static str>,
+    last_close_said_nothing: AtomicBool,
     /// The center grants only a bare index (`1`), not `selection 1`.
     pub(super) bare_selection: AtomicBool,
     /// The center serves one session at a time: a second client waits
@@ -73,7 +73,7 @@ impl<'a> Shared<'a> {
             unanswered: Mutex::new(Vec::new()),
             sent_any: AtomicBool::new(false),
             closes: std::sync::atomic::AtomicU64::new(0),
-            last_close: Mutex::new(CLOSE_AFTER_MESSAGES),
+            last_close_said_nothing: AtomicBool::new(false),
             bare_selection: AtomicBool::new(false),
             one_at_a_time: AtomicBool::new(false),
             answers_classic: AtomicBool::new(false),
@@ -87,12 +87,11 @@ impl<'a> Shared<'a> {
     /// center was found to take a login only with its newline, or C strings
     /// once a center asked in lines was found to take a login only so.
     pub(super) fn framing(&self) -> crate::protocol::Framing {
-        let mut framing = self.config.framing;
+        // Lines only ever replace a configured classic dialect, C strings a
+        // configured line one: the two never meet.
+        let mut framing = self.doctor_framing();
         if self.line_requests.load(Ordering::Relaxed) {
             framing.dialect = Dialect::Line;
-        }
-        if self.c_string_requests.load(Ordering::Relaxed) {
-            framing.dialect = Dialect::Classic;
         }
         framing
     }
@@ -137,7 +136,11 @@ impl<'a> Shared<'a> {
 
     /// The last close of a session, as an input a death is blamed on.
     pub(super) fn last_close(&self) -> String {
-        (*self.last_close.lock()).to_owned()
+        if self.last_close_said_nothing.load(Ordering::Acquire) {
+            NO_WORD_CLOSE.into()
+        } else {
+            CLOSE_AFTER_MESSAGES.into()
+        }
     }
 
     /// Notes an input the server got and did not answer (a datagram, a
@@ -238,7 +241,7 @@ fn closed_here() -> u64 {
 }
 
 /// A session's close as the input a death is blamed on.
-pub(super) const CLOSE_AFTER_MESSAGES: &str = "the close of a connection after its messages";
+const CLOSE_AFTER_MESSAGES: &str = "the close of a connection after its messages";
 /// A close with nothing sent (a connect-and-close).
 pub(super) const NO_WORD_CLOSE: &str = "a connection closed without a word";
 
@@ -247,12 +250,9 @@ impl Drop for Session<'_> {
     fn drop(&mut self) {
         // One input whatever came before it (answers, or silence): a center
         // that dies of every close is blamed once.
-        let how = if self.last_sent.is_none() {
-            NO_WORD_CLOSE
-        } else {
-            CLOSE_AFTER_MESSAGES
-        };
-        *self.shared.last_close.lock() = how;
+        self.shared
+            .last_close_said_nothing
+            .store(self.last_sent.is_none(), Ordering::Release);
         self.shared.closes.fetch_add(1, Ordering::AcqRel);
         CLOSED_HERE.with(|closed| closed.set(closed.get() + 1));
     }

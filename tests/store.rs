@@ -562,3 +562,72 @@ fn sqlite_a_corrupt_index_page_is_refused_at_start() {
         "{err}"
     );
 }
+
+/// The slot indexes a store lists, in the order listed.
+fn listed_indexes(store: &dyn Store) -> Vec<u64> {
+    let line = store.free_list().unwrap().line.clone();
+    let words: Vec<&str> = line.split(' ').collect();
+    words
+        .chunks(3)
+        .map(|triple| triple[0].parse().unwrap())
+        .collect()
+}
+
+/// Waits (up to 10 s, several refreshes) until `store` lists `want`.
+fn lists_soon(store: &dyn Store, want: &[u64], what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = listed_indexes(store);
+        if listed == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: lists {listed:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 17.1, more centers: centers on one database, with more slots free
+/// than a listing shows, each list their own part of the table (so their
+/// patients do not race for the same few slots), any slot still books at
+/// any center, a center on another schema counts alone, and a center left
+/// alone lists the lowest again.
+#[test]
+fn postgres_centers_on_one_database_list_their_own_parts_of_the_table() {
+    let Some(server) = postgres_support::server_url(
+        "postgres_centers_on_one_database_list_their_own_parts_of_the_table",
+    ) else {
+        return;
+    };
+    let db = TestDb::create(&server, "spread");
+    let slots = many_slots();
+    let first = PostgresStore::open(&db.url, &slots, 10).unwrap();
+    assert_eq!(listed_indexes(&first), (1..=10).collect::<Vec<_>>());
+    // The second takes the second place at its start: the second half.
+    let second = PostgresStore::open(&db.url, &slots, 10).unwrap();
+    assert_eq!(listed_indexes(&second), (151..=160).collect::<Vec<_>>());
+    // A listing is an offer, not a limit: the first center books the
+    // second's first slot, and the second learns it was taken.
+    assert!(matches!(
+        first.reserve(151, "patient1").unwrap(),
+        Reservation::Booked { .. }
+    ));
+    assert_eq!(second.reserve(151, "patient2").unwrap(), Reservation::Taken);
+    assert_eq!(listed_indexes(&second), (152..=161).collect::<Vec<_>>());
+    // Centers on another schema of the same database are not counted.
+    let mut admin = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    admin.batch_execute("CREATE SCHEMA other").unwrap();
+    let elsewhere = PostgresStore::open(
+        &format!("{}?options=-csearch_path%3Dother", db.url),
+        &slots,
+        10,
+    )
+    .unwrap();
+    assert_eq!(listed_indexes(&elsewhere), (1..=10).collect::<Vec<_>>());
+    // Alone again, the second lists the lowest free slots.
+    drop(first);
+    lists_soon(
+        &second,
+        &(1..=10).collect::<Vec<_>>(),
+        "the center left alone",
+    );
+}

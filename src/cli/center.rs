@@ -39,7 +39,8 @@ pub struct Args {
     /// Print passwords in the phase messages, as the classic demo did.
     #[arg(long)]
     pub show_passwords: bool,
-    /// Most free slots listed in one answer (the lowest indexes).
+    /// Most free slots listed in one answer (the lowest free; on a shared
+    /// PostgreSQL database, from this center's part of the table).
     #[arg(long, default_value_t = DEFAULT_LIST_CAP, value_name = "N")]
     pub list_cap: usize,
     /// Longest message accepted, in bytes (at least 100); longer gets

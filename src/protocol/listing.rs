@@ -24,7 +24,7 @@ impl fmt::Display for Listing {
 pub struct FreeList {
     /// Up to the list cap, for line sessions.
     pub line: String,
-    /// The lowest free slots that fit one classic answer.
+    /// The first of `line`'s slots that fit one classic answer.
     pub classic: String,
     /// How many slots `line` lists.
     pub listed: usize,

@@ -12,6 +12,7 @@
 //! from a [`SlotBook`] of its own (`mirror.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::RangeBounds;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{FreeList, Reservation, Store, StoreError};
@@ -96,6 +97,9 @@ struct State {
     free: BTreeSet<u64>,
     /// The rendering of `free`, dropped whenever `free` changes.
     rendered: Option<Arc<FreeList>>,
+    /// Where a capped listing starts ([`SlotBook::set_list_from`]): the
+    /// lowest free slots from here on, then from the lowest.
+    list_from: u64,
 }
 
 struct Entry {
@@ -157,6 +161,7 @@ impl SlotBook {
                     slots: entries,
                     free,
                     rendered: None,
+                    list_from: 0,
                 }),
                 list_cap: list_cap.max(1),
             }),
@@ -172,6 +177,31 @@ impl SlotBook {
         let rendered = Arc::new(state.render(self.shared.list_cap));
         state.rendered = Some(Arc::clone(&rendered));
         rendered
+    }
+
+    /// Makes a capped listing show the lowest free slots from `index` on
+    /// (then, if they are too few, from the lowest), still in index order.
+    /// A listing of every free slot is the same from anywhere: this only
+    /// chooses which ones a capped listing shows.
+    pub fn set_list_from(&self, index: u64) {
+        let mut state = self.shared.lock();
+        if state.list_from != index {
+            state.list_from = index;
+            state.rendered = None;
+        }
+    }
+
+    /// Where a capped listing starts (0 until [`SlotBook::set_list_from`]).
+    pub fn list_from(&self) -> u64 {
+        self.shared.lock().list_from
+    }
+
+    /// The index a `part`-th of the way through the table (in index
+    /// order), for `part` = `rank` / `of`; `None` for an empty table.
+    pub fn index_at(&self, rank: usize, of: usize) -> Option<u64> {
+        let state = self.shared.lock();
+        let at = state.slots.len().saturating_mul(rank) / of.max(1);
+        state.slots.keys().nth(at).copied()
     }
 
     /// Reserves slot `index` to `holder` if it is free: one check-and-set.
@@ -247,22 +277,24 @@ impl SlotBook {
             .change(index, |entry| entry.claims = entry.claims.saturating_sub(1));
     }
 
-    /// Makes the slots up to `upto` (all when `None`) free exactly when
-    /// they are in `free` (sorted), except those `keep` says to leave as
-    /// they are; a slot found held gets an empty holder (who holds it is
-    /// the copy's source's to say). A claimed slot is left to its claim's
+    /// Makes the slots in `range` free exactly when they are in `free`
+    /// (sorted, all in `range`), except those `keep` says to leave as they
+    /// are; a slot found held gets an empty holder (who holds it is the
+    /// copy's source's to say). A claimed slot is left to its claim's
     /// outcome, and to the next sync if that outcome is a failure.
-    pub fn sync_free(&self, free: &[u64], upto: Option<u64>, keep: impl Fn(u64) -> bool) {
+    pub fn sync_free(
+        &self,
+        free: &[u64],
+        range: impl RangeBounds<u64>,
+        keep: impl Fn(u64) -> bool,
+    ) {
         let mut state = self.shared.lock();
         let state = &mut *state;
         // Only two kinds of slot can differ, so only they are visited (under
         // the lock every listing takes): those the source lists as free,
-        // and those this table lists up to `upto`. The slots held below
+        // and those this table lists in `range`. The slots held among
         // them, which grow with every booking, are not walked.
-        let listed_here: Vec<u64> = match upto {
-            Some(last) => state.free.range(..=last).copied().collect(),
-            None => state.free.iter().copied().collect(),
-        };
+        let listed_here: Vec<u64> = state.free.range(range).copied().collect();
         for index in listed_here {
             if free.binary_search(&index).is_err() && !keep(index) {
                 state.change(index, |entry| entry.holder = Some("".into()));
@@ -312,16 +344,25 @@ impl State {
     }
 
     fn render(&self, cap: usize) -> FreeList {
-        // The lowest free slots and their entries, walking the table beside
-        // the free set: between two free slots there are usually a few
-        // reserved ones at most (only listed slots get booked), so stepping
-        // along the leaves beats a search from the root for each, which
-        // was most of the render on a large table. A longer stretch of
-        // reserved slots is jumped with one search.
+        // The free slots to list (the lowest from `list_from`, in index
+        // order) and their entries, walking the table beside them: between
+        // two free slots there are usually a few reserved ones at most (only
+        // listed slots get booked), so stepping along the leaves beats a
+        // search from the root for each, which was most of the render on a
+        // large table. A longer stretch of reserved slots is jumped with
+        // one search.
         const STEPS: usize = 8;
-        let mut rows = Vec::with_capacity(cap.min(self.free.len()));
+        let mut listed: Vec<u64> = self
+            .free
+            .range(self.list_from..)
+            .chain(self.free.range(..self.list_from))
+            .take(cap)
+            .copied()
+            .collect();
+        listed.sort_unstable();
+        let mut rows = Vec::with_capacity(listed.len());
         let mut table = self.slots.range(0..0);
-        for &index in self.free.iter().take(cap) {
+        for index in listed {
             let mut entry = None;
             for _ in 0..STEPS {
                 match table.next() {
@@ -401,7 +442,7 @@ mod tests {
             "one claim left"
         );
         // The store said free meanwhile: still claimed, still not listed.
-        book.sync_free(&[1, 2, 3, 4, 5, 6], None, |_| false);
+        book.sync_free(&[1, 2, 3, 4, 5, 6], .., |_| false);
         assert_eq!(book.free_list().listed, 5);
         book.unclaim(2);
         assert_eq!(book.free_list().listed, 6);
@@ -440,6 +481,44 @@ mod tests {
         assert_eq!(list.line.split(' ').count(), 150);
         assert!(list.classic.len() < crate::protocol::CLASSIC_ANSWER_MAX);
         assert!(list.line.starts_with(list.classic.trim_end()));
+    }
+
+    #[test]
+    fn a_capped_list_starts_where_it_is_told_and_fills_up_from_the_lowest() {
+        let slots: Vec<Slot> = (1..=10)
+            .map(|index| Slot {
+                index,
+                day: "Mon".into(),
+                time: "10am".into(),
+                doctor: "doc1".into(),
+                port: 41720,
+            })
+            .collect();
+        let indexes = |book: &SlotBook| -> Vec<String> {
+            let list = book.free_list();
+            list.line.split(' ').step_by(3).map(str::to_owned).collect()
+        };
+        let book = SlotBook::new(&slots, 3);
+        assert_eq!(book.index_at(0, 1), Some(1));
+        assert_eq!(book.index_at(1, 2), Some(6));
+        book.set_list_from(book.index_at(1, 2).unwrap());
+        assert_eq!(indexes(&book), ["6", "7", "8"]);
+        assert_eq!(
+            book.reserve(6, "p"),
+            Reservation::Booked {
+                doctor: "doc1".into(),
+                port: 41720
+            }
+        );
+        assert_eq!(indexes(&book), ["7", "8", "9"]);
+        // Too few from there on: the rest from the lowest, in index order.
+        book.set_list_from(10);
+        assert_eq!(indexes(&book), ["1", "2", "10"]);
+        // A list of every free slot is the same from anywhere.
+        let all = SlotBook::new(&slots, 50);
+        let whole = all.free_list();
+        all.set_list_from(8);
+        assert_eq!(all.free_list(), whole);
     }
 
     #[test]

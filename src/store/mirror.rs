@@ -2,8 +2,8 @@
 //! PostgreSQL database) that answers `available` for the stores on disk.
 //!
 //! This module owns what the copy knows and when it gives way to the
-//! database: the outcomes this process's commits learn, the lowest free
-//! slots read back from the database (for what other processes did), and
+//! database: the outcomes this process's commits learn, the free slots it
+//! lists read back from the database (for what other processes did), and
 //! the slots claimed by reservations still on their way to a commit.
 //!
 //! - **Reads never wait.** A listing is the copy's rendering: no round
@@ -109,21 +109,39 @@ impl Mirror {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Takes the database's lowest free slots, `free` (sorted), read with
-    /// `limit` after generation `since` of this process's own changes.
-    pub fn sync(&self, free: &[u64], limit: i64, since: u64) {
-        // Past the last free slot read, the database told nothing (unless
-        // it had no more to tell).
-        let upto = if free.len() as i64 >= limit {
-            free.last().copied()
-        } else {
-            None
-        };
+    /// Takes the free slots a read of the database found, `free` (in any
+    /// order), read with `limit` from slot `from` on (the lowest from
+    /// `from`, then from the lowest: at most `limit` in all), after
+    /// generation `since` of this process's own changes.
+    pub fn sync(&self, free: &[u64], from: u64, limit: i64, since: u64) {
+        let limit = usize::try_from(limit).unwrap_or(0);
+        if limit == 0 {
+            return;
+        }
+        let (mut above, mut below): (Vec<u64>, Vec<u64>) =
+            free.iter().partition(|&&index| index >= from);
+        above.sort_unstable();
+        below.sort_unstable();
+        above.truncate(limit);
+        let room = limit - above.len();
+        below.truncate(room);
         let mut touched = self.touched.lock();
         // This process's own commits since the read began know better.
-        self.book.sync_free(free, upto, |index| {
-            touched.get(&index).is_some_and(|&g| g > since)
-        });
+        let keep = |index: u64| touched.get(&index).is_some_and(|&g| g > since);
+        // What the read covered: past the last free slot of a part that
+        // filled its limit, the database told nothing.
+        match above.last() {
+            Some(&last) if room == 0 => self.book.sync_free(&above, from..=last, keep),
+            _ => self.book.sync_free(&above, from.., keep),
+        }
+        if room > 0 {
+            match below.last() {
+                Some(&last) if below.len() == room => {
+                    self.book.sync_free(&below, ..=last, keep);
+                }
+                _ => self.book.sync_free(&below, ..from, keep),
+            }
+        }
         touched.retain(|_, g| *g > since);
     }
 }
@@ -175,15 +193,33 @@ mod tests {
     }
 
     #[test]
+    fn a_read_from_a_slot_on_tells_only_what_it_covered() {
+        let mirror = Mirror::new(&slots(10), 2);
+        let free = |mirror: &Mirror| mirror.book.free_count();
+        // From slot 5, limit 3, the database found 6, 8 and 9 free: 5 and
+        // 7 are held; past 9 and below 5 it told nothing.
+        mirror.sync(&[9, 6, 8], 5, 3, mirror.generation());
+        assert_eq!(free(&mirror), 8);
+        assert!(!mirror.book.free_list().line.contains("5 Mon"));
+        // From slot 8, limit 4: 8 and 10 above (so 9 is held, and the
+        // read went on from the lowest), then 1 and 3 (so 2 is held).
+        mirror.sync(&[1, 8, 10, 3], 8, 4, mirror.generation());
+        let held: Vec<u64> = (1..=10)
+            .filter(|&i| mirror.book.reserve(i, "probe") == Reservation::Taken)
+            .collect();
+        assert_eq!(held, [2, 5, 7, 9]);
+    }
+
+    #[test]
     fn a_read_begun_before_an_own_commit_does_not_undo_it() {
         let mirror = Mirror::new(&slots(3), 50);
         let since = mirror.generation();
         mirror.learn(1, Some("patient1"));
         // The read saw slot 1 still free: it began before the commit.
-        mirror.sync(&[1, 2, 3], 100, since);
+        mirror.sync(&[1, 2, 3], 0, 100, since);
         assert_eq!(mirror.book.free_list().line, "2 Mon 10am 3 Mon 10am");
         // A read begun after it is believed: another process freed it.
-        mirror.sync(&[1, 2, 3], 100, mirror.generation());
+        mirror.sync(&[1, 2, 3], 0, 100, mirror.generation());
         assert_eq!(mirror.book.free_list().listed, 3);
     }
 }

@@ -38,7 +38,7 @@ pub use crate::protocol::FreeList;
 use memory::SlotBook;
 
 /// The default of `--list-cap`: how many free slots one `available` answer
-/// lists at most (the lowest indexes).
+/// lists at most.
 pub const DEFAULT_LIST_CAP: usize = 50;
 
 /// What became of a reservation request. Losing a race is an outcome, not

@@ -310,7 +310,7 @@ impl SqliteStore {
                  the file from a backup or use a new file"
             ))
         })?;
-        mirror.sync(&free, read_limit, 0);
+        mirror.sync(&free, 0, read_limit, 0);
         let writer = Writer {
             conn,
             file: Arc::clone(&file),
@@ -358,7 +358,7 @@ impl SqliteStore {
         // commit, and this read costs less than that.
         let since = self.mirror.generation();
         let free = read_free(&reader.conn, self.read_limit).map_err(fail)?;
-        self.mirror.sync(&free, self.read_limit, since);
+        self.mirror.sync(&free, 0, self.read_limit, since);
         reader.data_version = version;
         Ok(())
     }

@@ -45,10 +45,14 @@
 //!   round trip, and a stalled server cannot hang it. The copy takes every
 //!   outcome this center's commits learn (a grant, a slot found taken),
 //!   hides slots whose reservation is on its way to a commit, and a
-//!   refresher thread reads the lowest free slots from the database every
-//!   [`REFRESH`] for what other centers did. A listing may so show, for a
-//!   moment, a slot another center just took: that is the race every
+//!   refresher thread reads the free slots it lists from the database
+//!   every [`REFRESH`] for what other centers did. A listing may so show,
+//!   for a moment, a slot another center just took: that is the race every
 //!   listing has, and the grant is the database's to decide.
+//! - **Centers list their own parts.** With more slots free than a
+//!   listing shows, centers on one database list from different points of
+//!   the table ([`spread`]), so their patients are not offered the same few
+//!   slots; a center alone lists the lowest.
 //! - **Bounded start-up.** The first connection is made with
 //!   [`CONNECT_TIMEOUT`] per attempt and a watchdog on the whole
 //!   hand-shake, so a server that accepts and never answers cannot hang a
@@ -56,6 +60,7 @@
 
 mod link;
 mod schema;
+mod spread;
 mod writer;
 
 use link::Link;
@@ -71,7 +76,9 @@ use postgres::Config;
 
 use super::commit::Committer;
 use super::mirror::{Mirror, REFRESH};
-use super::{DEFAULT_TIMEOUT, ErrorKind, FreeList, Reservation, Store, StoreError, mask_url};
+use super::{
+    DEFAULT_TIMEOUT, ErrorKind, FreeList, Reservation, Store, StoreError, db_index, mask_url,
+};
 use crate::data::Slot;
 
 /// How long one attempt to reach the server may take (when the URL sets no
@@ -169,12 +176,16 @@ impl PostgresStore {
         let committer = Committer::start(writers, timeout, label.clone())?;
         let (stop_refresh, stopped) = crossbeam_channel::bounded(0);
         let (refresher_ending, refresher_ended) = crossbeam_channel::bounded::<()>(0);
-        let refresher = Refresher {
+        let mut refresher = Refresher {
             link: Link::new(&config, &label),
             mirror: Arc::clone(&mirror),
             limit: Mirror::read_limit(list_cap),
             failing: false,
+            part: (spread::Share::ALONE, 0),
         };
+        // The center's place among those on the database is taken before
+        // it serves, so its first listings are already its own part.
+        refresher.refresh()?;
         std::thread::Builder::new()
             .name("store-refresh".into())
             .spawn(move || {
@@ -199,13 +210,17 @@ impl PostgresStore {
     }
 }
 
-/// Brings the copy in memory up to date with the database's lowest free
-/// slots, every [`REFRESH`], until the store is dropped.
+/// Brings the copy in memory up to date with the free slots this center
+/// lists, every [`REFRESH`], until the store is dropped, and keeps the
+/// center's place among the centers on the database ([`spread`]).
 struct Refresher {
     link: Link,
     mirror: Arc<Mirror>,
     limit: i64,
     failing: bool,
+    /// This center's share of the table and the slot its listing starts
+    /// at ([`spread`]).
+    part: (spread::Share, u64),
 }
 
 impl Refresher {
@@ -232,14 +247,24 @@ impl Refresher {
     fn refresh(&mut self) -> Result<(), StoreError> {
         let since = self.mirror.generation();
         let limit = self.limit;
-        let free: Vec<u64> = self.link.run("cannot read the free slots", |client| {
-            let rows = client.query(
-                "SELECT idx FROM slots WHERE holder IS NULL ORDER BY idx LIMIT $1",
-                &[&limit],
-            )?;
-            schema::indexes(&rows)
+        let (mirror, part) = (&self.mirror, &mut self.part);
+        let (from, free) = self.link.run("cannot read the free slots", |client| {
+            let share = spread::share(client)?;
+            if part.0 != share {
+                // Found by walking the table: only when the share changes.
+                *part = (
+                    share,
+                    mirror.book.index_at(share.rank, share.of).unwrap_or(0),
+                );
+            }
+            let from = part.1;
+            let from_at = db_index(from).unwrap_or(i64::MAX);
+            let rows = client.query(schema::FREE_WINDOW, &[&from_at, &limit])?;
+            Ok((from, schema::indexes(&rows)?))
         })?;
-        self.mirror.sync(&free, limit, since);
+        // The copy learns the new part of the table before it lists it.
+        self.mirror.sync(&free, from, limit, since);
+        self.mirror.book.set_list_from(from);
         Ok(())
     }
 }

@@ -29,14 +29,17 @@ CREATE INDEX IF NOT EXISTS slots_free ON slots (idx) WHERE holder IS NULL;
 /// check-and-set that also recognises its own earlier write by its
 /// attempt token. Outcome 0: booked, 1: taken, 2: no such slot; `k` is the
 /// reservation's place in the arrays, from 1. Then, as rows with `k` 0,
-/// the lowest `free_limit` free slots after the batch: the center's copy
-/// in memory learns what other centers did at every commit, for free.
+/// `free_limit` free slots after the batch, the lowest from `free_from`
+/// on and then from the lowest (the center's listing, as [`FREE_WINDOW`]
+/// reads it): the center's copy in memory learns what other centers did
+/// at every commit, for free.
 const RESERVE_FUNCTION: &str = "
-CREATE OR REPLACE FUNCTION medsim_reserve(want_idx bigint[], want_holder text[], want_attempt bigint[], free_limit integer)
+CREATE OR REPLACE FUNCTION medsim_reserve(want_idx bigint[], want_holder text[], want_attempt bigint[], free_limit integer, free_from bigint)
 RETURNS TABLE (k integer, outcome integer, slot_doctor text, slot_port integer, free_idx bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     i integer;
+    listed integer;
 BEGIN
     free_idx := NULL;
     FOR i IN SELECT w.o::integer FROM unnest(want_idx) WITH ORDINALITY AS w(x, o) ORDER BY w.x, w.o LOOP
@@ -54,10 +57,24 @@ BEGIN
         RETURN NEXT;
     END LOOP;
     RETURN QUERY SELECT 0, 0, NULL::text, NULL::integer, s.idx
-        FROM slots s WHERE s.holder IS NULL ORDER BY s.idx LIMIT free_limit;
+        FROM slots s WHERE s.holder IS NULL AND s.idx >= free_from ORDER BY s.idx LIMIT free_limit;
+    GET DIAGNOSTICS listed = ROW_COUNT;
+    IF listed < free_limit THEN
+        RETURN QUERY SELECT 0, 0, NULL::text, NULL::integer, s.idx
+            FROM slots s WHERE s.holder IS NULL AND s.idx < free_from ORDER BY s.idx LIMIT free_limit - listed;
+    END IF;
 END
 $fn$;
 ";
+
+/// The free slots a center lists, as a read of the database takes them:
+/// `$2` of them, the lowest from slot `$1` on and then from the lowest
+/// (see [`crate::store::mirror::Mirror::sync`]). Each half is a walk of the
+/// partial index on free slots.
+pub(super) const FREE_WINDOW: &str = "\
+    (SELECT idx FROM slots WHERE holder IS NULL AND idx >= $1 ORDER BY idx LIMIT $2) \
+    UNION ALL \
+    (SELECT idx FROM slots WHERE holder IS NULL AND idx < $1 ORDER BY idx LIMIT $2)";
 
 /// How many slots one `INSERT` carries when filling the table.
 const FILL_BATCH: usize = 10_000;

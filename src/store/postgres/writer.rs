@@ -55,7 +55,7 @@ impl Backend for Writer {
         if self.reserve.is_none() {
             let stmt = client.prepare(
                 "SELECT k, outcome, slot_doctor, slot_port, free_idx \
-                 FROM medsim_reserve($1, $2, $3, $4)",
+                 FROM medsim_reserve($1, $2, $3, $4, $5)",
             );
             match stmt {
                 Ok(stmt) => self.reserve = Some(stmt),
@@ -76,7 +76,12 @@ impl Backend for Writer {
             )));
         };
         let since = self.mirror.generation();
-        let rows = match client.query(stmt, &[&indexes, &holders, &attempts, &self.free_limit]) {
+        let from = self.mirror.book.list_from();
+        let from_at = db_index(from).unwrap_or(i64::MAX);
+        let rows = match client.query(
+            stmt,
+            &[&indexes, &holders, &attempts, &self.free_limit, &from_at],
+        ) {
             Ok(rows) => rows,
             Err(e) => {
                 let error = self.error("cannot commit the reservations", &e);
@@ -134,7 +139,8 @@ impl Backend for Writer {
                 }
             }
         }
-        self.mirror.sync(&free, i64::from(self.free_limit), since);
+        self.mirror
+            .sync(&free, from, i64::from(self.free_limit), since);
         Ok(outcomes)
     }
 

@@ -196,6 +196,14 @@ impl SlotBook {
         self.shared.lock().list_from
     }
 
+    /// The lowest listed slot from `index` on, or else the lowest listed
+    /// (`index` itself when none is).
+    pub fn first_listed_from(&self, index: u64) -> u64 {
+        let state = self.shared.lock();
+        let first = state.free.range(index..).next().or(state.free.first());
+        first.copied().unwrap_or(index)
+    }
+
     /// The index a `part`-th of the way through the table (in index
     /// order), for `part` = `rank` / `of`; `None` for an empty table.
     pub fn index_at(&self, rank: usize, of: usize) -> Option<u64> {
@@ -511,6 +519,8 @@ mod tests {
             }
         );
         assert_eq!(indexes(&book), ["7", "8", "9"]);
+        assert_eq!(book.first_listed_from(6), 7);
+        assert_eq!(book.first_listed_from(11), 1);
         // Too few from there on: the rest from the lowest, in index order.
         book.set_list_from(10);
         assert_eq!(indexes(&book), ["1", "2", "10"]);

@@ -76,7 +76,15 @@ impl Backend for Writer {
             )));
         };
         let since = self.mirror.generation();
-        let from = self.mirror.book.list_from();
+        // The commit reads the free slots back from the first this center
+        // lists, not from where its part starts: the stretch between holds
+        // its own bookings, which it knows, and walking their dead index
+        // entries on every commit cost more the more it booked. The
+        // refresher reads the whole part.
+        let from = self
+            .mirror
+            .book
+            .first_listed_from(self.mirror.book.list_from());
         let from_at = db_index(from).unwrap_or(i64::MAX);
         let rows = match client.query(
             stmt,

@@ -58,8 +58,8 @@ impl Mirror {
         }
     }
 
-    /// How many of the lowest free slots a read of the database takes, for
-    /// a list cap of `list_cap`.
+    /// How many free slots a read of the database takes (from where the
+    /// listing starts), for a list cap of `list_cap`.
     pub fn read_limit(list_cap: usize) -> i64 {
         i64::try_from(list_cap.max(1) + FREE_MARGIN).unwrap_or(i64::MAX)
     }

@@ -68,9 +68,12 @@ $fn$;
 ";
 
 /// The free slots a center lists, as a read of the database takes them:
-/// `$2` of them, the lowest from slot `$1` on and then from the lowest
-/// (see [`crate::store::mirror::Mirror::sync`]). Each half is a walk of the
+/// the lowest `$2` from slot `$1` on, and the lowest `$2` below it (up to
+/// twice `$2` in all, in no promised order; [`Mirror::sync`] keeps the
+/// `$2` a listing from `$1` would show). Each half is a walk of the
 /// partial index on free slots.
+///
+/// [`Mirror::sync`]: crate::store::mirror::Mirror::sync
 pub(super) const FREE_WINDOW: &str = "\
     (SELECT idx FROM slots WHERE holder IS NULL AND idx >= $1 ORDER BY idx LIMIT $2) \
     UNION ALL \

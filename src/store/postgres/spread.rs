@@ -13,7 +13,15 @@
 //! listing had already decided, and each such race also held the winner's
 //! batch on a row lock until the other center's commit (docs/PERFORMANCE.md).
 //! Any free slot can still be booked at any center: only which ones a
-//! capped listing shows differs.
+//! capped listing shows differs. A part that fills up lists on into the
+//! next (the last wraps to the lowest), so late in a table centers share
+//! slots again, as they all did before.
+//!
+//! A place goes when the server sees its connection close. A center whose
+//! host dies keeps it until the server's TCP keepalive gives up on the
+//! connection; meanwhile the others count one center too many, and a part
+//! goes unlisted at first (its slots are still listed once the part
+//! before it fills). Bookings are not affected.
 
 use postgres::Client;
 
@@ -66,9 +74,10 @@ pub(super) fn share(client: &mut Client) -> Result<Share, postgres::Error> {
 /// The places held on this schema, lowest first, and whether each is this
 /// connection's.
 fn places(client: &mut Client) -> Result<Vec<(i64, bool)>, postgres::Error> {
+    // A lock of a prepared transaction has no pid: not this connection's.
     let rows = client.query(
         &format!(
-            "SELECT objid::int8, pid = pg_backend_pid() FROM pg_locks \
+            "SELECT objid::int8, coalesce(pid = pg_backend_pid(), false) FROM pg_locks \
              WHERE locktype = 'advisory' AND granted AND objsubid = 2 \
              AND classid = ({SCHEMA_KEY})::oid \
              AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \

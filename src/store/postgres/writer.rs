@@ -77,10 +77,11 @@ impl Backend for Writer {
         };
         let since = self.mirror.generation();
         // The commit reads the free slots back from the first this center
-        // lists, not from where its part starts: the stretch between holds
-        // its own bookings, which it knows, and walking their dead index
-        // entries on every commit cost more the more it booked. The
-        // refresher reads the whole part.
+        // lists, not from where its part starts: the stretch between is
+        // booked (mostly by this center), and walking its dead index
+        // entries on every commit cost more the more it booked. A slot
+        // freed there by another center is learned by the refresher, which
+        // reads the whole part.
         let from = self
             .mirror
             .book

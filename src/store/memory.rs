@@ -360,17 +360,12 @@ impl State {
         // large table. A longer stretch of reserved slots is jumped with
         // one search.
         const STEPS: usize = 8;
-        let mut listed: Vec<u64> = self
-            .free
-            .range(self.list_from..)
-            .chain(self.free.range(..self.list_from))
-            .take(cap)
-            .copied()
-            .collect();
-        listed.sort_unstable();
-        let mut rows = Vec::with_capacity(listed.len());
+        let from = self.list_from;
+        let above = self.free.range(from..).take(cap).count();
+        let below = self.free.range(..from).take(cap - above);
+        let mut rows = Vec::with_capacity(cap.min(self.free.len()));
         let mut table = self.slots.range(0..0);
-        for index in listed {
+        for &index in below.chain(self.free.range(from..).take(above)) {
             let mut entry = None;
             for _ in 0..STEPS {
                 match table.next() {

@@ -389,6 +389,20 @@ impl State {
     }
 }
 
+/// `count` slots numbered from 1, all Monday 10am at doc1 on 41720.
+#[cfg(test)]
+pub(crate) fn numbered_slots(count: u64) -> Vec<Slot> {
+    (1..=count)
+        .map(|index| Slot {
+            index,
+            day: "Mon".into(),
+            time: "10am".into(),
+            doctor: "doc1".into(),
+            port: 41720,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,15 +483,7 @@ mod tests {
 
     #[test]
     fn the_list_is_capped_and_classic_fits_one_answer() {
-        let slots: Vec<Slot> = (1..=500)
-            .map(|index| Slot {
-                index,
-                day: "Mon".into(),
-                time: "10am".into(),
-                doctor: "doc1".into(),
-                port: 41720,
-            })
-            .collect();
+        let slots = numbered_slots(500);
         let book = SlotBook::new(&slots, 50);
         let list = book.free_list();
         assert_eq!(list.listed, 50);
@@ -488,15 +494,7 @@ mod tests {
 
     #[test]
     fn a_capped_list_starts_where_it_is_told_and_fills_up_from_the_lowest() {
-        let slots: Vec<Slot> = (1..=10)
-            .map(|index| Slot {
-                index,
-                day: "Mon".into(),
-                time: "10am".into(),
-                doctor: "doc1".into(),
-                port: 41720,
-            })
-            .collect();
+        let slots = numbered_slots(10);
         let indexes = |book: &SlotBook| -> Vec<String> {
             let list = book.free_list();
             list.line.split(' ').step_by(3).map(str::to_owned).collect()

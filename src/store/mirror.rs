@@ -150,18 +150,7 @@ impl Mirror {
 mod tests {
     use super::*;
     use crate::store::ErrorKind;
-
-    fn slots(count: u64) -> Vec<Slot> {
-        (1..=count)
-            .map(|index| Slot {
-                index,
-                day: "Mon".into(),
-                time: "10am".into(),
-                doctor: "doc1".into(),
-                port: 41720,
-            })
-            .collect()
-    }
+    use crate::store::memory::numbered_slots as slots;
 
     #[test]
     fn a_slot_waiting_for_its_commit_is_not_listed() {

@@ -576,3 +576,61 @@ fn free_udp_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// Issue 15, from the review: a no-login case walks the framing sessions
+/// go in (lines, here) and then the configured one (C strings). When the
+/// second walk only fails to connect (the center, which check did not
+/// start, died of the first), that is no finding that the center serves C
+/// strings without a login: the case says the walk could not be checked,
+/// and the death is blamed on its input.
+#[test]
+fn a_second_walk_that_cannot_connect_is_not_called_a_login_bypass() {
+    let system = System::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = python_script(
+        &dir,
+        "center.py",
+        fakes::LINE_LOGIN_CENTER_DYING_OF_AVAILABLE_PY,
+    );
+    let port = free_port();
+    let mut center = std::process::Command::new("python3")
+        .args([&script, &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Kept open to the end: the program prints as it dies.
+    let mut said = std::io::BufReader::new(center.stdout.take().unwrap());
+    let mut ready = String::new();
+    std::io::BufRead::read_line(&mut said, &mut ready).unwrap();
+    assert_eq!(ready, format!("listening on {port}\n"));
+    let (_, stdout, stderr) = output(bin().args([
+        "check",
+        "--center",
+        &format!("127.0.0.1:{port}"),
+        "--dialect",
+        "classic",
+        "--timeout",
+        "1s",
+        "--cases",
+        "auth/success,login/available",
+        "--doctor",
+        &format!("doc1={}", system.doctor("doc1")),
+        "--doctor",
+        &format!("doc2={}", system.doctor("doc2")),
+    ]));
+    let _ = center.kill();
+    let _ = center.wait();
+    drop(said);
+    let line = support::check_line(&stdout, "FAIL", "before login: available")
+        .unwrap_or_else(|| panic!("no FAIL line for login/available in {stdout}\n---\n{stderr}"));
+    assert!(
+        line.contains("the center is gone (nothing listens at ")
+            && line.contains(" any more) on 'available';"),
+        "{line}"
+    );
+    assert!(
+        line.contains("in classic, the configured framing, it could not be checked: "),
+        "{line}"
+    );
+    assert!(!line.contains("also serves"), "{line}");
+}

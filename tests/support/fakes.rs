@@ -755,3 +755,45 @@ while True:
         os.kill(os.getpid(), signal.SIGSEGV)
     s.sendto(sys.argv[2].encode(), peer)
 "#;
+
+/// A classic center program (`python3 - PORT`) whose login is good only
+/// with a newline after the password (so check's sessions go in lines),
+/// and which dies with SIGSEGV, before answering, on `available` from a
+/// connection that never logged in: a center check did not start is then
+/// gone for the rest of the case.
+pub const LINE_LOGIN_CENTER_DYING_OF_AVAILABLE_PY: &str = r#"
+import os, signal, socket, sys, threading
+port = int(sys.argv[1])
+def send(c, text):
+    c.sendall(text.encode() + b"\0")
+def serve(c):
+    authed = False
+    while True:
+        try:
+            data = c.recv(100)
+        except OSError:
+            data = b""
+        if not data:
+            return
+        text = data.split(b"\0")[0].decode("latin-1")
+        w = text.split()
+        if w and w[0] == "authenticate" and len(w) == 3:
+            if (w[1], w[2]) == ("patient1", "password111") and text.endswith("\n"):
+                authed = True; send(c, "success")
+            else:
+                send(c, "failure")
+        elif w == ["available"] and authed:
+            send(c, "1 Tue 01pm 2 Mon 03pm 3 Thu 02pm 4 Wed 10am 5 Sat 12pm 6 Fri 04pm")
+        elif w == ["available"]:
+            print("available without a login: crashing", flush=True)
+            os.kill(os.getpid(), signal.SIGSEGV)
+        else:
+            send(c, "error unexpected")
+s = socket.socket()
+s.bind(("127.0.0.1", port))
+s.listen(64)
+print("listening on", port, flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;

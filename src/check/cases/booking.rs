@@ -322,47 +322,83 @@ pub(in crate::check) fn before_login_available(run: &mut Run) -> Outcome {
     in_every_framing(run, |run, framing| {
         let mut c = match run.open_in(framing) {
             Ok(c) => c,
-            Err(e) => return fail(e),
+            Err(e) => return fail(e).into(),
         };
         match c.ask("available") {
             Ok(answer) => match read(&answer) {
-                Reading::Error => pass(c.last_exchange()),
+                Reading::Error => pass(c.last_exchange()).into(),
                 Reading::List(_) => {
                     c.log
                         .push("slots listed on a connection that never logged in".into());
-                    fail(c.evidence())
+                    WithoutLogin::served(c.evidence())
                 }
-                _ => warn(format!("{}, expected 'error ...'", c.evidence())),
+                _ => warn(format!("{}, expected 'error ...'", c.evidence())).into(),
             },
-            Err(e) => warn(format!("{e}, expected 'error ...'")),
+            Err(e) => warn(format!("{e}, expected 'error ...'")).into(),
         }
     })
+}
+
+/// What a connection that never logged in met: the case's outcome, and
+/// whether the center served it (a list, a grant), which only a center
+/// can be blamed for. Failing to connect, say, is no such finding.
+struct WithoutLogin {
+    outcome: Outcome,
+    served: bool,
+}
+
+impl WithoutLogin {
+    fn served(evidence: String) -> WithoutLogin {
+        WithoutLogin {
+            outcome: fail(evidence),
+            served: true,
+        }
+    }
+}
+
+impl From<Outcome> for WithoutLogin {
+    fn from(outcome: Outcome) -> WithoutLogin {
+        WithoutLogin {
+            outcome,
+            served: false,
+        }
+    }
 }
 
 /// Runs a case whose sessions never log in, sent in the framing sessions
 /// use, and again in the configured one when they differ (a center that
 /// needs a newline after the password may still take other requests as C
 /// strings, and serve them without a login): the first failure, or the
-/// first run's outcome.
-fn in_every_framing(run: &mut Run, case: impl Fn(&mut Run, Framing) -> Outcome) -> Outcome {
+/// first run's outcome. The second run's failure is the center's only when
+/// it served that run; otherwise (no connection, say) it is told beside
+/// the first run's verdict.
+fn in_every_framing(run: &mut Run, case: impl Fn(&mut Run, Framing) -> WithoutLogin) -> Outcome {
     let used = run.shared.framing();
-    let outcome = case(run, used);
+    let outcome = case(run, used).outcome;
     let configured = run.config().framing;
     if outcome.verdict == Verdict::Fail || configured.dialect == used.dialect {
         return outcome;
     }
     let other = case(run, configured);
-    if other.verdict == Verdict::Fail {
-        let (form, why) = match used.dialect {
-            Dialect::Line => ("lines", "the login needs its newline"),
-            Dialect::Classic => ("C strings", "the login is taken only as one"),
-        };
-        let dialect = configured.dialect;
+    let (form, why) = match used.dialect {
+        Dialect::Line => ("lines", "the login needs its newline"),
+        Dialect::Classic => ("C strings", "the login is taken only as one"),
+    };
+    let dialect = configured.dialect;
+    if other.served {
         fail(format!(
             "sessions go in {form} here ({why}), but without a login the center also serves \
              the configured framing ({dialect}); in {form}: {}; in {dialect}: {}",
-            outcome.evidence, other.evidence
+            outcome.evidence, other.outcome.evidence
         ))
+    } else if other.outcome.verdict == Verdict::Fail {
+        Outcome {
+            verdict: outcome.verdict,
+            evidence: format!(
+                "{}; in {dialect}, the configured framing, it could not be checked: {}",
+                outcome.evidence, other.outcome.evidence
+            ),
+        }
     } else {
         outcome
     }
@@ -376,12 +412,12 @@ pub(in crate::check) fn before_login_selection(run: &mut Run) -> Outcome {
     in_every_framing(run, walk_without_login)
 }
 
-fn walk_without_login(run: &mut Run, framing: Framing) -> Outcome {
+fn walk_without_login(run: &mut Run, framing: Framing) -> WithoutLogin {
     let free = run.free_now().ok().flatten().unwrap_or_default();
     let target = free.last().copied().unwrap_or(1);
     let mut c = match run.open_in(framing) {
         Ok(c) => c,
-        Err(e) => return fail(e),
+        Err(e) => return fail(e).into(),
     };
     if c.ask("available").is_err() {
         // Closed before the next opens: its close is an input of its own
@@ -393,7 +429,7 @@ fn walk_without_login(run: &mut Run, framing: Framing) -> Outcome {
                 alone.log.insert(0, format!("{before}; a new connection"));
                 alone
             }
-            Err(e) => return fail(e),
+            Err(e) => return fail(e).into(),
         };
     }
     match c.select(target) {
@@ -401,7 +437,7 @@ fn walk_without_login(run: &mut Run, framing: Framing) -> Outcome {
             c.log.push(format!(
                 "BOOKED WITHOUT LOGIN: slot {target} granted on a connection that never logged in"
             ));
-            fail(c.evidence())
+            WithoutLogin::served(c.evidence())
         }
         Ok((Reading::Error | Reading::NotAvailable | Reading::Failure, _)) | Err(_) => {
             let mut evidence = c.evidence();
@@ -417,7 +453,7 @@ fn walk_without_login(run: &mut Run, framing: Framing) -> Outcome {
                         evidence.push_str(&format!(", slot {target} is still listed"));
                     }
                     Ok(_) => {
-                        return fail(format!(
+                        return WithoutLogin::served(format!(
                             "{evidence}, BOOKED WITHOUT LOGIN: slot {target} was free before and is no longer listed"
                         ));
                     }
@@ -426,8 +462,8 @@ fn walk_without_login(run: &mut Run, framing: Framing) -> Outcome {
                     )),
                 }
             }
-            pass(evidence)
+            pass(evidence).into()
         }
-        Ok(_) => warn(format!("{}, expected 'error ...'", c.evidence())),
+        Ok(_) => warn(format!("{}, expected 'error ...'", c.evidence())).into(),
     }
 }

@@ -47,7 +47,8 @@ pub struct Args {
     /// Quote requests a patient sends in all before giving up.
     #[arg(long, default_value_t = 20, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub quote_attempts: u32,
-    /// Most free slots the center lists in one answer.
+    /// Most free slots a center lists in one answer (the lowest free; with
+    /// several centers on PostgreSQL, from each center's part of the table).
     #[arg(long, default_value_t = DEFAULT_LIST_CAP, value_name = "N")]
     pub list_cap: usize,
     /// Centers to start, all on one store, patients spread over them in

@@ -786,6 +786,10 @@ def serve(c):
             send(c, "1 Tue 01pm 2 Mon 03pm 3 Thu 02pm 4 Wed 10am 5 Sat 12pm 6 Fri 04pm")
         elif w == ["available"]:
             print("available without a login: crashing", flush=True)
+            # Nothing listens from here on (the kernel would close the
+            # listener only as the process ends, perhaps after this
+            # connection): a connection made after this one's end is refused.
+            s.shutdown(socket.SHUT_RDWR)
             os.kill(os.getpid(), signal.SIGSEGV)
         else:
             send(c, "error unexpected")

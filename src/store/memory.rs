@@ -196,12 +196,14 @@ impl SlotBook {
         self.shared.lock().list_from
     }
 
-    /// The lowest listed slot from `index` on, or else the lowest listed
-    /// (`index` itself when none is).
-    pub fn first_listed_from(&self, index: u64) -> u64 {
+    /// The first slot a listing shows from where it starts: the lowest
+    /// listed from [`SlotBook::list_from`] on, or else the lowest listed
+    /// (`list_from` itself when none is).
+    pub fn listing_start(&self) -> u64 {
         let state = self.shared.lock();
-        let first = state.free.range(index..).next().or(state.free.first());
-        first.copied().unwrap_or(index)
+        let from = state.list_from;
+        let first = state.free.range(from..).next().or(state.free.first());
+        first.copied().unwrap_or(from)
     }
 
     /// The index a `part`-th of the way through the table (in index
@@ -512,11 +514,12 @@ mod tests {
             }
         );
         assert_eq!(indexes(&book), ["7", "8", "9"]);
-        assert_eq!(book.first_listed_from(6), 7);
-        assert_eq!(book.first_listed_from(11), 1);
+        assert_eq!(book.listing_start(), 7);
         // Too few from there on: the rest from the lowest, in index order.
         book.set_list_from(10);
         assert_eq!(indexes(&book), ["1", "2", "10"]);
+        book.set_list_from(11);
+        assert_eq!(book.listing_start(), 1);
         // A list of every free slot is the same from anywhere.
         let all = SlotBook::new(&slots, 50);
         let whole = all.free_list();

@@ -82,10 +82,7 @@ impl Backend for Writer {
         // entries on every commit cost more the more it booked. A slot
         // freed there by another center is learned by the refresher, which
         // reads the whole part.
-        let from = self
-            .mirror
-            .book
-            .first_listed_from(self.mirror.book.list_from());
+        let from = self.mirror.book.listing_start();
         let from_at = db_index(from).unwrap_or(i64::MAX);
         let rows = match client.query(
             stmt,
